@@ -1,1 +1,39 @@
-//! placeholder
+//! The NVMe-oF target core: subsystems, namespaces, hosts and listeners,
+//! discovery, controllers, admin/fabrics/I/O command handling, keep-alive,
+//! and the interface transports implement.
+//!
+//! ## Design
+//! - Control plane (`Target`, `Subsystem`): configuration and the controller
+//!   registry behind mutexes, used at Connect and by admin commands only.
+//! - Data plane (`PollGroup`, one per reactor): transport queues, the
+//!   controllers whose admin queue it owns, and its own bdev channel per
+//!   namespace. The I/O path touches only poll-group state and atomics.
+//! - A controller lives on its admin queue's reactor. An I/O queue Connect
+//!   that lands elsewhere is forwarded there by message, and the answer comes
+//!   back by message.
+//! - Transports implement `Transport` + `TransportPollGroup`; `loopback` is an
+//!   in-process one with RDMA semantics for tests and benchmarks.
+
+pub mod admin;
+pub mod controller;
+mod fabrics;
+mod io;
+pub mod loopback;
+pub mod nqn;
+pub mod poll_group;
+pub mod subsystem;
+pub mod target;
+pub mod transport;
+
+pub use controller::{ControllerShared, ControllerState};
+pub use poll_group::PollGroup;
+pub use subsystem::{Namespace, NamespaceConfig, Subsystem, SubsystemConfig, SubsystemKind};
+pub use target::{Target, TargetOptions};
+pub use transport::{ListenAddress, Transport, TransportCaps, TransportPollGroup};
+
+/// A configuration error: which thing, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{what}: {msg}")]
+    Invalid { what: String, msg: String },
+}

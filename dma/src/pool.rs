@@ -1,0 +1,545 @@
+//! Fixed pools of equal-size DMA buffers, carved from one region at start-up. The global free
+//! list is a lock-free bounded queue of indexes; each reactor keeps a `PoolCache` so most
+//! get/put pairs touch no shared cache line at all.
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::slice;
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::memory::{DmaMemory, SMALL_PAGE_BYTES};
+use crate::DmaError;
+
+pub struct BufPool {
+    memory: DmaMemory,
+    buf_size_bytes: usize,
+    count: usize,
+    /// Indexes of buffers not owned by any DmaBuf. Capacity == count, and each index is
+    /// either here or in exactly one DmaBuf, so pushes never fail.
+    free: ArrayQueue<u32>,
+}
+
+impl fmt::Debug for BufPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufPool")
+            .field("buf_size_bytes", &self.buf_size_bytes)
+            .field("count", &self.count)
+            .field("available", &self.available())
+            .field("memory", &self.memory)
+            .finish()
+    }
+}
+
+impl BufPool {
+    /// Carves `count` buffers of `buf_size_bytes` (a multiple of 4096) from the start of
+    /// `memory`. The region's copy methods are disabled from then on, since DmaBufs hand out
+    /// references into it.
+    pub fn new(
+        mut memory: DmaMemory,
+        buf_size_bytes: usize,
+        count: usize,
+    ) -> Result<Arc<BufPool>, DmaError> {
+        let total_bytes = Self::check_geometry(buf_size_bytes, count)?;
+        if total_bytes > memory.len() {
+            return Err(DmaError::PoolTooLarge {
+                buf_size_bytes,
+                count,
+                memory_bytes: memory.len(),
+            });
+        }
+        memory.hand_to_buffers();
+        let free = ArrayQueue::new(count);
+        for index in 0..count {
+            free.push(index as u32)
+                .expect("free list sized to hold every buffer");
+        }
+        Ok(Arc::new(BufPool {
+            memory,
+            buf_size_bytes,
+            count,
+            free,
+        }))
+    }
+
+    /// A pool on ordinary memory sized exactly for the buffers; handy for tests.
+    pub fn with_ordinary_memory(
+        buf_size_bytes: usize,
+        count: usize,
+    ) -> Result<Arc<BufPool>, DmaError> {
+        let total_bytes = Self::check_geometry(buf_size_bytes, count)?;
+        let memory = DmaMemory::allocate_ordinary(total_bytes)?;
+        Self::new(memory, buf_size_bytes, count)
+    }
+
+    /// Returns count * buf_size_bytes after checking both fit the DmaBuf fields.
+    fn check_geometry(buf_size_bytes: usize, count: usize) -> Result<usize, DmaError> {
+        if buf_size_bytes == 0
+            || buf_size_bytes % SMALL_PAGE_BYTES != 0
+            || buf_size_bytes > u32::MAX as usize
+        {
+            return Err(DmaError::InvalidBufSize { buf_size_bytes });
+        }
+        if count == 0 || count > u32::MAX as usize {
+            return Err(DmaError::InvalidBufCount { count });
+        }
+        buf_size_bytes
+            .checked_mul(count)
+            .ok_or(DmaError::PoolSizeOverflow {
+                buf_size_bytes,
+                count,
+            })
+    }
+
+    pub fn buf_size(&self) -> usize {
+        self.buf_size_bytes
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Buffers in the global free list (not counting those held in PoolCaches).
+    pub fn available(&self) -> usize {
+        self.free.len()
+    }
+
+    /// The whole region, e.g. to register one memory region with a NIC. Its copy methods
+    /// return RegionOwnedByBuffers; only iova/len/as_ptr are meaningful.
+    pub fn memory(&self) -> &DmaMemory {
+        &self.memory
+    }
+
+    /// Takes a buffer from the global free list; None when it is empty.
+    pub fn get(self: &Arc<Self>) -> Option<DmaBuf> {
+        let index = self.free.pop()?;
+        assert!((index as usize) < self.count, "corrupt free list: {index}");
+        let offset = index as usize * self.buf_size_bytes;
+        // The whole pool lies inside the mapping (checked in new), so this cannot leave it.
+        let ptr = NonNull::new(self.memory.as_ptr().wrapping_add(offset))
+            .expect("pool buffer address is never null");
+        Some(DmaBuf {
+            ptr,
+            capacity: self.buf_size_bytes as u32,
+            index,
+            iova: self.memory.iova() + offset as u64,
+            owner: Owner::Pool(Arc::clone(self)),
+        })
+    }
+
+    /// Returns a buffer to the global free list. Panics if it came from another pool: that
+    /// is a bug which would otherwise corrupt both pools. (Dropping a DmaBuf also returns it.)
+    pub fn put(&self, buf: DmaBuf) {
+        assert!(
+            self.owns(&buf),
+            "DmaBuf {} (iova {:#x}) returned to a pool it does not belong to",
+            buf.index,
+            buf.iova
+        );
+        drop(buf);
+    }
+
+    /// Whether `buf` came from this pool.
+    pub fn owns(&self, buf: &DmaBuf) -> bool {
+        match &buf.owner {
+            Owner::Pool(pool) => std::ptr::eq(Arc::as_ptr(pool), self),
+            Owner::Standalone { .. } => false,
+        }
+    }
+
+    fn release(&self, index: u32) {
+        assert!((index as usize) < self.count, "bad buffer index {index}");
+        if self.free.push(index).is_err() {
+            panic!("buffer {index} freed twice: the free list is already full");
+        }
+    }
+}
+
+enum Owner {
+    /// Keeps the pool, hence the mapping, alive while the buffer exists.
+    Pool(Arc<BufPool>),
+    /// A region of its own; held only so it is unmapped when the DmaBuf drops.
+    Standalone { _region: DmaMemory },
+}
+
+/// Exclusive owner of one pool buffer (or of a standalone DMA region). Not Clone: moving it
+/// moves the ownership, which is what makes `as_mut_slice` sound. Dropping it returns a pool
+/// buffer to its pool's global free list.
+pub struct DmaBuf {
+    ptr: NonNull<u8>,
+    capacity: u32,
+    index: u32,
+    iova: u64,
+    owner: Owner,
+}
+
+// SAFETY: a DmaBuf is the sole owner of [ptr, ptr + capacity) (pool indexes are handed out
+// once; a standalone region belongs to it alone) and keeps the mapping alive through `owner`.
+// Nothing about it is tied to a thread; BufPool and DmaMemory are Send + Sync.
+unsafe impl Send for DmaBuf {}
+// SAFETY: &DmaBuf only gives out &[u8] (shared reads); mutation needs &mut DmaBuf.
+unsafe impl Sync for DmaBuf {}
+
+impl fmt::Debug for DmaBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DmaBuf")
+            .field("index", &self.index)
+            .field("iova", &format_args!("{:#x}", self.iova))
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl DmaBuf {
+    /// Turns a whole region into one buffer (index 0), e.g. for an admin command's data.
+    pub fn from_memory(mut memory: DmaMemory) -> Result<DmaBuf, DmaError> {
+        let size_bytes = memory.len();
+        let capacity =
+            u32::try_from(size_bytes).map_err(|_| DmaError::RegionTooLargeForBuf { size_bytes })?;
+        memory.hand_to_buffers();
+        let ptr = NonNull::new(memory.as_ptr()).expect("mapping is never null");
+        Ok(DmaBuf {
+            ptr,
+            capacity,
+            index: 0,
+            iova: memory.iova(),
+            owner: Owner::Standalone { _region: memory },
+        })
+    }
+
+    /// A standalone buffer on ordinary memory (capacity rounded up to 4 KiB). Start-up only:
+    /// it mmaps.
+    pub fn alloc_ordinary(capacity_bytes: usize) -> Result<DmaBuf, DmaError> {
+        Self::from_memory(DmaMemory::allocate_ordinary(capacity_bytes)?)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    pub fn iova(&self) -> u64 {
+        self.iova
+    }
+
+    /// Index within its pool (0 for a standalone buffer).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    pub fn is_standalone(&self) -> bool {
+        matches!(self.owner, Owner::Standalone { .. })
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The full capacity.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: [ptr, ptr + capacity) lies in a live mapping (kept alive by `owner`),
+        // initialized (anonymous memory starts zeroed), and owned by this DmaBuf alone; the
+        // region's copy methods are disabled. The borrow of self prevents &mut for its life.
+        unsafe { slice::from_raw_parts(self.ptr.as_ptr(), self.capacity as usize) }
+    }
+
+    /// The full capacity, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in as_slice; &mut self makes this the only reference for its lifetime.
+        unsafe { slice::from_raw_parts_mut(self.ptr.as_ptr(), self.capacity as usize) }
+    }
+}
+
+impl Drop for DmaBuf {
+    fn drop(&mut self) {
+        if let Owner::Pool(pool) = &self.owner {
+            pool.release(self.index);
+        }
+        // A standalone region is unmapped when `owner` drops right after this.
+    }
+}
+
+/// Per-reactor stash of buffers in front of a pool. Fixed capacity chosen at creation; get
+/// and put move a batch to or from the global list only when the stash runs empty or full.
+pub struct PoolCache {
+    pool: Arc<BufPool>,
+    bufs: Vec<DmaBuf>,
+    capacity: usize,
+    batch: usize,
+}
+
+impl fmt::Debug for PoolCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolCache")
+            .field("len", &self.bufs.len())
+            .field("capacity", &self.capacity)
+            .field("batch", &self.batch)
+            .finish()
+    }
+}
+
+impl PoolCache {
+    /// Panics if capacity is 0. Half the capacity moves per refill or spill, so a reactor
+    /// alternating get and put at the boundary does not bounce buffers every call.
+    pub fn new(pool: Arc<BufPool>, capacity: usize) -> PoolCache {
+        assert!(capacity > 0, "PoolCache capacity must be at least 1");
+        PoolCache {
+            pool,
+            bufs: Vec::with_capacity(capacity),
+            capacity,
+            batch: capacity.div_ceil(2),
+        }
+    }
+
+    /// A buffer from the local stash, refilled with a batch from the pool when empty. None
+    /// only when both are empty.
+    pub fn get(&mut self) -> Option<DmaBuf> {
+        if self.bufs.is_empty() {
+            for _ in 0..self.batch {
+                match self.pool.get() {
+                    Some(buf) => self.bufs.push(buf),
+                    None => break,
+                }
+            }
+        }
+        self.bufs.pop()
+    }
+
+    /// Stashes a buffer locally, first spilling a batch to the pool if the stash is full.
+    /// Panics if the buffer belongs to another pool.
+    pub fn put(&mut self, buf: DmaBuf) {
+        assert!(
+            self.pool.owns(&buf),
+            "DmaBuf {} (iova {:#x}) put into the cache of a pool it does not belong to",
+            buf.index,
+            buf.iova
+        );
+        if self.bufs.len() == self.capacity {
+            // Dropping returns each buffer to the global list.
+            self.bufs.truncate(self.capacity - self.batch);
+        }
+        self.bufs.push(buf);
+        // The Vec never grows past what new() reserved: no allocation on the I/O path.
+        assert!(self.bufs.len() <= self.capacity);
+    }
+
+    /// Buffers held locally.
+    pub fn len(&self) -> usize {
+        self.bufs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn pool(&self) -> &Arc<BufPool> {
+        &self.pool
+    }
+}
+
+// Drop: `bufs` drops its DmaBufs, each returning itself to the pool.
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn get_put_and_exhaustion() {
+        let pool = BufPool::with_ordinary_memory(8192, 4).unwrap();
+        assert_eq!(
+            (pool.buf_size(), pool.count(), pool.available()),
+            (8192, 4, 4)
+        );
+        let base = pool.memory().iova();
+
+        let mut bufs: Vec<DmaBuf> = (0..4).map(|_| pool.get().unwrap()).collect();
+        assert!(pool.get().is_none(), "a fifth buffer from a pool of four");
+        assert_eq!(pool.available(), 0);
+
+        let indexes: HashSet<u32> = bufs.iter().map(|b| b.index()).collect();
+        assert_eq!(indexes.len(), 4, "each buffer handed out once");
+        for buf in &bufs {
+            assert_eq!(buf.capacity(), 8192);
+            assert_eq!(buf.iova(), base + buf.index() as u64 * 8192);
+            assert_eq!(buf.iova() % 4096, 0);
+            assert_eq!(buf.as_ptr() as u64, buf.iova());
+        }
+
+        // Buffers are disjoint: writing one leaves the others alone.
+        bufs[0].as_mut_slice().fill(0xaa);
+        bufs[1].as_mut_slice().fill(0x55);
+        assert!(bufs[0].as_slice().iter().all(|&b| b == 0xaa));
+        assert!(bufs[1].as_slice().iter().all(|&b| b == 0x55));
+
+        pool.put(bufs.pop().unwrap());
+        assert_eq!(pool.available(), 1);
+        drop(bufs.pop());
+        assert_eq!(pool.available(), 2, "dropping a buffer returns it");
+        drop(bufs);
+        assert_eq!(pool.available(), 4);
+    }
+
+    #[test]
+    fn pool_outlives_pool_handle_while_buffers_exist() {
+        let pool = BufPool::with_ordinary_memory(4096, 2).unwrap();
+        let mut buf = pool.get().unwrap();
+        drop(pool);
+        buf.as_mut_slice()[4095] = 7;
+        assert_eq!(buf.as_slice()[4095], 7);
+    }
+
+    #[test]
+    #[should_panic(expected = "does not belong")]
+    fn put_into_wrong_pool_panics() {
+        let a = BufPool::with_ordinary_memory(4096, 1).unwrap();
+        let b = BufPool::with_ordinary_memory(4096, 1).unwrap();
+        let buf = a.get().unwrap();
+        b.put(buf);
+    }
+
+    #[test]
+    #[should_panic(expected = "does not belong")]
+    fn cache_put_of_foreign_buffer_panics() {
+        let a = BufPool::with_ordinary_memory(4096, 1).unwrap();
+        let b = BufPool::with_ordinary_memory(4096, 1).unwrap();
+        let mut cache = PoolCache::new(b, 2);
+        cache.put(a.get().unwrap());
+    }
+
+    #[test]
+    fn standalone_buffer_is_not_owned_by_a_pool() {
+        let pool = BufPool::with_ordinary_memory(4096, 1).unwrap();
+        let mut buf = DmaBuf::alloc_ordinary(100).unwrap();
+        assert!(buf.is_standalone());
+        assert_eq!(buf.capacity(), 4096);
+        assert_eq!(buf.index(), 0);
+        assert!(!pool.owns(&buf));
+        buf.as_mut_slice()[..3].copy_from_slice(b"abc");
+        assert_eq!(&buf.as_slice()[..3], b"abc");
+    }
+
+    #[test]
+    fn bad_geometry_is_rejected() {
+        assert!(matches!(
+            BufPool::with_ordinary_memory(1000, 4),
+            Err(DmaError::InvalidBufSize {
+                buf_size_bytes: 1000
+            })
+        ));
+        assert!(matches!(
+            BufPool::with_ordinary_memory(0, 4),
+            Err(DmaError::InvalidBufSize { .. })
+        ));
+        assert!(matches!(
+            BufPool::with_ordinary_memory(4096, 0),
+            Err(DmaError::InvalidBufCount { count: 0 })
+        ));
+        let memory = DmaMemory::allocate_ordinary(3 * 4096).unwrap();
+        let err = BufPool::new(memory, 4096, 4).unwrap_err();
+        assert!(matches!(
+            err,
+            DmaError::PoolTooLarge {
+                memory_bytes: 12288,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn pool_region_refuses_copy_access() {
+        let pool = BufPool::with_ordinary_memory(4096, 2).unwrap();
+        assert!(matches!(
+            pool.memory().write_at(0, b"x"),
+            Err(DmaError::RegionOwnedByBuffers)
+        ));
+        let mut out = [0u8; 1];
+        assert!(matches!(
+            pool.memory().read_at(0, &mut out),
+            Err(DmaError::RegionOwnedByBuffers)
+        ));
+    }
+
+    #[test]
+    fn cache_refills_in_batches_and_spills_when_full() {
+        let pool = BufPool::with_ordinary_memory(4096, 16).unwrap();
+        let mut cache = PoolCache::new(Arc::clone(&pool), 4);
+
+        let first = cache.get().unwrap();
+        // One refill of batch 2: one handed out, one left locally.
+        assert_eq!(cache.len(), 1);
+        assert_eq!(pool.available(), 14);
+
+        let mut held = vec![first];
+        for _ in 0..9 {
+            held.push(cache.get().unwrap());
+        }
+        assert_eq!(pool.available() + cache.len() + held.len(), 16);
+
+        for buf in held.drain(..) {
+            cache.put(buf);
+            assert!(cache.len() <= 4);
+        }
+        // Ten puts into a 4-slot cache spilled the rest to the global list.
+        assert_eq!(cache.len(), 4);
+        assert_eq!(pool.available(), 12);
+
+        drop(cache);
+        assert_eq!(
+            pool.available(),
+            16,
+            "dropping the cache returns its buffers"
+        );
+    }
+
+    #[test]
+    fn cache_returns_none_only_when_pool_is_dry() {
+        let pool = BufPool::with_ordinary_memory(4096, 3).unwrap();
+        let mut cache = PoolCache::new(Arc::clone(&pool), 8);
+        let a = cache.get().unwrap();
+        let b = cache.get().unwrap();
+        let c = cache.get().unwrap();
+        assert!(cache.get().is_none());
+        cache.put(a);
+        let again = cache.get().expect("the buffer just put back");
+        assert!(cache.get().is_none());
+        drop((b, c));
+        assert_eq!(pool.available(), 2);
+        drop(again);
+        assert_eq!(pool.available(), 3);
+    }
+
+    #[test]
+    fn caches_on_two_threads_share_one_pool() {
+        let pool = BufPool::with_ordinary_memory(4096, 64).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..2u8 {
+                let pool = Arc::clone(&pool);
+                s.spawn(move || {
+                    let mut cache = PoolCache::new(pool, 8);
+                    for round in 0..1000u32 {
+                        let mut held: Vec<DmaBuf> = Vec::with_capacity(5);
+                        for _ in 0..5 {
+                            let mut buf = cache.get().expect("64 buffers cover 2 x (8 + 5)");
+                            buf.as_mut_slice()[0] = t;
+                            held.push(buf);
+                        }
+                        for buf in held {
+                            assert_eq!(buf.as_slice()[0], t, "round {round}: buffer shared");
+                            cache.put(buf);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(pool.available(), 64);
+    }
+}

@@ -1,0 +1,493 @@
+//! Admin commands (and the Property Get/Set fabrics commands) of a controller.
+//!
+//! Handlers build their answer on the stack and copy it into the request's
+//! data buffer. Nothing here is on the I/O path.
+
+use std::time::Instant;
+
+use nvme_spec::fabrics::{self, property};
+use nvme_spec::features::{self as feat, aen};
+use nvme_spec::identify::{self, cns, nidt, oncs, IdentifyController, IdentifyNamespace, NsIdDescriptorHeader};
+use nvme_spec::log::{effects, lid, ChangedNsList, CommandEffectsLog, FirmwareSlotLog, SmartLog};
+use nvme_spec::opcode::{admin, io};
+use nvme_spec::{put_ascii_padded, put_str_nul_padded, put_u128, FromZeros, IntoBytes, Sqe, Status, NSID_ALL, U16, U32, U64};
+
+use crate::controller::{Controller, ControllerState, ABORT_LIMIT, AER_LIMIT, ERROR_LOG_ENTRIES, KAS_100MS};
+use crate::poll_group::SubsystemChannels;
+use crate::target::Target;
+use crate::transport::{ListenAddress, Request, TransportCaps};
+
+/// Firmware revision reported in Identify and the firmware slot log.
+pub const FIRMWARE_REVISION: &str = env!("CARGO_PKG_VERSION");
+
+/// What an admin command asks of the poll group after it ran.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AdminOutcome {
+    Complete(Status),
+    /// An AER is now held by the controller; complete it on an event.
+    HoldAer,
+    /// Complete, then tear the controller's I/O queues down (CC.EN=0 / CC.SHN).
+    CompleteAndTeardown(Status),
+}
+
+/// Context an admin command may read.
+pub(crate) struct AdminEnv<'a> {
+    pub target: &'a Target,
+    pub channels: Option<&'a SubsystemChannels>,
+    pub listener: &'a ListenAddress,
+    pub caps: TransportCaps,
+    pub now: Instant,
+}
+
+/// Copies `src` into the request's data (zero-filling the rest); the SGL
+/// must be at least `min_len` bytes.
+fn copy_out(req: &mut Request, src: &[u8], min_len: usize) -> Status {
+    if (req.length as usize) < min_len || req.data.is_none() {
+        return Status::DATA_SGL_LENGTH_INVALID;
+    }
+    let dst = req.data_mut();
+    let n = src.len().min(dst.len());
+    dst[..n].copy_from_slice(&src[..n]);
+    dst[n..].fill(0);
+    Status::SUCCESS
+}
+
+pub(crate) fn property_get(ctrl: &Controller, cmd: &Sqe, rsp_value: &mut u64) -> Status {
+    let eight = fabrics::property_is_8_bytes(cmd);
+    let (value, is_8) = match fabrics::property_offset(cmd) {
+        property::CAP => (ctrl.cap, true),
+        property::VS => (u64::from(ctrl.vs), false),
+        property::CC => (u64::from(ctrl.cc), false),
+        property::CSTS => (u64::from(ctrl.csts()), false),
+        _ => return Status::INVALID_FIELD,
+    };
+    if eight != is_8 {
+        return Status::INVALID_FIELD;
+    }
+    *rsp_value = value;
+    Status::SUCCESS
+}
+
+/// Property Set: only CC is writable.
+pub(crate) fn property_set(ctrl: &mut Controller, cmd: &Sqe) -> AdminOutcome {
+    if fabrics::property_offset(cmd) != property::CC || fabrics::property_is_8_bytes(cmd) {
+        return AdminOutcome::Complete(Status::INVALID_FIELD);
+    }
+    let value = fabrics::property_set_value(cmd) as u32;
+    match ctrl.write_cc(value) {
+        Ok(true) => AdminOutcome::CompleteAndTeardown(Status::SUCCESS),
+        Ok(false) => AdminOutcome::Complete(Status::SUCCESS),
+        Err(s) => AdminOutcome::Complete(s),
+    }
+}
+
+/// Executes one admin command on `ctrl`.
+pub(crate) fn execute(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> AdminOutcome {
+    let cmd = req.cmd;
+    if ctrl.state != ControllerState::Ready {
+        // Linux enables the controller before its first admin command.
+        return AdminOutcome::Complete(Status::COMMAND_SEQUENCE_ERROR);
+    }
+    // Any admin command shows the host is alive.
+    ctrl.last_keep_alive = env.now;
+    if ctrl.is_discovery() {
+        return execute_discovery(ctrl, req, env);
+    }
+    let status = match cmd.opcode {
+        admin::IDENTIFY => identify(ctrl, req, env),
+        admin::GET_LOG_PAGE => get_log_page(ctrl, req, env),
+        admin::SET_FEATURES => set_features(ctrl, req, env.now),
+        admin::GET_FEATURES => get_features(ctrl, req),
+        admin::ASYNC_EVENT_REQUEST => return async_event_request(ctrl, req),
+        admin::KEEP_ALIVE => Status::SUCCESS,
+        admin::ABORT => abort(req),
+        _ => Status::INVALID_OPCODE,
+    };
+    AdminOutcome::Complete(status)
+}
+
+/// The discovery controller answers only what SPDK's does.
+fn execute_discovery(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> AdminOutcome {
+    let cmd = req.cmd;
+    let status = match cmd.opcode {
+        admin::IDENTIFY if cmd.identify_cns() == cns::CONTROLLER => identify(ctrl, req, env),
+        admin::IDENTIFY => Status::INVALID_FIELD,
+        admin::GET_LOG_PAGE if cmd.log_page_id() == lid::DISCOVERY => get_log_page(ctrl, req, env),
+        admin::GET_LOG_PAGE => Status::INVALID_LOG_PAGE,
+        admin::SET_FEATURES => match cmd.feature_id() {
+            feat::KEEP_ALIVE_TIMER | feat::ASYNC_EVENT_CONFIG => set_features(ctrl, req, env.now),
+            _ => Status::INVALID_FIELD,
+        },
+        admin::GET_FEATURES => match cmd.feature_id() {
+            feat::KEEP_ALIVE_TIMER | feat::ASYNC_EVENT_CONFIG => get_features(ctrl, req),
+            _ => Status::INVALID_FIELD,
+        },
+        admin::ASYNC_EVENT_REQUEST => return async_event_request(ctrl, req),
+        admin::KEEP_ALIVE => Status::SUCCESS,
+        _ => Status::INVALID_OPCODE,
+    };
+    AdminOutcome::Complete(status)
+}
+
+fn async_event_request(ctrl: &mut Controller, req: &mut Request) -> AdminOutcome {
+    if let Some(dw0) = ctrl.pending_events.pop() {
+        req.rsp.dw0 = dw0.into();
+        return AdminOutcome::Complete(Status::SUCCESS);
+    }
+    if ctrl.aers.is_full() {
+        return AdminOutcome::Complete(Status::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED);
+    }
+    AdminOutcome::HoldAer
+}
+
+/// Abort: commands reach the bdev at once and cannot be recalled, so the
+/// answer is "not aborted" (dw0 bit 0), which the spec allows. Held AERs are
+/// aborted by the poll group before this runs.
+fn abort(req: &mut Request) -> Status {
+    req.rsp.dw0 = 1.into();
+    Status::SUCCESS
+}
+
+// ---- Identify ---------------------------------------------------------------
+
+fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status {
+    let cmd = req.cmd;
+    let nn = ctrl.shared.subsystem.max_namespaces;
+    match cmd.identify_cns() {
+        cns::CONTROLLER => {
+            let id = identify_controller(ctrl, env);
+            copy_out(req, id.as_bytes(), identify::IDENTIFY_DATA_LEN)
+        }
+        cns::NAMESPACE => {
+            let nsid = cmd.nsid();
+            if nsid == 0 || (nsid > nn && nsid != NSID_ALL) {
+                return Status::INVALID_NAMESPACE_OR_FORMAT;
+            }
+            let mut id = IdentifyNamespace::new_zeroed();
+            if let Some(ch) = env.channels.and_then(|c| c.namespaces.get(nsid as usize - 1)).and_then(|c| c.as_ref()) {
+                fill_identify_namespace(&mut id, ch.num_blocks, ch.block_size, &ch.ns.nguid);
+            } else if nsid == NSID_ALL {
+                return Status::INVALID_NAMESPACE_OR_FORMAT;
+            }
+            // Inactive NSIDs in range get zeroes, as the spec says.
+            copy_out(req, id.as_bytes(), identify::IDENTIFY_DATA_LEN)
+        }
+        cns::ACTIVE_NS_LIST => {
+            let start = cmd.nsid();
+            if start >= 0xFFFF_FFFE {
+                return Status::INVALID_NAMESPACE_OR_FORMAT;
+            }
+            let mut list = identify::ActiveNsList::new_zeroed();
+            let mut n = 0;
+            if let Some(c) = env.channels {
+                for ch in c.namespaces.iter().flatten() {
+                    if ch.ns.nsid > start && n < list.nsid.len() {
+                        list.nsid[n] = U32::new(ch.ns.nsid);
+                        n += 1;
+                    }
+                }
+            }
+            copy_out(req, list.as_bytes(), identify::IDENTIFY_DATA_LEN)
+        }
+        cns::NS_ID_DESCRIPTORS => {
+            let nsid = cmd.nsid();
+            let Some(ch) = env.channels.and_then(|c| c.namespaces.get((nsid as usize).wrapping_sub(1))).and_then(|c| c.as_ref()) else {
+                return Status::INVALID_NAMESPACE_OR_FORMAT;
+            };
+            let mut out = [0u8; identify::IDENTIFY_DATA_LEN];
+            let mut at = 0;
+            for (kind, id) in [(nidt::NGUID, &ch.ns.nguid[..]), (nidt::UUID, &ch.ns.uuid[..]), (nidt::CSI, &[0u8][..])] {
+                let hdr = NsIdDescriptorHeader { nidt: kind, nidl: id.len() as u8, rsvd: U16::new(0) };
+                out[at..at + 4].copy_from_slice(hdr.as_bytes());
+                out[at + 4..at + 4 + id.len()].copy_from_slice(id);
+                at += 4 + id.len();
+            }
+            copy_out(req, &out, identify::IDENTIFY_DATA_LEN)
+        }
+        cns::CSI_CONTROLLER => {
+            // NVM command set specific controller data: no extra limits.
+            if cmd.cdw11.get() >> 24 != 0 {
+                return Status::INVALID_FIELD;
+            }
+            copy_out(req, &[0u8; identify::IDENTIFY_DATA_LEN], identify::IDENTIFY_DATA_LEN)
+        }
+        cns::INDEPENDENT_NAMESPACE => {
+            let nsid = cmd.nsid();
+            let Some(_ch) = env.channels.and_then(|c| c.namespaces.get((nsid as usize).wrapping_sub(1))).and_then(|c| c.as_ref()) else {
+                return Status::INVALID_NAMESPACE_OR_FORMAT;
+            };
+            let mut out = [0u8; identify::IDENTIFY_DATA_LEN];
+            out[0] = 1 << 3; // NSFEAT: deallocated blocks read as zeroes (via DLFEAT)
+            out[1] = 1; // NMIC: may be shared by controllers
+            out[14] = 1; // NSTAT: namespace ready
+            copy_out(req, &out, identify::IDENTIFY_DATA_LEN)
+        }
+        _ => Status::INVALID_FIELD,
+    }
+}
+
+pub(crate) fn fill_identify_namespace(id: &mut IdentifyNamespace, num_blocks: u64, block_size: u32, nguid: &[u8; 16]) {
+    id.nsze = U64::new(num_blocks);
+    id.ncap = U64::new(num_blocks);
+    id.nuse = U64::new(num_blocks);
+    id.nsfeat = 1 << 0 | 1 << 3; // thin provisioning (deallocate), NGUID/EUI64 never reused
+    id.nlbaf = 0;
+    id.flbas = 0;
+    id.nmic = 1;
+    id.dlfeat = 1 | (1 << 3); // deallocated blocks read as zeroes; Write Zeroes may deallocate
+    id.lbaf[0] = identify::lba_format(0, block_size.trailing_zeros() as u8, 0);
+    id.nguid = *nguid;
+    let bytes = u128::from(num_blocks) * u128::from(block_size);
+    put_u128(&mut id.nvmcap, bytes);
+}
+
+pub(crate) fn identify_controller(ctrl: &Controller, env: &AdminEnv) -> IdentifyController {
+    let sub = &ctrl.shared.subsystem;
+    let opts = &env.target.options;
+    let mut id = IdentifyController::new_zeroed();
+    put_ascii_padded(&mut id.sn, &sub.serial);
+    put_ascii_padded(&mut id.mn, &sub.model);
+    put_ascii_padded(&mut id.fr, FIRMWARE_REVISION);
+    id.rab = 6;
+    id.cmic = 1 << 1; // the subsystem may have several controllers (one per host)
+    id.mdts = opts.mdts();
+    id.cntlid = U16::new(ctrl.cntlid());
+    id.ver = U32::new(ctrl.vs);
+    id.oaes = U32::new(ctrl.oaes());
+    id.ctratt = U32::new(1); // 128-bit host identifier
+    id.cntrltype = if ctrl.is_discovery() { identify::CNTRLTYPE_DISCOVERY } else { identify::CNTRLTYPE_IO };
+    id.acl = (ABORT_LIMIT - 1) as u8;
+    id.aerl = (AER_LIMIT - 1) as u8;
+    id.frmw = 1 | (1 << 1); // slot 1 read-only, one slot
+    id.lpa = identify::lpa::COMMANDS_EFFECTS | identify::lpa::EXTENDED_DATA;
+    id.elpe = (ERROR_LOG_ENTRIES - 1) as u8;
+    id.wctemp = U16::new(343);
+    id.cctemp = U16::new(373);
+    id.kas = U16::new(KAS_100MS);
+    id.sqes = 0x66;
+    id.cqes = 0x44;
+    id.maxcmd = U16::new(opts.max_queue_depth);
+    id.sgls = U32::new(env.caps.sgls);
+    put_str_nul_padded(&mut id.subnqn, &sub.nqn);
+    id.ioccsz = U32::new((64 + env.caps.in_capsule_data_bytes) / 16);
+    id.iorcsz = U32::new(1);
+    id.icdoff = U16::new(0);
+    id.msdbd = env.caps.msdbd;
+    if !ctrl.is_discovery() {
+        id.nn = U32::new(sub.max_namespaces);
+        id.mnan = U32::new(sub.max_namespaces);
+        let mut o = oncs::DATASET_MANAGEMENT | oncs::WRITE_ZEROES;
+        let all_compare = env.channels.is_some_and(|c| {
+            c.namespaces.iter().flatten().all(|ch| ch.ns.bdev.info().supported.contains(bdev::IoType::Compare))
+        });
+        if all_compare {
+            o |= oncs::COMPARE;
+        }
+        id.oncs = U16::new(o);
+        // Present; flush with the broadcast NSID is not supported.
+        id.vwc = 1 | (0b10 << 1);
+        id.awun = U16::new(0);
+        id.awupf = U16::new(0);
+    }
+    id
+}
+
+// ---- Get Log Page -------------------------------------------------------------
+
+fn get_log_page(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status {
+    let cmd = req.cmd;
+    let offset = cmd.log_page_offset_bytes();
+    let len = cmd.log_page_len_bytes();
+    if offset % 4 != 0 {
+        return Status::INVALID_FIELD;
+    }
+    if u64::from(req.length) < len {
+        return Status::DATA_SGL_LENGTH_INVALID;
+    }
+    let page: Vec<u8> = match cmd.log_page_id() {
+        lid::ERROR => ctrl.error_log_newest_first().flat_map(|e| e.as_bytes().to_vec()).collect(),
+        lid::SMART_HEALTH => smart_log(ctrl).as_bytes().to_vec(),
+        lid::FIRMWARE_SLOT => {
+            let mut fw = FirmwareSlotLog::new_zeroed();
+            fw.afi = 1;
+            put_ascii_padded(&mut fw.frs[0], FIRMWARE_REVISION);
+            fw.as_bytes().to_vec()
+        }
+        lid::CHANGED_NS_LIST => {
+            let mut list = ChangedNsList::new_zeroed();
+            if ctrl.changed_ns_overflow {
+                list.nsid[0] = U32::new(0xFFFF_FFFF);
+            } else {
+                for (i, nsid) in ctrl.changed_ns.iter().enumerate() {
+                    list.nsid[i] = U32::new(*nsid);
+                }
+            }
+            if !cmd.log_page_rae() {
+                ctrl.changed_ns.clear();
+                ctrl.changed_ns_overflow = false;
+                ctrl.ns_change_masked = false;
+            }
+            list.as_bytes().to_vec()
+        }
+        lid::COMMANDS_SUPPORTED_AND_EFFECTS => command_effects().as_bytes().to_vec(),
+        lid::DISCOVERY => {
+            if !cmd.log_page_rae() {
+                ctrl.discovery_change_masked = false;
+            }
+            env.target.discovery_log(&ctrl.shared.hostnqn, env.listener)
+        }
+        _ => return Status::INVALID_LOG_PAGE,
+    };
+    // An offset past the end is an error; a read past the end gets zeroes.
+    if offset > page.len() as u64 {
+        return Status::INVALID_FIELD;
+    }
+    let start = offset as usize;
+    let end = (start as u64 + len).min(page.len() as u64) as usize;
+    let data = req.data_mut();
+    let n = end - start;
+    data[..n].copy_from_slice(&page[start..end]);
+    data[n..len as usize].fill(0);
+    Status::SUCCESS
+}
+
+fn smart_log(ctrl: &Controller) -> SmartLog {
+    let (reads, writes, read_bytes, write_bytes) = ctrl.shared.io_totals();
+    let mut s = SmartLog::new_zeroed();
+    s.temperature = U16::new(298); // 25 C: RAM does not heat up
+    s.available_spare = 100;
+    s.available_spare_threshold = 10;
+    // Data units are thousands of 512-byte units, rounded up.
+    let units = |bytes: u64| u128::from(bytes.div_ceil(512 * 1000));
+    put_u128(&mut s.data_units_read, units(read_bytes));
+    put_u128(&mut s.data_units_written, units(write_bytes));
+    put_u128(&mut s.host_read_commands, u128::from(reads));
+    put_u128(&mut s.host_write_commands, u128::from(writes));
+    put_u128(&mut s.power_cycles, 1);
+    put_u128(&mut s.error_log_entries, u128::from(ctrl.error_count));
+    s
+}
+
+fn command_effects() -> CommandEffectsLog {
+    let mut log = CommandEffectsLog::new_zeroed();
+    for op in [
+        admin::GET_LOG_PAGE,
+        admin::IDENTIFY,
+        admin::ABORT,
+        admin::SET_FEATURES,
+        admin::GET_FEATURES,
+        admin::ASYNC_EVENT_REQUEST,
+        admin::KEEP_ALIVE,
+    ] {
+        log.admin[usize::from(op)] = U32::new(effects::CSUPP);
+    }
+    for op in [io::FLUSH, io::READ, io::COMPARE] {
+        log.io[usize::from(op)] = U32::new(effects::CSUPP);
+    }
+    for op in [io::WRITE, io::WRITE_ZEROES, io::DATASET_MANAGEMENT] {
+        log.io[usize::from(op)] = U32::new(effects::CSUPP | effects::LBCC);
+    }
+    log
+}
+
+// ---- Features -------------------------------------------------------------------
+
+fn set_features(ctrl: &mut Controller, req: &mut Request, now: Instant) -> Status {
+    let cmd = req.cmd;
+    if cmd.feature_save() {
+        return Status::FEATURE_NOT_SAVEABLE;
+    }
+    let value = cmd.cdw11.get();
+    match cmd.feature_id() {
+        feat::ARBITRATION => ctrl.features.arbitration = value,
+        feat::POWER_MANAGEMENT => {
+            if value & 0x1F != 0 {
+                return Status::INVALID_FIELD; // only power state 0 exists
+            }
+            ctrl.features.power_management = value;
+        }
+        feat::TEMPERATURE_THRESHOLD => ctrl.features.temperature_threshold = value,
+        feat::ERROR_RECOVERY => ctrl.features.error_recovery = value,
+        feat::VOLATILE_WRITE_CACHE => ctrl.features.volatile_write_cache = value & 1 != 0,
+        feat::NUMBER_OF_QUEUES => {
+            if ctrl.connected_io_queues() > 0 {
+                return Status::COMMAND_SEQUENCE_ERROR;
+            }
+            let (nsqr, ncqr) = ((value & 0xFFFF) as u16, (value >> 16) as u16);
+            if nsqr == 0xFFFF || ncqr == 0xFFFF {
+                return Status::INVALID_FIELD;
+            }
+            let max_0based = (ctrl.io_queues.len() - 2) as u16;
+            ctrl.features.io_queues_granted_0based = nsqr.min(ncqr).min(max_0based);
+            ctrl.features.number_of_queues_set = true;
+            let granted = u32::from(ctrl.features.io_queues_granted_0based);
+            req.rsp.dw0 = (granted | (granted << 16)).into();
+        }
+        feat::ASYNC_EVENT_CONFIG => {
+            let supported = ctrl.oaes();
+            if value & !supported & (aen::NAMESPACE_ATTRIBUTE | aen::DISCOVERY_LOG_CHANGE | aen::FIRMWARE_ACTIVATION) != 0 {
+                return Status::INVALID_FIELD;
+            }
+            ctrl.features.async_event_config = value & supported;
+        }
+        feat::KEEP_ALIVE_TIMER => {
+            ctrl.kato_ms = value;
+            ctrl.last_keep_alive = now;
+        }
+        feat::HOST_IDENTIFIER => return Status::COMMAND_SEQUENCE_ERROR, // set at Connect
+        _ => return Status::INVALID_FIELD,
+    }
+    Status::SUCCESS
+}
+
+fn get_features(ctrl: &mut Controller, req: &mut Request) -> Status {
+    let cmd = req.cmd;
+    let fid = cmd.feature_id();
+    let select = cmd.feature_select();
+    let changeable = matches!(
+        fid,
+        feat::ARBITRATION
+            | feat::POWER_MANAGEMENT
+            | feat::TEMPERATURE_THRESHOLD
+            | feat::ERROR_RECOVERY
+            | feat::VOLATILE_WRITE_CACHE
+            | feat::NUMBER_OF_QUEUES
+            | feat::ASYNC_EVENT_CONFIG
+            | feat::KEEP_ALIVE_TIMER
+    );
+    if select == feat::select::SUPPORTED_CAPABILITIES {
+        if !changeable && fid != feat::HOST_IDENTIFIER {
+            return Status::INVALID_FIELD;
+        }
+        req.rsp.dw0 = u32::from(changeable).wrapping_shl(2).into();
+        return Status::SUCCESS;
+    }
+    if select > feat::select::SUPPORTED_CAPABILITIES {
+        return Status::INVALID_FIELD;
+    }
+    let defaults = select != feat::select::CURRENT;
+    let f = &ctrl.features;
+    let value = match fid {
+        feat::ARBITRATION => f.arbitration * u32::from(!defaults),
+        feat::POWER_MANAGEMENT => f.power_management * u32::from(!defaults),
+        feat::TEMPERATURE_THRESHOLD => if defaults { 343 } else { f.temperature_threshold },
+        feat::ERROR_RECOVERY => f.error_recovery * u32::from(!defaults),
+        feat::VOLATILE_WRITE_CACHE => u32::from(defaults || f.volatile_write_cache),
+        feat::NUMBER_OF_QUEUES => {
+            let n = u32::from(f.io_queues_granted_0based);
+            n | (n << 16)
+        }
+        feat::ASYNC_EVENT_CONFIG => f.async_event_config * u32::from(!defaults),
+        feat::KEEP_ALIVE_TIMER => ctrl.kato_ms,
+        feat::HOST_IDENTIFIER => {
+            if cmd.cdw11.get() & 1 == 0 {
+                return Status::INVALID_FIELD; // only the 128-bit host id exists
+            }
+            let hostid = ctrl.shared.hostid;
+            return copy_out(req, &hostid, 16);
+        }
+        _ => return Status::INVALID_FIELD,
+    };
+    req.rsp.dw0 = value.into();
+    Status::SUCCESS
+}

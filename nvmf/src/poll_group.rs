@@ -1,0 +1,665 @@
+//! The per-reactor poll group: transport queues, the controllers this reactor
+//! owns, and this reactor's channel to every namespace.
+//!
+//! One `poll()` takes transport events, executes ready requests, reaps bdev
+//! completions, checks keep-alive timers and flushes everything batched.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bdev::{BdevChannel, BdevCompletion, BdevIo};
+use nvme_spec::Status;
+use reactor::{PollStatus, Poller, ReactorContext, ReactorHandle};
+
+use crate::controller::{Controller, ControllerShared, IoQueueRef};
+use crate::subsystem::{Namespace, Subsystem};
+use crate::target::{with_poll_group, Target};
+use crate::transport::{PendingQueue, RequestId, TransportEvent, TransportPollGroup};
+use crate::ConfigError;
+
+/// Events taken from transports per poll.
+const EVENT_BATCH: usize = 256;
+/// Bdev completions reaped per poll.
+const COMPLETION_BATCH: usize = 256;
+/// Controllers one poll group may own.
+pub const MAX_CONTROLLERS_PER_POLL_GROUP: usize = 1024;
+/// How often keep-alive timers are checked.
+const KEEP_ALIVE_CHECK_PERIOD: Duration = Duration::from_millis(100);
+/// Depth of each bdev channel; deeper bursts wait in the retry queue.
+const BDEV_CHANNEL_DEPTH: u32 = 1024;
+
+/// What a queue is for, once Fabrics Connect has told us.
+pub(crate) enum QueueRole {
+    Unconnected,
+    /// I/O queue Connect forwarded to the controller's reactor; awaiting reply.
+    Connecting,
+    Admin { ctrl_slot: usize },
+    Io { ctrl: Arc<ControllerShared>, qid: u16 },
+}
+
+pub(crate) struct QueueState {
+    pub role: QueueRole,
+    /// Entries in the submission queue (Connect's SQSIZE + 1).
+    pub sq_size: u32,
+    pub sq_head: u32,
+    /// Requests the target holds (received, not yet completed).
+    pub outstanding: u32,
+    pub disconnected: bool,
+    /// Queue id the host announced at transport level.
+    pub announced_qid: u16,
+}
+
+impl QueueState {
+    pub fn qid(&self) -> u16 {
+        match self.role {
+            QueueRole::Admin { .. } => 0,
+            QueueRole::Io { qid, .. } => qid,
+            _ => self.announced_qid,
+        }
+    }
+}
+
+/// This reactor's channel to one namespace.
+pub(crate) struct NsChannel {
+    pub ns: Namespace,
+    pub channel: Box<dyn BdevChannel>,
+    pub block_size: u32,
+    pub num_blocks: u64,
+}
+
+impl NsChannel {
+    fn open(ns: &Namespace) -> Result<NsChannel, ConfigError> {
+        let info = ns.bdev.info();
+        let channel = ns.bdev.open_channel(BDEV_CHANNEL_DEPTH).map_err(|e| ConfigError::Invalid {
+            what: format!("namespace {} (bdev {})", ns.nsid, info.name),
+            msg: e.to_string(),
+        })?;
+        Ok(NsChannel { ns: ns.clone(), channel, block_size: info.block_size, num_blocks: info.num_blocks })
+    }
+}
+
+pub(crate) struct SubsystemChannels {
+    /// Indexed by NSID - 1.
+    pub namespaces: Vec<Option<NsChannel>>,
+}
+
+/// A bdev operation waiting for room in its channel.
+struct RetryIo {
+    subsystem: usize,
+    nsid: u32,
+    io: BdevIo,
+}
+
+pub struct PollGroup {
+    pub(crate) target: Arc<Target>,
+    pub(crate) reactor: usize,
+    pub(crate) reactors: ReactorHandle,
+    pub(crate) now: Instant,
+    pub(crate) transports: Vec<Box<dyn TransportPollGroup>>,
+    /// [transport][queue slot].
+    pub(crate) queues: Vec<Vec<Option<QueueState>>>,
+    pub(crate) controllers: Vec<Option<Controller>>,
+    pub(crate) subsystems: Vec<Option<SubsystemChannels>>,
+    /// Channels of removed namespaces with I/O still in flight.
+    draining: Vec<NsChannel>,
+    events: Vec<TransportEvent>,
+    completions: Vec<BdevCompletion>,
+    retry: VecDeque<RetryIo>,
+    last_keep_alive_check: Instant,
+    shutdown_started: bool,
+}
+
+/// The poll group as stored in reactor-local storage and registered as a poller.
+#[derive(Clone)]
+pub struct PollGroupHandle(pub(crate) Rc<RefCell<PollGroup>>);
+
+impl Poller for PollGroupHandle {
+    fn poll(&mut self, ctx: &mut ReactorContext) -> PollStatus {
+        let mut pg = self.0.borrow_mut();
+        pg.now = ctx.now();
+        pg.poll()
+    }
+
+    fn drain(&mut self, ctx: &mut ReactorContext) -> bool {
+        let mut pg = self.0.borrow_mut();
+        pg.now = ctx.now();
+        pg.drain()
+    }
+}
+
+/// Packs a request's address into a bdev tag.
+pub(crate) fn tag_of(transport: usize, id: RequestId) -> u64 {
+    ((transport as u64) << 32) | (u64::from(id.queue) << 16) | u64::from(id.slot)
+}
+
+fn untag(tag: u64) -> (usize, RequestId) {
+    ((tag >> 32) as usize, RequestId { queue: (tag >> 16) as u16, slot: tag as u16 })
+}
+
+impl PollGroup {
+    pub(crate) fn new(target: Arc<Target>, reactor: usize, reactors: ReactorHandle) -> Result<PollGroup, ConfigError> {
+        let transports = target
+            .transports()
+            .iter()
+            .map(|t| t.create_poll_group(reactor))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Invalid { what: format!("poll group on reactor {reactor}"), msg: e.to_string() })?;
+        let queues = transports.iter().map(|_| Vec::new()).collect();
+        let mut pg = PollGroup {
+            target: target.clone(),
+            reactor,
+            reactors,
+            now: Instant::now(),
+            transports,
+            queues,
+            controllers: Vec::new(),
+            subsystems: Vec::new(),
+            draining: Vec::new(),
+            events: Vec::with_capacity(EVENT_BATCH),
+            completions: Vec::with_capacity(COMPLETION_BATCH),
+            retry: VecDeque::with_capacity(4096),
+            last_keep_alive_check: Instant::now(),
+            shutdown_started: false,
+        };
+        for sub in target.subsystems() {
+            pg.attach_subsystem(&sub);
+        }
+        Ok(pg)
+    }
+
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// One iteration of the poll group.
+    pub fn poll(&mut self) -> PollStatus {
+        let mut work = 0;
+        for t in 0..self.transports.len() {
+            self.events.clear();
+            work += self.transports[t].poll(&mut self.events);
+            // Events are copied out so handlers may borrow the poll group freely.
+            for i in 0..self.events.len() {
+                match self.events[i] {
+                    TransportEvent::Request(id) => self.on_request(t, id),
+                    TransportEvent::QueueDisconnected { queue } => self.on_queue_disconnected(t, queue),
+                }
+            }
+        }
+        work += self.reap_bdev_completions();
+        if !self.retry.is_empty() {
+            work += self.resubmit();
+        }
+        if self.now.saturating_duration_since(self.last_keep_alive_check) >= KEEP_ALIVE_CHECK_PERIOD {
+            self.last_keep_alive_check = self.now;
+            self.check_keep_alive();
+        }
+        for sub in self.subsystems.iter_mut().flatten() {
+            for ns in sub.namespaces.iter_mut().flatten() {
+                ns.channel.flush();
+            }
+        }
+        for t in self.transports.iter_mut() {
+            t.flush();
+        }
+        PollStatus::from_work(work > 0)
+    }
+
+    /// Shutdown: disconnect every queue once, then report drained when all
+    /// queues are released and no bdev I/O is in flight.
+    fn drain(&mut self) -> bool {
+        if !self.shutdown_started {
+            self.shutdown_started = true;
+            let slots: Vec<usize> = (0..self.controllers.len()).filter(|&s| self.controllers[s].is_some()).collect();
+            for slot in slots {
+                self.destroy_controller(slot, "target shutting down");
+            }
+            for t in 0..self.transports.len() {
+                for q in 0..self.queues[t].len() {
+                    if self.queues[t][q].as_ref().is_some_and(|q| !q.disconnected) {
+                        self.transports[t].disconnect(q as u16);
+                    }
+                }
+            }
+        }
+        let queues_left: usize = self.transports.iter().map(|t| t.queue_count()).sum();
+        let io_left: usize = self
+            .subsystems
+            .iter()
+            .flatten()
+            .flat_map(|s| s.namespaces.iter().flatten())
+            .chain(self.draining.iter())
+            .map(|ns| ns.channel.outstanding())
+            .sum();
+        queues_left == 0 && io_left == 0 && self.retry.is_empty()
+    }
+
+    // ---- queues -------------------------------------------------------
+
+    /// Takes a newly accepted queue (message from the acceptor).
+    pub(crate) fn adopt(&mut self, t: usize, pending: PendingQueue) {
+        if self.shutdown_started {
+            return; // dropping the connection refuses it
+        }
+        let qid = pending.qid;
+        let peer = pending.listener.clone();
+        match self.transports[t].adopt(pending) {
+            Ok(queue) => {
+                let slots = &mut self.queues[t];
+                let idx = usize::from(queue);
+                if slots.len() <= idx {
+                    slots.resize_with(idx + 1, || None);
+                }
+                assert!(slots[idx].is_none(), "transport reused queue slot {queue} while in use");
+                let depth = if qid == 0 { self.target.options.max_admin_queue_depth } else { self.target.options.max_queue_depth };
+                slots[idx] = Some(QueueState {
+                    role: QueueRole::Unconnected,
+                    sq_size: u32::from(depth),
+                    sq_head: 0,
+                    outstanding: 0,
+                    disconnected: false,
+                    announced_qid: qid,
+                });
+                self.target.queue_opened(self.reactor);
+                log::debug!("reactor {}: queue {queue} (qid {qid}) from {peer} adopted", self.reactor);
+            }
+            Err(e) => log::error!("reactor {}: cannot adopt queue from {peer}: {e}", self.reactor),
+        }
+    }
+
+    pub(crate) fn queue(&mut self, t: usize, queue: u16) -> &mut QueueState {
+        self.queues[t][usize::from(queue)].as_mut().expect("event for a queue the poll group does not know")
+    }
+
+    fn on_request(&mut self, t: usize, id: RequestId) {
+        let q = self.queue(t, id.queue);
+        q.sq_head = (q.sq_head + 1) % q.sq_size;
+        q.outstanding += 1;
+        if q.outstanding > q.sq_size {
+            log::warn!("host overran queue {} (depth {}); command failed", id.queue, q.sq_size);
+            return self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR);
+        }
+        let req = self.transports[t].request(id);
+        if let Some(status) = req.transport_status {
+            return self.finish(t, id, status);
+        }
+        let cmd = req.cmd;
+        if cmd.is_fabrics() {
+            return self.fabrics(t, id, &cmd);
+        }
+        match &self.queue(t, id.queue).role {
+            QueueRole::Unconnected | QueueRole::Connecting => self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR),
+            QueueRole::Admin { ctrl_slot } => {
+                let slot = *ctrl_slot;
+                self.admin(t, id, slot, &cmd)
+            }
+            QueueRole::Io { ctrl, .. } => {
+                let ctrl = ctrl.clone();
+                self.io(t, id, &ctrl, &cmd)
+            }
+        }
+    }
+
+    /// Completes a request with `status` (dw0/dw1 already set by the handler).
+    pub(crate) fn finish(&mut self, t: usize, id: RequestId, status: Status) {
+        let q = self.queues[t][usize::from(id.queue)].as_mut().expect("completion for an unknown queue");
+        let (qid, sqhd) = (q.qid(), q.sq_head);
+        debug_assert!(q.outstanding > 0);
+        q.outstanding -= 1;
+        let release = q.disconnected && q.outstanding == 0;
+        let req = self.transports[t].request(id);
+        req.rsp.cid = req.cmd.cid;
+        req.rsp.sqid = qid.into();
+        req.rsp.sqhd = (sqhd as u16).into();
+        req.rsp.set_status(status);
+        if !status.is_success() {
+            log::debug!("qid {qid} cid {} opcode {:#04x}: {status}", req.cmd.cid(), req.cmd.opcode);
+        }
+        self.transports[t].complete(id);
+        if release {
+            self.release_queue(t, id.queue);
+        }
+    }
+
+    fn on_queue_disconnected(&mut self, t: usize, queue: u16) {
+        let Some(q) = self.queues[t].get_mut(usize::from(queue)).and_then(|q| q.as_mut()) else { return };
+        if q.disconnected {
+            return;
+        }
+        q.disconnected = true;
+        match std::mem::replace(&mut q.role, QueueRole::Unconnected) {
+            QueueRole::Admin { ctrl_slot } => {
+                self.destroy_controller(ctrl_slot, "admin queue disconnected");
+            }
+            QueueRole::Io { ctrl, qid } => {
+                let at = IoQueueRef { reactor: self.reactor, transport: t, queue };
+                self.send_to_owner(&ctrl, move |pg, ctrl| pg.detach_io_queue(&ctrl, qid, at));
+            }
+            QueueRole::Unconnected | QueueRole::Connecting => {}
+        }
+        if let Some(q) = self.queues[t][usize::from(queue)].as_ref() {
+            if q.outstanding == 0 {
+                self.release_queue(t, queue);
+            }
+        }
+    }
+
+    fn release_queue(&mut self, t: usize, queue: u16) {
+        if self.queues[t][usize::from(queue)].take().is_some() {
+            self.transports[t].close_queue(queue);
+            self.target.queue_closed(self.reactor);
+        }
+    }
+
+    /// Disconnects an I/O queue of controller `cntlid` (message from its owner).
+    pub(crate) fn disconnect_io_queue(&mut self, t: usize, queue: u16, ctrl: &Arc<ControllerShared>, qid: u16) {
+        let Some(q) = self.queues[t].get_mut(usize::from(queue)).and_then(|q| q.as_mut()) else { return };
+        let ours = matches!(&q.role, QueueRole::Io { ctrl: c, qid: q2 } if Arc::ptr_eq(c, ctrl) && *q2 == qid);
+        if ours && !q.disconnected {
+            q.role = QueueRole::Unconnected;
+            self.transports[t].disconnect(queue);
+        }
+    }
+
+    /// Runs `f` with the owner's poll group and its controller entry, on the owner's reactor.
+    pub(crate) fn send_to_owner(
+        &self,
+        ctrl: &Arc<ControllerShared>,
+        f: impl FnOnce(&mut PollGroup, Arc<ControllerShared>) + Send + 'static,
+    ) {
+        let owner = ctrl.owner_reactor;
+        let ctrl = ctrl.clone();
+        if let Err(e) = self.reactors.send(owner, move |ctx: &mut ReactorContext| with_poll_group(ctx, |pg| f(pg, ctrl))) {
+            log::error!("reactor {}: message to reactor {owner} lost ({e:?})", self.reactor);
+        }
+    }
+
+    /// The controller in `slot` if it is still `shared`'s.
+    pub(crate) fn owned_controller(&mut self, shared: &Arc<ControllerShared>) -> Option<&mut Controller> {
+        self.controllers
+            .get_mut(shared.owner_slot)
+            .and_then(|c| c.as_mut())
+            .filter(|c| Arc::ptr_eq(&c.shared, shared))
+    }
+
+    pub(crate) fn detach_io_queue(&mut self, shared: &Arc<ControllerShared>, qid: u16, at: IoQueueRef) {
+        if let Some(ctrl) = self.owned_controller(shared) {
+            if ctrl.io_queues.get(usize::from(qid)).copied().flatten() == Some(at) {
+                ctrl.io_queues[usize::from(qid)] = None;
+            }
+        }
+    }
+
+    /// Tears a controller down: its I/O queues, held AERs and admin queue.
+    pub(crate) fn destroy_controller(&mut self, slot: usize, reason: &str) {
+        let Some(mut ctrl) = self.controllers[slot].take() else { return };
+        log::info!(
+            "controller {} of {} (host {}) destroyed: {reason}",
+            ctrl.cntlid(),
+            ctrl.shared.subsystem.nqn,
+            ctrl.shared.hostnqn
+        );
+        ctrl.shared.destroyed.store(true, Ordering::Release);
+        ctrl.shared.subsystem.unregister_controller(ctrl.cntlid());
+        self.teardown_io_queues(&mut ctrl);
+        let (t, admin) = ctrl.admin_queue;
+        while let Some(aer) = ctrl.aers.pop() {
+            self.finish(t, aer, Status::ABORTED_SQ_DELETION);
+        }
+        if let Some(q) = self.queues[t].get_mut(usize::from(admin)).and_then(|q| q.as_mut()) {
+            if !q.disconnected {
+                q.role = QueueRole::Unconnected;
+                self.transports[t].disconnect(admin);
+            }
+        }
+    }
+
+    /// Disconnects every I/O queue of `ctrl`, wherever it lives.
+    pub(crate) fn teardown_io_queues(&mut self, ctrl: &mut Controller) {
+        for qid in 0..ctrl.io_queues.len() {
+            let Some(at) = ctrl.io_queues[qid].take() else { continue };
+            let shared = ctrl.shared.clone();
+            let qid = qid as u16;
+            if at.reactor == self.reactor {
+                self.disconnect_io_queue(at.transport, at.queue, &shared, qid);
+            } else {
+                let sent = self.reactors.send(at.reactor, move |ctx: &mut ReactorContext| {
+                    with_poll_group(ctx, |pg| pg.disconnect_io_queue(at.transport, at.queue, &shared, qid))
+                });
+                if let Err(e) = sent {
+                    log::error!("cannot reach reactor {} to disconnect qid {qid}: {e:?}", at.reactor);
+                }
+            }
+        }
+    }
+
+    fn check_keep_alive(&mut self) {
+        for slot in 0..self.controllers.len() {
+            let expired = match &self.controllers[slot] {
+                Some(c) if c.keep_alive_expired(self.now) => {
+                    log::warn!(
+                        "keep-alive timeout ({} ms) on controller {} of {} (host {}): tearing it down",
+                        c.kato_ms,
+                        c.cntlid(),
+                        c.shared.subsystem.nqn,
+                        c.shared.hostnqn
+                    );
+                    true
+                }
+                _ => false,
+            };
+            if expired {
+                if let Some(c) = self.controllers[slot].as_mut() {
+                    c.fail();
+                }
+                self.destroy_controller(slot, "keep-alive timer expired");
+            }
+        }
+    }
+
+    // ---- asynchronous events --------------------------------------------
+
+    /// Completes a held AER with `dw0`, or queues the event until one arrives.
+    pub(crate) fn deliver_event(&mut self, slot: usize, dw0: u32) {
+        let Some(ctrl) = self.controllers[slot].as_mut() else { return };
+        match ctrl.aers.pop() {
+            Some(aer) => {
+                let t = ctrl.admin_queue.0;
+                self.transports[t].request(aer).rsp.dw0 = dw0.into();
+                self.finish(t, aer, Status::SUCCESS);
+            }
+            None => {
+                if ctrl.pending_events.push(dw0).is_err() {
+                    log::warn!("controller {}: asynchronous event dropped, queue full", ctrl.cntlid());
+                }
+            }
+        }
+    }
+
+    pub(crate) fn namespace_changed(&mut self, sub_id: usize, nsid: u32) {
+        for slot in 0..self.controllers.len() {
+            let ev = match self.controllers[slot].as_mut() {
+                Some(c) if c.shared.subsystem.id == sub_id => c.note_namespace_changed(nsid),
+                _ => None,
+            };
+            if let Some(dw0) = ev {
+                self.deliver_event(slot, dw0);
+            }
+        }
+    }
+
+    pub(crate) fn discovery_changed(&mut self) {
+        for slot in 0..self.controllers.len() {
+            let ev = match self.controllers[slot].as_mut() {
+                Some(c) if c.is_discovery() => c.note_discovery_changed(),
+                _ => None,
+            };
+            if let Some(dw0) = ev {
+                self.deliver_event(slot, dw0);
+            }
+        }
+    }
+
+    // ---- namespaces -----------------------------------------------------
+
+    pub(crate) fn attach_subsystem(&mut self, sub: &Arc<Subsystem>) {
+        if self.subsystems.len() <= sub.id {
+            self.subsystems.resize_with(sub.id + 1, || None);
+        }
+        let mut channels = SubsystemChannels {
+            namespaces: (0..sub.max_namespaces).map(|_| None).collect(),
+        };
+        for ns in sub.namespaces() {
+            match NsChannel::open(&ns) {
+                Ok(ch) => channels.namespaces[ns.nsid as usize - 1] = Some(ch),
+                Err(e) => log::error!("reactor {}: {e}", self.reactor),
+            }
+        }
+        self.subsystems[sub.id] = Some(channels);
+    }
+
+    pub(crate) fn attach_namespace(&mut self, sub_id: usize, ns: &Namespace) {
+        let Some(Some(sub)) = self.subsystems.get_mut(sub_id) else { return };
+        match NsChannel::open(ns) {
+            Ok(ch) => sub.namespaces[ns.nsid as usize - 1] = Some(ch),
+            Err(e) => log::error!("reactor {}: {e}", self.reactor),
+        }
+    }
+
+    pub(crate) fn detach_namespace(&mut self, sub_id: usize, nsid: u32) {
+        let Some(Some(sub)) = self.subsystems.get_mut(sub_id) else { return };
+        if let Some(ch) = sub.namespaces.get_mut(nsid as usize - 1).and_then(|c| c.take()) {
+            if ch.channel.outstanding() > 0 {
+                self.draining.push(ch);
+            }
+        }
+    }
+
+    pub(crate) fn ns_channel(&mut self, sub_id: usize, nsid: u32) -> Option<&mut NsChannel> {
+        let idx = (nsid as usize).checked_sub(1)?;
+        self.subsystems.get_mut(sub_id)?.as_mut()?.namespaces.get_mut(idx)?.as_mut()
+    }
+
+    // ---- bdev I/O ---------------------------------------------------------
+
+    /// Submits to a namespace's channel, or queues for retry when it is full.
+    pub(crate) fn submit_bdev(&mut self, sub_id: usize, nsid: u32, io: BdevIo) {
+        if !self.retry.is_empty() {
+            // Keep order: nothing overtakes what already waits.
+            self.retry.push_back(RetryIo { subsystem: sub_id, nsid, io });
+            return;
+        }
+        let rejected = match self.ns_channel(sub_id, nsid) {
+            Some(ch) => ch.channel.submit(io).err(),
+            None => {
+                let (t, id) = untag(io.tag);
+                self.bdev_done(t, id, io.buf, Status::INVALID_NAMESPACE_OR_FORMAT);
+                return;
+            }
+        };
+        if let Some(io) = rejected {
+            self.retry.push_back(RetryIo { subsystem: sub_id, nsid, io });
+        }
+    }
+
+    fn resubmit(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(r) = self.retry.pop_front() {
+            let rejected = match self.ns_channel(r.subsystem, r.nsid) {
+                Some(ch) => ch.channel.submit(r.io).err(),
+                None => {
+                    let (t, id) = untag(r.io.tag);
+                    self.bdev_done(t, id, r.io.buf, Status::INVALID_NAMESPACE_OR_FORMAT);
+                    n += 1;
+                    continue;
+                }
+            };
+            if let Some(io) = rejected {
+                self.retry.push_front(RetryIo { io, ..r });
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    fn reap_bdev_completions(&mut self) -> usize {
+        self.completions.clear();
+        let completions = &mut self.completions;
+        for sub in self.subsystems.iter_mut().flatten() {
+            for ns in sub.namespaces.iter_mut().flatten() {
+                let room = COMPLETION_BATCH - completions.len();
+                if room == 0 {
+                    break;
+                }
+                ns.channel.poll(room, &mut |c| completions.push(c));
+            }
+        }
+        for ns in self.draining.iter_mut() {
+            let room = COMPLETION_BATCH - completions.len();
+            ns.channel.poll(room, &mut |c| completions.push(c));
+        }
+        self.draining.retain(|ns| ns.channel.outstanding() > 0);
+        let n = self.completions.len();
+        for i in 0..n {
+            let c = std::mem::replace(
+                &mut self.completions[i],
+                BdevCompletion { tag: 0, status: bdev::IoStatus::Success, buf: None },
+            );
+            let (t, id) = untag(c.tag);
+            let status = self.map_io_status(t, id, c.status);
+            self.bdev_done(t, id, c.buf, status);
+        }
+        n
+    }
+
+    fn map_io_status(&mut self, t: usize, id: RequestId, s: bdev::IoStatus) -> Status {
+        use bdev::IoStatus;
+        match s {
+            IoStatus::Success => Status::SUCCESS,
+            IoStatus::Miscompare => Status::COMPARE_FAILURE,
+            IoStatus::OutOfRange => Status::LBA_OUT_OF_RANGE,
+            IoStatus::Unsupported => Status::INVALID_OPCODE,
+            IoStatus::InvalidBuffer => Status::DATA_SGL_LENGTH_INVALID,
+            IoStatus::Nvme { sct, sc } => Status::new(sct, sc),
+            IoStatus::IoError => {
+                if self.transports[t].request(id).cmd.opcode == nvme_spec::opcode::io::READ {
+                    Status::UNRECOVERED_READ_ERROR
+                } else {
+                    Status::WRITE_FAULT
+                }
+            }
+        }
+    }
+
+    /// One bdev operation of a request finished.
+    pub(crate) fn bdev_done(&mut self, t: usize, id: RequestId, buf: Option<dma::DmaBuf>, status: Status) {
+        let req = self.transports[t].request(id);
+        if buf.is_some() {
+            debug_assert!(req.data.is_none());
+            req.data = buf;
+        }
+        if !status.is_success() && req.ctx.status.is_success() {
+            req.ctx.status = status;
+        }
+        debug_assert!(req.ctx.pending_ops > 0);
+        req.ctx.pending_ops -= 1;
+        if req.ctx.pending_ops == 0 {
+            let status = req.ctx.status;
+            self.finish(t, id, status);
+        }
+    }
+
+    // ---- introspection for tests and stats ------------------------------
+
+    pub fn controller_count(&self) -> usize {
+        self.controllers.iter().flatten().count()
+    }
+
+    pub fn queue_count(&self) -> usize {
+        self.queues.iter().flatten().flatten().count()
+    }
+}

@@ -1,0 +1,405 @@
+//! The target: options, subsystems, listeners, and its wiring onto reactors.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use nvme_spec::fabrics::{CNTLID_DYNAMIC, DISCOVERY_NQN};
+use nvme_spec::log::{rdma_tsas, subtype, treq, DiscoveryLogEntry, DiscoveryLogHeader};
+use nvme_spec::{put_str_nul_padded, FromZeros, IntoBytes, U16, U64};
+use reactor::{PollStatus, ReactorContext, ReactorHandle};
+
+use crate::poll_group::{PollGroup, PollGroupHandle};
+use crate::subsystem::{NamespaceConfig, Subsystem, SubsystemConfig};
+use crate::transport::{ListenAddress, PendingQueue, Transport};
+use crate::ConfigError;
+
+/// Transport-independent limits, as in SPDK's `nvmf_create_transport` options.
+#[derive(Clone, Copy, Debug)]
+pub struct TargetOptions {
+    /// Deepest I/O queue a host may create (CAP.MQES + 1).
+    pub max_queue_depth: u16,
+    /// Deepest admin queue.
+    pub max_admin_queue_depth: u16,
+    /// Queues per controller, admin queue included.
+    pub max_queues_per_controller: u16,
+    /// In-capsule data per I/O command capsule (IOCCSZ - 64 bytes).
+    pub in_capsule_data_bytes: u32,
+    /// Largest transfer of one command (MDTS).
+    pub max_io_bytes: u32,
+    /// How often the acceptor polls for new connections.
+    pub acceptor_poll_period_us: u64,
+}
+
+impl Default for TargetOptions {
+    fn default() -> Self {
+        TargetOptions {
+            max_queue_depth: 128,
+            max_admin_queue_depth: 32,
+            max_queues_per_controller: 64,
+            in_capsule_data_bytes: 4096,
+            max_io_bytes: 131_072,
+            acceptor_poll_period_us: 10_000,
+        }
+    }
+}
+
+impl TargetOptions {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, msg: &str| Err(ConfigError::Invalid { what: format!("transport option {key}"), msg: msg.into() });
+        if !(2..=4096).contains(&self.max_queue_depth) {
+            return bad("max_queue_depth", "must be 2..=4096");
+        }
+        if !(2..=4096).contains(&self.max_admin_queue_depth) {
+            return bad("max_admin_queue_depth", "must be 2..=4096");
+        }
+        if !(2..=1024).contains(&self.max_queues_per_controller) {
+            return bad("max_queues_per_controller", "must be 2..=1024 (admin queue included)");
+        }
+        if self.in_capsule_data_bytes % 16 != 0 || self.in_capsule_data_bytes > 65_536 {
+            return bad("in_capsule_data_size", "must be a multiple of 16, at most 65536");
+        }
+        if !self.max_io_bytes.is_power_of_two() || !(4096..=(1 << 20)).contains(&self.max_io_bytes) {
+            return bad("max_io_size", "must be a power of two from 4096 to 1048576");
+        }
+        if self.in_capsule_data_bytes > self.max_io_bytes {
+            return bad("in_capsule_data_size", "must not exceed max_io_size");
+        }
+        if self.acceptor_poll_period_us == 0 || self.acceptor_poll_period_us > 1_000_000 {
+            return bad("acceptor_poll_period_us", "must be 1..=1000000");
+        }
+        Ok(())
+    }
+
+    /// MDTS in units of the 4 KiB minimum page size, as a power of two.
+    pub fn mdts(&self) -> u8 {
+        (self.max_io_bytes / 4096).trailing_zeros() as u8
+    }
+}
+
+/// The NVMe-oF target.
+pub struct Target {
+    pub options: TargetOptions,
+    transports: Vec<Arc<dyn Transport>>,
+    /// Index 0 is the discovery subsystem; ids are stable positions.
+    subsystems: Mutex<Vec<Arc<Subsystem>>>,
+    /// Every address listened on; a listener's portid is its index.
+    listeners: Mutex<Vec<ListenAddress>>,
+    genctr: AtomicU64,
+    reactors: OnceLock<ReactorHandle>,
+    queue_load: OnceLock<Box<[AtomicUsize]>>,
+    next_admin_reactor: AtomicUsize,
+}
+
+/// Bound on discovery log records, so a log page stays a few MiB at most.
+pub const MAX_DISCOVERY_RECORDS: usize = 1024;
+
+impl Target {
+    pub fn new(options: TargetOptions, transports: Vec<Arc<dyn Transport>>) -> Result<Arc<Target>, ConfigError> {
+        options.validate()?;
+        Ok(Arc::new(Target {
+            options,
+            transports,
+            subsystems: Mutex::new(vec![Arc::new(Subsystem::discovery(0))]),
+            listeners: Mutex::new(Vec::new()),
+            genctr: AtomicU64::new(1),
+            reactors: OnceLock::new(),
+            queue_load: OnceLock::new(),
+            next_admin_reactor: AtomicUsize::new(0),
+        }))
+    }
+
+    fn subsystems_locked(&self) -> MutexGuard<'_, Vec<Arc<Subsystem>>> {
+        self.subsystems.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn transports(&self) -> &[Arc<dyn Transport>] {
+        &self.transports
+    }
+
+    pub fn transport_index(&self, trtype: &str) -> Option<usize> {
+        self.transports.iter().position(|t| t.name() == trtype)
+    }
+
+    /// Discovery log generation counter.
+    pub fn genctr(&self) -> u64 {
+        self.genctr.load(Ordering::Acquire)
+    }
+
+    pub fn subsystems(&self) -> Vec<Arc<Subsystem>> {
+        self.subsystems_locked().clone()
+    }
+
+    pub fn find_subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
+        self.subsystems_locked().iter().find(|s| s.nqn == nqn).cloned()
+    }
+
+    pub fn subsystem_by_id(&self, id: usize) -> Option<Arc<Subsystem>> {
+        self.subsystems_locked().get(id).cloned()
+    }
+
+    /// Starts listening on `addr` if no listener covers it yet.
+    pub fn listen(&self, addr: &ListenAddress) -> Result<(), ConfigError> {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if listeners.contains(addr) {
+            return Ok(());
+        }
+        let t = self.transport_index(&addr.trtype).ok_or_else(|| ConfigError::Invalid {
+            what: format!("listener {addr}"),
+            msg: format!(
+                "no transport {:?} in this target (available: {})",
+                addr.trtype,
+                self.transports.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        self.transports[t]
+            .listen(addr)
+            .map_err(|e| ConfigError::Invalid { what: format!("listener {addr}"), msg: e.to_string() })?;
+        log::info!("listening on {addr}");
+        listeners.push(addr.clone());
+        Ok(())
+    }
+
+    pub fn listeners(&self) -> Vec<ListenAddress> {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn portid(&self, addr: &ListenAddress) -> u16 {
+        let listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        listeners.iter().position(|l| l.covers(addr)).unwrap_or(0) as u16
+    }
+
+    /// Adds a subsystem, starts its listeners and tells running reactors.
+    pub fn add_subsystem(&self, cfg: &SubsystemConfig) -> Result<Arc<Subsystem>, ConfigError> {
+        let sub = {
+            let mut subs = self.subsystems_locked();
+            if subs.iter().any(|s| s.nqn == cfg.nqn) {
+                return Err(ConfigError::Invalid {
+                    what: format!("subsystem {:?}", cfg.nqn),
+                    msg: "a subsystem with this NQN already exists".into(),
+                });
+            }
+            let sub = Arc::new(Subsystem::from_config(subs.len(), cfg)?);
+            subs.push(sub.clone());
+            sub
+        };
+        for l in &cfg.listeners {
+            self.listen(l)?;
+        }
+        if !cfg.allow_any_host && cfg.hosts.is_empty() {
+            log::warn!("subsystem {} allows no host: set allow_any_host or list hosts", cfg.nqn);
+        }
+        self.broadcast({
+            let sub = sub.clone();
+            move |pg| pg.attach_subsystem(&sub)
+        });
+        self.discovery_changed();
+        Ok(sub)
+    }
+
+    /// Allows one more host on a subsystem.
+    pub fn allow_host(&self, nqn: &str, hostnqn: &str) -> Result<(), ConfigError> {
+        crate::nqn::validate_nqn(hostnqn).map_err(|msg| ConfigError::Invalid { what: "host".into(), msg })?;
+        let sub = self.find_subsystem(nqn).ok_or_else(|| no_subsystem(nqn))?;
+        {
+            let mut st = sub.lock();
+            if !st.hosts.iter().any(|h| h == hostnqn) {
+                st.hosts.push(hostnqn.into());
+            }
+        }
+        self.discovery_changed();
+        Ok(())
+    }
+
+    /// Adds a namespace at run time: every poll group opens its channel first,
+    /// then the subsystem's controllers get a Namespace Attribute Changed event.
+    pub fn add_namespace(&self, nqn: &str, cfg: &NamespaceConfig) -> Result<(), ConfigError> {
+        let sub = self.find_subsystem(nqn).ok_or_else(|| no_subsystem(nqn))?;
+        let ns = sub.insert_namespace(cfg)?;
+        let (sub_id, nsid) = (sub.id, ns.nsid);
+        self.broadcast_then(move |pg| pg.attach_namespace(sub_id, &ns), move |pg| pg.namespace_changed(sub_id, nsid));
+        Ok(())
+    }
+
+    /// Removes a namespace: new I/O to it fails at once, I/O in flight drains.
+    pub fn remove_namespace(&self, nqn: &str, nsid: u32) -> Result<(), ConfigError> {
+        let sub = self.find_subsystem(nqn).ok_or_else(|| no_subsystem(nqn))?;
+        sub.remove_namespace(nsid).ok_or_else(|| ConfigError::Invalid {
+            what: format!("subsystem {nqn:?} namespace {nsid}"),
+            msg: "no such namespace".into(),
+        })?;
+        let sub_id = sub.id;
+        self.broadcast_then(move |pg| pg.detach_namespace(sub_id, nsid), move |pg| pg.namespace_changed(sub_id, nsid));
+        Ok(())
+    }
+
+    fn discovery_changed(&self) {
+        self.genctr.fetch_add(1, Ordering::AcqRel);
+        self.broadcast(|pg| pg.discovery_changed());
+    }
+
+    /// Runs `f` on every reactor's poll group (no-op before reactors start).
+    fn broadcast(&self, f: impl Fn(&mut PollGroup) + Send + Sync + Clone + 'static) {
+        let Some(handle) = self.reactors.get() else { return };
+        for r in 0..handle.reactor_count() {
+            let f = f.clone();
+            if let Err(e) = handle.send(r, move |ctx| with_poll_group(ctx, |pg| f(pg))) {
+                log::error!("cannot reach reactor {r}: {e:?}");
+            }
+        }
+    }
+
+    /// Runs `first` on every poll group; once all have, runs `then` on every one.
+    fn broadcast_then(
+        &self,
+        first: impl Fn(&mut PollGroup) + Send + Sync + 'static,
+        then: impl Fn(&mut PollGroup) + Send + Sync + 'static,
+    ) {
+        let Some(handle) = self.reactors.get() else { return };
+        let n = handle.reactor_count();
+        let remaining = Arc::new(AtomicUsize::new(n));
+        let first = Arc::new(first);
+        let then = Arc::new(then);
+        for r in 0..n {
+            let (first, then, remaining, h) = (first.clone(), then.clone(), remaining.clone(), handle.clone());
+            let sent = handle.send(r, move |ctx| {
+                with_poll_group(ctx, |pg| first(pg));
+                if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    for r2 in 0..h.reactor_count() {
+                        let then = then.clone();
+                        if let Err(e) = h.send(r2, move |ctx| with_poll_group(ctx, |pg| then(pg))) {
+                            log::error!("cannot reach reactor {r2}: {e:?}");
+                        }
+                    }
+                }
+            });
+            if let Err(e) = sent {
+                log::error!("cannot reach reactor {r}: {e:?}");
+            }
+        }
+    }
+
+    /// The discovery log page for `hostnqn` on the listener it connected through:
+    /// the current discovery subsystem, then every subsystem it may use there.
+    pub fn discovery_log(&self, hostnqn: &str, via: &ListenAddress) -> Vec<u8> {
+        let mut entries: Vec<DiscoveryLogEntry> = Vec::new();
+        let portid = self.portid(via);
+        let entry = |subnqn: &str, kind: u8| {
+            let mut e = DiscoveryLogEntry::new_zeroed();
+            e.trtype = via.trtype_code();
+            e.adrfam = via.adrfam_code();
+            e.subtype = kind;
+            e.treq = treq::SECURE_CHANNEL_NOT_REQUIRED;
+            e.portid = U16::new(portid);
+            e.cntlid = U16::new(CNTLID_DYNAMIC);
+            e.asqsz = U16::new(self.options.max_admin_queue_depth);
+            put_str_nul_padded(&mut e.trsvcid, &via.trsvcid);
+            put_str_nul_padded(&mut e.traddr, &via.traddr);
+            put_str_nul_padded(&mut e.subnqn, subnqn);
+            if via.trtype == "rdma" {
+                e.tsas[0] = rdma_tsas::QPTYPE_CONNECTED;
+                e.tsas[1] = rdma_tsas::PRTYPE_NOT_SPECIFIED;
+                e.tsas[2] = rdma_tsas::CMS_RDMA_CM;
+            }
+            e
+        };
+        entries.push(entry(DISCOVERY_NQN, subtype::CURRENT_DISCOVERY));
+        for sub in self.subsystems().iter().filter(|s| !s.is_discovery()) {
+            if entries.len() >= MAX_DISCOVERY_RECORDS {
+                log::warn!("discovery log truncated at {MAX_DISCOVERY_RECORDS} records");
+                break;
+            }
+            if sub.host_allowed(hostnqn) && sub.listener_allowed(via) {
+                entries.push(entry(&sub.nqn, subtype::NVME));
+            }
+        }
+        let mut header = DiscoveryLogHeader::new_zeroed();
+        header.genctr = U64::new(self.genctr());
+        header.numrec = U64::new(entries.len() as u64);
+        let mut out = Vec::with_capacity(1024 * (entries.len() + 1));
+        out.extend_from_slice(header.as_bytes());
+        for e in &entries {
+            out.extend_from_slice(e.as_bytes());
+        }
+        out
+    }
+
+    /// Sets up this reactor: its poll group and, on reactor 0, the acceptor.
+    /// Call once on every reactor (the `init` of `spawn_reactors`).
+    pub fn init_reactor(self: &Arc<Self>, ctx: &mut ReactorContext) -> Result<(), ConfigError> {
+        let handle = ctx.handle().clone();
+        let _ = self.reactors.set(handle.clone());
+        let _ = self.queue_load.set((0..handle.reactor_count()).map(|_| AtomicUsize::new(0)).collect());
+        let pg = PollGroup::new(self.clone(), ctx.id(), handle)?;
+        let pg: PollGroupHandle = PollGroupHandle(Rc::new(RefCell::new(pg)));
+        ctx.insert_local(pg.clone());
+        ctx.register_poller("nvmf_poll_group", pg);
+        if ctx.id() == 0 {
+            let target = self.clone();
+            let period = Duration::from_micros(self.options.acceptor_poll_period_us);
+            ctx.register_timed_poller("nvmf_acceptor", period, move |ctx: &mut ReactorContext| target.accept(ctx));
+        }
+        Ok(())
+    }
+
+    fn accept(&self, ctx: &mut ReactorContext) -> PollStatus {
+        let mut accepted = 0;
+        for (t, transport) in self.transports.iter().enumerate() {
+            accepted += transport.accept(&mut |pending: PendingQueue| {
+                let r = self.place(pending.qid, ctx.reactor_count());
+                let sent = ctx.send(r, move |ctx| with_poll_group(ctx, move |pg| pg.adopt(t, pending)));
+                if let Err(e) = sent {
+                    log::error!("new queue dropped: reactor {r} is not taking messages ({e:?})");
+                }
+            });
+        }
+        if accepted > 0 {
+            PollStatus::Busy
+        } else {
+            PollStatus::Idle
+        }
+    }
+
+    /// Admin queues go round-robin; I/O queues to the reactor with fewest queues.
+    fn place(&self, qid: u16, reactors: usize) -> usize {
+        if qid == 0 {
+            return self.next_admin_reactor.fetch_add(1, Ordering::Relaxed) % reactors;
+        }
+        let load = self.queue_load.get().expect("queue load table exists once reactors run");
+        (0..reactors).min_by_key(|&r| load[r].load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    pub(crate) fn queue_opened(&self, reactor: usize) {
+        if let Some(load) = self.queue_load.get() {
+            load[reactor].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn queue_closed(&self, reactor: usize) {
+        if let Some(load) = self.queue_load.get() {
+            load[reactor].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues open on each reactor (for placement and tests).
+    pub fn queue_load(&self) -> Vec<usize> {
+        self.queue_load.get().map(|l| l.iter().map(|a| a.load(Ordering::Relaxed)).collect()).unwrap_or_default()
+    }
+}
+
+fn no_subsystem(nqn: &str) -> ConfigError {
+    ConfigError::Invalid { what: format!("subsystem {nqn:?}"), msg: "no such subsystem".into() }
+}
+
+/// Runs `f` on this reactor's poll group, if it has one.
+pub(crate) fn with_poll_group(ctx: &mut ReactorContext, f: impl FnOnce(&mut PollGroup)) {
+    let Some(pg) = ctx.local::<PollGroupHandle>().cloned() else {
+        log::error!("reactor {} has no nvmf poll group; message dropped", ctx.id());
+        return;
+    };
+    let mut pg = pg.0.borrow_mut();
+    pg.set_now(ctx.now());
+    f(&mut pg);
+}
