@@ -23,6 +23,7 @@ pub mod nqn;
 pub mod poll_group;
 pub mod subsystem;
 pub mod target;
+pub mod testing;
 pub mod transport;
 
 pub use controller::{ControllerShared, ControllerState};
