@@ -65,7 +65,7 @@ impl TestBed {
 
     pub fn open_queue(&mut self, qid: u16, depth: u16) -> Queue {
         let hq = self.transport.connect(&listener(), qid, depth, HOST_MEMORY_BYTES).expect("loopback connect");
-        Queue { hq, next_cid: 1 }
+        Queue { hq, next_cid: 1, unclaimed: Vec::new() }
     }
 
     /// Steps until `done` holds (bounded).
@@ -100,6 +100,8 @@ impl HostId {
 pub struct Queue {
     pub hq: HostQueue,
     next_cid: u16,
+    /// Completions that arrived while waiting for another command.
+    unclaimed: Vec<Cqe>,
 }
 
 impl Queue {
@@ -110,11 +112,16 @@ impl Queue {
 
     /// Waits for the completion of `cid`.
     pub fn wait(&mut self, bed: &mut TestBed, cid: u16) -> Cqe {
+        if let Some(i) = self.unclaimed.iter().position(|c| c.cid() == cid) {
+            return self.unclaimed.swap_remove(i);
+        }
         let mut got = None;
         let ok = bed.step_until(|_| {
             while let Some(c) = self.hq.poll_completion() {
                 if c.cid() == cid {
                     got = Some(c);
+                } else {
+                    self.unclaimed.push(c);
                 }
             }
             got.is_some()

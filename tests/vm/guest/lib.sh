@@ -117,6 +117,83 @@ require_capability() {
     grep -qx "$want" <<<"$caps" || skip_scenario "not built yet (nvmf-tgt has no '$want')"
 }
 
+# rdma_listening PORT: an RDMA CM listener on $NVMF_VM_ADDR (or any address)
+# and PORT shows in `rdma resource show cm_id`.
+rdma_listening() {
+    rdma resource show cm_id 2>/dev/null |
+        grep 'state LISTEN' | grep -qE "src-addr ($NVMF_VM_ADDR|0\.0\.0\.0):$1( |\$)"
+}
+
+# listener_check PORT: rdma_listening, waiting up to 5 s; shows the cm_ids.
+listener_check() {
+    local rc=0
+    wait_for 5 rdma_listening "$1" || rc=1
+    rdma resource show cm_id
+    return "$rc"
+}
+
+TGT_PID=''
+# start_target CONFIG: our target on reactor core 0, log in $R/target.log.
+start_target() {
+    local conf=$1
+    RUST_LOG=${RUST_LOG:-info} "$NVMF_TGT_BIN" -m 0x1 -c "$conf" >"$R/target.log" 2>&1 &
+    TGT_PID=$!
+    echo "nvmf-tgt started, pid $TGT_PID"
+}
+
+# wait_target_listening: until the target listens on TRSVCID (or exits).
+wait_target_listening() {
+    local i
+    for ((i = 0; i < 150; i++)); do
+        if ! kill -0 "$TGT_PID" 2>/dev/null; then
+            wait "$TGT_PID"
+            echo "nvmf-tgt exited with status $? before listening; its log:"
+            tail -n 20 "$R/target.log"
+            return 1
+        fi
+        rdma_listening "$TRSVCID" && { rdma resource show cm_id | grep LISTEN; return 0; }
+        sleep 0.2
+    done
+    echo "no RDMA CM listener on port $TRSVCID after 30 s; rdma resource show cm_id:"
+    rdma resource show cm_id
+    return 1
+}
+
+target_alive() {
+    kill -0 "$TGT_PID" 2>/dev/null || { echo "nvmf-tgt (pid $TGT_PID) is gone"; return 1; }
+    echo "nvmf-tgt (pid $TGT_PID) still running"
+}
+
+# stop_target: SIGTERM, then it must exit 0 within 10 s.
+stop_target() {
+    local i rc
+    kill -TERM "$TGT_PID" || return 1
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$TGT_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    if kill -0 "$TGT_PID" 2>/dev/null; then
+        echo "still running 10 s after SIGTERM; killing it"
+        kill -KILL "$TGT_PID"
+        wait "$TGT_PID"
+        return 1
+    fi
+    wait "$TGT_PID"
+    rc=$?
+    echo "exited with status $rc"
+    TGT_PID=''
+    ((rc == 0))
+}
+
+# No DMA the vIOMMU blocked (QEMU's NVMe model reports success even then).
+no_dmar_faults() {
+    if dmesg | grep -E 'DMAR: \[DMA|DMAR: DRHD: handling fault|DMAR:.*fault'; then
+        echo "the IOMMU blocked DMA (above)"
+        return 1
+    fi
+    echo "no DMAR faults in the kernel log"
+}
+
 # ---------------------------------------------------------------------------
 # Initiator-side suite: what a Linux host does against an NVMe-oF/RDMA target.
 # Shared by kernel-target (the kernel's nvmet, the reference) and rdma-basic

@@ -80,6 +80,7 @@ result kernel "$(uname -r)"
 must "null_blk namespace (${NULLB_MB} MiB, memory backed)" make_nullb
 must "nvmet subsystem $NQN" make_subsystem
 must "nvmet rdma port $NVMF_VM_ADDR:$TRSVCID" make_port
+step "RDMA CM listener on port $TRSVCID" listener_check "$TRSVCID"
 initiator_suite "$NQN" "$SERIAL" "$MODEL" $((NULLB_MB * 1024 * 1024))
 step "configfs teardown" teardown_configfs
 finish
