@@ -24,8 +24,11 @@ use crate::transport::{
 const ACCEPT_BACKLOG: usize = 1024;
 /// Queues one loopback poll group serves.
 const MAX_QUEUES_PER_POLL_GROUP: usize = 4096;
-/// Buffers a reactor keeps in its local cache.
-const POOL_CACHE_BUFFERS: usize = 128;
+/// Most buffers a reactor keeps in its local cache.
+const POOL_CACHE_MAX_BUFFERS: usize = 128;
+/// A cache holds at most this fraction of the pool, so idle reactors cannot
+/// starve busy ones (every cache full at once still leaves half the pool).
+const POOL_CACHE_FRACTION: usize = 32;
 
 /// A command as it crosses the loopback wire.
 #[derive(Clone, Copy)]
@@ -140,7 +143,10 @@ impl Transport for LoopbackTransport {
     fn create_poll_group(&self, _reactor: usize) -> Result<Box<dyn TransportPollGroup>, TransportError> {
         Ok(Box::new(LoopbackPollGroup {
             queues: Vec::new(),
-            cache: PoolCache::new(self.pool.clone(), POOL_CACHE_BUFFERS),
+            cache: PoolCache::new(
+                self.pool.clone(),
+                (self.pool.count() / POOL_CACHE_FRACTION).clamp(1, POOL_CACHE_MAX_BUFFERS),
+            ),
             in_capsule_bytes: self.caps.in_capsule_data_bytes,
             max_io_bytes: self.max_io_bytes,
             disconnected: VecDeque::new(),
