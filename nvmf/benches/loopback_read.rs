@@ -316,6 +316,8 @@ fn main() {
     let len = if cmds > 0 { Length::Commands(cmds) } else { Length::Time(Duration::from_secs_f64(secs)) };
 
     let mut bench = Bench::setup();
+    // Shows the counter works: setup (config, Connect, admin commands) allocates.
+    let setup_allocs = alloc_snapshot().0;
     println!(
         "loopback_read: 4 KiB random reads, queue depth {QUEUE_DEPTH}, 1 reactor, loopback transport, \
          null bdev ({NUM_BLOCKS} x {BLOCK_SIZE} B), host on the same thread"
@@ -324,6 +326,7 @@ fn main() {
         Length::Time(d) => println!("loopback_read: {runs} runs of {:.2} s after {warmup_secs:.2} s warm-up", d.as_secs_f64()),
         Length::Commands(n) => println!("loopback_read: {runs} runs of {n} commands after {warmup_secs:.2} s warm-up"),
     }
+    println!("loopback_read: setup made {setup_allocs} heap allocations (counting allocator active)");
 
     if warmup_secs > 0.0 {
         let w = bench.run(Length::Time(Duration::from_secs_f64(warmup_secs)));

@@ -491,3 +491,59 @@ fn get_features(ctrl: &mut Controller, req: &mut Request) -> Status {
     req.rsp.dw0 = value.into();
     Status::SUCCESS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::ControllerShared;
+    use crate::loopback::LoopbackTransport;
+    use crate::subsystem::{Subsystem, SubsystemConfig};
+    use nvme_spec::fabrics::{cc, csts, property_get_command, property_set_command};
+    use std::sync::Arc;
+
+    fn controller() -> Controller {
+        let mut cfg = SubsystemConfig::new("nqn.2016-06.io.spdk:u1");
+        cfg.serial = "SN42".into();
+        let sub = Arc::new(Subsystem::from_config(1, &cfg).unwrap());
+        let shared = Arc::new(ControllerShared::new(7, sub, 0, 0, "nqn.2016-06.io.spdk:h".into(), [3; 16], 1));
+        Controller::new(shared, (0, 0), 5000, 128, 16, Instant::now())
+    }
+
+    #[test]
+    fn properties() {
+        let mut c = controller();
+        let mut v = 0;
+        assert_eq!(property_get(&c, &property_get_command(1, property::CAP, true), &mut v), Status::SUCCESS);
+        assert_eq!(v & 0xFFFF, 127);
+        assert_eq!(property_get(&c, &property_get_command(1, property::VS, false), &mut v), Status::SUCCESS);
+        assert_eq!(v, 0x10300);
+        assert_eq!(property_get(&c, &property_get_command(1, property::VS, true), &mut v), Status::INVALID_FIELD);
+        let en = property_set_command(1, property::CC, u64::from(cc::build(true, 6, 4, 0)), false);
+        assert_eq!(property_set(&mut c, &en), AdminOutcome::Complete(Status::SUCCESS));
+        property_get(&c, &property_get_command(1, property::CSTS, false), &mut v);
+        assert_eq!(v as u32 & csts::RDY, csts::RDY);
+        let off = property_set_command(1, property::CC, 0, false);
+        assert_eq!(property_set(&mut c, &off), AdminOutcome::CompleteAndTeardown(Status::SUCCESS));
+        let eight = property_set_command(1, property::CC, 0, true);
+        assert_eq!(property_set(&mut c, &eight), AdminOutcome::Complete(Status::INVALID_FIELD));
+    }
+
+    #[test]
+    fn identify_controller_fields() {
+        let c = controller();
+        let t = LoopbackTransport::new(8192, 262_144, 4).unwrap();
+        let opts = crate::TargetOptions { max_io_bytes: 262_144, in_capsule_data_bytes: 8192, ..Default::default() };
+        let target = Target::new(opts, vec![t.clone()]).unwrap();
+        let listener = ListenAddress::new("loopback", "x", "1");
+        let env = AdminEnv { target: &target, channels: None, listener: &listener, caps: crate::Transport::caps(&*t), now: Instant::now() };
+        let id = identify_controller(&c, &env);
+        assert_eq!(id.cntlid.get(), 7);
+        assert_eq!(&id.sn[..6], b"SN42  ");
+        assert_eq!(id.mdts, 6);
+        assert_eq!(id.ioccsz.get(), (64 + 8192) / 16);
+        assert_eq!(id.kas.get(), KAS_100MS);
+        assert_eq!(id.nn.get(), 32);
+        assert_eq!(id.aerl as usize, AER_LIMIT - 1);
+        assert_eq!(id.oaes.get(), aen::NAMESPACE_ATTRIBUTE);
+    }
+}

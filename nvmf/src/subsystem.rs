@@ -99,6 +99,12 @@ pub const MAX_CONTROLLERS_PER_SUBSYSTEM: usize = 1024;
 /// Upper bound on NN so per-poll-group namespace tables stay small.
 pub const MAX_NAMESPACES_LIMIT: u32 = 1024;
 
+impl std::fmt::Debug for Subsystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subsystem").field("id", &self.id).field("nqn", &self.nqn).finish_non_exhaustive()
+    }
+}
+
 impl Subsystem {
     pub(crate) fn discovery(id: usize) -> Subsystem {
         Subsystem {

@@ -403,3 +403,77 @@ pub(crate) fn with_poll_group(ctx: &mut ReactorContext, f: impl FnOnce(&mut Poll
     pg.set_now(ctx.now());
     f(&mut pg);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loopback::LoopbackTransport;
+    use crate::subsystem::SubsystemConfig;
+    use nvme_spec::FromBytes;
+
+    fn target() -> Arc<Target> {
+        let t = LoopbackTransport::new(4096, 131_072, 16).unwrap();
+        Target::new(TargetOptions::default(), vec![t]).unwrap()
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert!(TargetOptions::default().validate().is_ok());
+        assert_eq!(TargetOptions::default().mdts(), 5);
+        for bad in [
+            TargetOptions { max_queue_depth: 1, ..Default::default() },
+            TargetOptions { max_io_bytes: 100_000, ..Default::default() },
+            TargetOptions { in_capsule_data_bytes: 4097, ..Default::default() },
+            TargetOptions { max_queues_per_controller: 1, ..Default::default() },
+            TargetOptions { acceptor_poll_period_us: 0, ..Default::default() },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn discovery_log_filters_by_host_and_listener() {
+        let t = target();
+        let l1 = ListenAddress::new("loopback", "a", "4420");
+        let l2 = ListenAddress::new("loopback", "b", "4420");
+        let mut open = SubsystemConfig::new("nqn.2016-06.io.spdk:open");
+        open.allow_any_host = true;
+        open.listeners = vec![l1.clone()];
+        let mut closed = SubsystemConfig::new("nqn.2016-06.io.spdk:closed");
+        closed.hosts = vec!["nqn.2016-06.io.spdk:h1".into()];
+        closed.listeners = vec![l1.clone(), l2.clone()];
+        t.add_subsystem(&open).unwrap();
+        t.add_subsystem(&closed).unwrap();
+        let count = |host: &str, via: &ListenAddress| {
+            let log = t.discovery_log(host, via);
+            let h = DiscoveryLogHeader::read_from_bytes(&log[..1024]).unwrap();
+            assert_eq!(log.len(), 1024 * (h.numrec.get() as usize + 1));
+            h.numrec.get()
+        };
+        assert_eq!(count("nqn.2016-06.io.spdk:h1", &l1), 3);
+        assert_eq!(count("nqn.2016-06.io.spdk:h2", &l1), 2);
+        assert_eq!(count("nqn.2016-06.io.spdk:h1", &l2), 2);
+        assert_eq!(count("nqn.2016-06.io.spdk:h2", &l2), 1);
+        let g = t.genctr();
+        t.allow_host("nqn.2016-06.io.spdk:closed", "nqn.2016-06.io.spdk:h2").unwrap();
+        assert!(t.genctr() > g);
+        assert_eq!(count("nqn.2016-06.io.spdk:h2", &l2), 2);
+    }
+
+    #[test]
+    fn config_errors_name_the_problem() {
+        let t = target();
+        let mut s = SubsystemConfig::new("nqn.2016-06.io.spdk:x");
+        s.listeners = vec![ListenAddress::new("rdma", "10.0.0.1", "4420")];
+        let e = t.add_subsystem(&s).unwrap_err().to_string();
+        assert!(e.contains("no transport \"rdma\"") && e.contains("loopback"), "{e}");
+        let e = t.add_subsystem(&SubsystemConfig::new("bad")).unwrap_err().to_string();
+        assert!(e.contains("must start with"), "{e}");
+        let e = t.add_subsystem(&SubsystemConfig::new(DISCOVERY_NQN)).unwrap_err().to_string();
+        assert!(e.contains("discovery"), "{e}");
+        let mut ok = SubsystemConfig::new("nqn.2016-06.io.spdk:y");
+        ok.allow_any_host = true;
+        t.add_subsystem(&ok).unwrap();
+        assert!(t.add_subsystem(&ok).unwrap_err().to_string().contains("already exists"));
+    }
+}
