@@ -55,7 +55,9 @@ pub fn capabilities_text() -> String {
 }
 
 pub fn is_built(kind: CapabilityKind, name: &str) -> bool {
-    CAPABILITIES.iter().any(|c| c.kind == kind && c.name == name)
+    CAPABILITIES
+        .iter()
+        .any(|c| c.kind == kind && c.name == name)
 }
 
 /// Names of the built capabilities of one kind, for error messages ("loopback").
@@ -76,7 +78,10 @@ mod tests {
         let text = capabilities_text();
         let lines: Vec<&str> = text.lines().collect();
         // The VM scripts match these exact lines (grep -x).
-        assert_eq!(lines[..3], ["transport loopback", "bdev malloc", "bdev null"]);
+        assert_eq!(
+            lines[..3],
+            ["transport loopback", "bdev malloc", "bdev null"]
+        );
         assert_eq!(lines.len(), CAPABILITIES.len());
         assert!(text.ends_with('\n'));
     }
@@ -88,7 +93,10 @@ mod tests {
                 CapabilityKind::Transport => KNOWN_TRANSPORTS,
                 CapabilityKind::Bdev => KNOWN_BDEV_KINDS,
             };
-            assert!(known.contains(&c.name), "{c} is missing from the known list");
+            assert!(
+                known.contains(&c.name),
+                "{c} is missing from the known list"
+            );
         }
         assert!(is_built(CapabilityKind::Transport, "loopback"));
         assert!(!is_built(CapabilityKind::Transport, "malloc"));

@@ -140,9 +140,11 @@ impl ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     #[serde(default)]
-    global: Option<Spanned<RawGlobal>>,
+    // Sections are not Spanned: toml cannot span a table written with dotted keys
+    // (`transport.max_io_size = 4096`), and their keys carry the spans that errors need.
+    global: Option<RawGlobal>,
     #[serde(default)]
-    transport: Option<Spanned<RawTransport>>,
+    transport: Option<RawTransport>,
     #[serde(default)]
     bdev: Vec<Spanned<RawBdev>>,
     #[serde(default)]
@@ -248,7 +250,9 @@ pub struct Config {
 pub enum MaskOrigin {
     /// No `reactor_mask` key: [`DEFAULT_REACTOR_MASK`].
     Default,
-    File { line: usize },
+    File {
+        line: usize,
+    },
     CommandLine,
 }
 
@@ -345,9 +349,27 @@ impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|error| ConfigError::Read {
             path: shown.clone(),
             error,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let bad = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            let line_start = bytes[..bad]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
+            ConfigError::At {
+                path: shown.clone(),
+                line: line_of_bytes(bytes, bad),
+                key: None,
+                msg: format!(
+                    "byte {} of the line is not UTF-8; a config is a UTF-8 TOML text file \
+                     (is this the right file?)",
+                    bad - line_start + 1
+                ),
+            }
         })?;
         Config::parse(&text, &shown)
     }
@@ -361,7 +383,14 @@ impl Config {
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         let doc = Doc { text, path };
         let raw: RawFile = toml::from_str(text).map_err(|e| doc.toml_error(&e))?;
-        doc.validate(raw)
+        let config = doc.validate(raw)?;
+        log::debug!(
+            "config {path}: {} bdev(s), {} subsystem(s), reactor mask {}",
+            config.bdevs.len(),
+            config.subsystems.len(),
+            config.reactor_mask
+        );
+        Ok(config)
     }
 
     /// `-m/--reactor-mask`: replaces the file's mask.
@@ -405,8 +434,18 @@ impl Config {
         self.bdevs.iter().find(|b| b.name == name)
     }
 
-    /// Advice an operator should read before running this config (also logged at start-up).
+    /// Advice an operator should read before running this config (`check-config` prints it).
     pub fn warnings(&self) -> Vec<String> {
+        self.collect_warnings(true)
+    }
+
+    /// [`warnings`](Self::warnings) less the one the nvmf target logs itself when a subsystem
+    /// is added (a subsystem that allows no host), so start-up does not say it twice.
+    pub fn startup_warnings(&self) -> Vec<String> {
+        self.collect_warnings(false)
+    }
+
+    fn collect_warnings(&self, include_no_host: bool) -> Vec<String> {
         let mut out = Vec::new();
         if self.subsystems.is_empty() {
             out.push(
@@ -417,27 +456,27 @@ impl Config {
         for s in &self.subsystems {
             if s.allow_any_host {
                 out.push(format!(
-                    "subsystem {} (line {}) allows ANY host to connect; to restrict it set \
+                    "subsystem {} ({} line {}) allows ANY host to connect; to restrict it set \
                      allow_any_host = false and list the allowed host NQNs in hosts = [...]",
-                    s.nqn, s.line
+                    s.nqn, self.path, s.line
                 ));
                 if !s.hosts.is_empty() {
                     out.push(format!(
-                        "subsystem {} (line {}): hosts has no effect while allow_any_host = true",
-                        s.nqn, s.line
+                        "subsystem {} ({} line {}): hosts has no effect while allow_any_host = true",
+                        s.nqn, self.path, s.line
                     ));
                 }
-            } else if s.hosts.is_empty() {
+            } else if s.hosts.is_empty() && include_no_host {
                 out.push(format!(
-                    "subsystem {} (line {}) allows no host: list host NQNs in hosts = [...] \
+                    "subsystem {} ({} line {}) allows no host: list host NQNs in hosts = [...] \
                      or set allow_any_host = true",
-                    s.nqn, s.line
+                    s.nqn, self.path, s.line
                 ));
             }
             if s.listeners.is_empty() {
                 out.push(format!(
-                    "subsystem {} (line {}) has no [[subsystem.listener]]: no host can reach it",
-                    s.nqn, s.line
+                    "subsystem {} ({} line {}) has no [[subsystem.listener]]: no host can reach it",
+                    s.nqn, self.path, s.line
                 ));
             }
         }
@@ -631,11 +670,8 @@ impl Doc<'_> {
         })
     }
 
-    fn mask(
-        &self,
-        global: Option<&Spanned<RawGlobal>>,
-    ) -> Result<(ReactorMask, MaskOrigin), ConfigError> {
-        match global.and_then(|g| g.get_ref().reactor_mask.as_ref()) {
+    fn mask(&self, global: Option<&RawGlobal>) -> Result<(ReactorMask, MaskOrigin), ConfigError> {
+        match global.and_then(|g| g.reactor_mask.as_ref()) {
             Some(text) => {
                 let mask = ReactorMask::parse(text.get_ref())
                     .map_err(|e| self.err(text.span(), "reactor_mask", e.to_string()))?;
@@ -643,26 +679,19 @@ impl Doc<'_> {
                 Ok((mask, MaskOrigin::File { line }))
             }
             None => {
-                let mask = ReactorMask::parse(DEFAULT_REACTOR_MASK).map_err(|e| {
-                    ConfigError::Whole {
+                let mask =
+                    ReactorMask::parse(DEFAULT_REACTOR_MASK).map_err(|e| ConfigError::Whole {
                         path: self.path.to_string(),
                         msg: format!("built-in default mask: {e}"),
-                    }
-                })?;
+                    })?;
                 Ok((mask, MaskOrigin::Default))
             }
         }
     }
 
-    fn transport(
-        &self,
-        section: Option<&Spanned<RawTransport>>,
-    ) -> Result<TransportConfig, ConfigError> {
+    fn transport(&self, section: Option<&RawTransport>) -> Result<TransportConfig, ConfigError> {
         let empty = RawTransport::default();
-        let (raw, section_span) = match section {
-            Some(s) => (s.get_ref(), s.span()),
-            None => (&empty, 0..0),
-        };
+        let raw = section.unwrap_or(&empty);
         let mut out = TransportConfig::default();
         let o = &mut out.options;
         // Values beyond the type are clamped to its maximum: every option's valid range ends
@@ -702,12 +731,13 @@ impl Doc<'_> {
             let value = transport_value(&out.options, key);
             match raw.span_of(key) {
                 Some(span) => self.err(span, key, format!("{value} is invalid: it {msg}")),
-                // A default that clashes with a key that is set: blame the section.
-                None => self.err(
-                    section_span.clone(),
-                    key,
-                    format!("the default {value} is invalid: it {msg}; set {key} in [transport]"),
-                ),
+                // A default that clashes with a key that is set (no default does today).
+                None => ConfigError::Whole {
+                    path: self.path.to_string(),
+                    msg: format!(
+                        "[transport] {key}: the default {value} is invalid: it {msg}; set {key}"
+                    ),
+                },
             }
         })?;
         Ok(out)
@@ -959,7 +989,11 @@ impl Doc<'_> {
                     "{s:?} is invalid: it must be 1 to {max_len} printable ASCII characters \
                      (it has {} characters{})",
                     s.chars().count(),
-                    if printable { "" } else { ", some not printable ASCII" }
+                    if printable {
+                        ""
+                    } else {
+                        ", some not printable ASCII"
+                    }
                 ),
             ));
         }
@@ -1038,7 +1072,9 @@ impl Doc<'_> {
                     return Err(self.err(
                         v.span(),
                         "nsid",
-                        format!("NSID {n} is used twice in this subsystem; give each namespace its own"),
+                        format!(
+                            "NSID {n} is used twice in this subsystem; give each namespace its own"
+                        ),
                     ));
                 }
             }
@@ -1095,7 +1131,8 @@ impl Doc<'_> {
             let nguid = match &ns.nguid {
                 None => None,
                 Some(v) => {
-                    let id = parse_nguid(v.get_ref()).map_err(|m| self.err(v.span(), "nguid", m))?;
+                    let id =
+                        parse_nguid(v.get_ref()).map_err(|m| self.err(v.span(), "nguid", m))?;
                     self.unique_id(nguids, id, v, "nguid")?;
                     Some(id)
                 }
@@ -1254,8 +1291,12 @@ fn quoted_list(names: &[&str]) -> String {
 
 /// 1-based line number of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    line_of_bytes(text.as_bytes(), offset)
+}
+
+fn line_of_bytes(bytes: &[u8], offset: usize) -> usize {
+    let end = offset.min(bytes.len());
+    bytes[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// 1-based column (in characters) of a byte offset.
@@ -1537,7 +1578,10 @@ allow_any_host = true
             s.listeners,
             [ListenAddress::new("loopback", "127.0.0.1", "4420")]
         );
-        assert_eq!((s.namespaces[0].bdev.as_str(), s.namespaces[0].nsid), ("Malloc0", 1));
+        assert_eq!(
+            (s.namespaces[0].bdev.as_str(), s.namespaces[0].nsid),
+            ("Malloc0", 1)
+        );
         assert!(c.warnings().iter().any(|w| w.contains("ANY host")));
     }
 
@@ -1560,7 +1604,11 @@ allow_any_host = true
 
     #[test]
     fn type_errors_name_the_key() {
-        let e = error(&with_bdev("").replace("512", "\"512\""), 5, Some("block_size"));
+        let e = error(
+            &with_bdev("").replace("512", "\"512\""),
+            5,
+            Some("block_size"),
+        );
         assert!(e.contains("expected an integer"), "{e}");
         let e = error(
             &with_subsystem("hosts = [\n  \"nqn.2016-06.io.spdk:h1\",\n  7,\n]\n"),
@@ -1568,7 +1616,11 @@ allow_any_host = true
             Some("hosts"),
         );
         assert!(e.contains("invalid type: integer"), "{e}");
-        let e = error(&with_subsystem("allow_any_host = \"yes\"\n"), 9, Some("allow_any_host"));
+        let e = error(
+            &with_subsystem("allow_any_host = \"yes\"\n"),
+            9,
+            Some("allow_any_host"),
+        );
         assert!(e.contains("expected a boolean"), "{e}");
         let e = error("[bdev]\nname = \"x\"\n", 1, Some("bdev"));
         assert!(e.contains("write [[bdev]]"), "{e}");
@@ -1577,20 +1629,42 @@ allow_any_host = true
     #[test]
     fn unknown_and_missing_keys() {
         let e = error(&with_bdev("blocksize = 512\n"), 6, Some("blocksize"));
-        assert!(e.contains("unknown key; valid keys here:") && e.contains("`block_size`"), "{e}");
+        assert!(
+            e.contains("unknown key; valid keys here:") && e.contains("`block_size`"),
+            "{e}"
+        );
         let e = error("[global]\nmask = \"0x1\"\n", 2, Some("mask"));
         assert!(e.contains("`reactor_mask`"), "{e}");
-        let e = error("\n[[bdev]]\nname = \"M\"\nkind = \"null\"\nblock_size = 512\n", 2, Some("num_blocks"));
-        assert!(e.contains("missing from the table starting \"[[bdev]]\""), "{e}");
-        error("[[subsystem]]\nnqn = \"nqn.2016-06.io.spdk:c\"\n[[subsystem.namespace]]\nnsid = 1\n", 3, Some("bdev"));
+        let e = error(
+            "\n[[bdev]]\nname = \"M\"\nkind = \"null\"\nblock_size = 512\n",
+            2,
+            Some("num_blocks"),
+        );
+        assert!(
+            e.contains("missing from the table starting \"[[bdev]]\""),
+            "{e}"
+        );
+        error(
+            "[[subsystem]]\nnqn = \"nqn.2016-06.io.spdk:c\"\n[[subsystem.namespace]]\nnsid = 1\n",
+            3,
+            Some("bdev"),
+        );
     }
 
     #[test]
     fn mask_errors() {
-        let e = error("[global]\nreactor_mask = \"0xZ\"\n", 2, Some("reactor_mask"));
+        let e = error(
+            "[global]\nreactor_mask = \"0xZ\"\n",
+            2,
+            Some("reactor_mask"),
+        );
         assert!(e.contains("not a hex digit"), "{e}");
         error("[global]\nreactor_mask = \"\"\n", 2, Some("reactor_mask"));
-        error("[global]\nreactor_mask = \"3-1\"\n", 2, Some("reactor_mask"));
+        error(
+            "[global]\nreactor_mask = \"3-1\"\n",
+            2,
+            Some("reactor_mask"),
+        );
     }
 
     #[test]
@@ -1612,19 +1686,51 @@ allow_any_host = true
 
     #[test]
     fn transport_errors_name_the_key() {
-        let e = error("[transport]\nmax_queue_depth = 5000\n", 2, Some("max_queue_depth"));
+        let e = error(
+            "[transport]\nmax_queue_depth = 5000\n",
+            2,
+            Some("max_queue_depth"),
+        );
         assert!(e.contains("5000 is invalid: it must be 2..=4096"), "{e}");
         // Beyond u16: clamped, still rejected with the real range.
-        let e = error("[transport]\nmax_queue_depth = 1000000000000\n", 2, Some("max_queue_depth"));
+        let e = error(
+            "[transport]\nmax_queue_depth = 1000000000000\n",
+            2,
+            Some("max_queue_depth"),
+        );
         assert!(e.contains("must be 2..=4096"), "{e}");
-        let e = error("[transport]\n\nmax_io_size = 5000\n", 3, Some("max_io_size"));
+        let e = error(
+            "[transport]\n\nmax_io_size = 5000\n",
+            3,
+            Some("max_io_size"),
+        );
         assert!(e.contains("power of two"), "{e}");
-        let e = error("[transport]\nin_capsule_data_size = -16\n", 2, Some("in_capsule_data_size"));
+        let e = error(
+            "[transport]\nin_capsule_data_size = -16\n",
+            2,
+            Some("in_capsule_data_size"),
+        );
         assert!(e.contains("-16 is negative"), "{e}");
-        error("[transport]\nacceptor_poll_period_us = 0\n", 2, Some("acceptor_poll_period_us"));
-        error("[transport]\nnum_shared_buffers = 0\n", 2, Some("num_shared_buffers"));
-        error("[transport]\nmax_queues_per_controller = 99999999999\n", 2, Some("max_queues_per_controller"));
-        error("[transport]\nmax_admin_queue_depth = 1\n", 2, Some("max_admin_queue_depth"));
+        error(
+            "[transport]\nacceptor_poll_period_us = 0\n",
+            2,
+            Some("acceptor_poll_period_us"),
+        );
+        error(
+            "[transport]\nnum_shared_buffers = 0\n",
+            2,
+            Some("num_shared_buffers"),
+        );
+        error(
+            "[transport]\nmax_queues_per_controller = 99999999999\n",
+            2,
+            Some("max_queues_per_controller"),
+        );
+        error(
+            "[transport]\nmax_admin_queue_depth = 1\n",
+            2,
+            Some("max_admin_queue_depth"),
+        );
         // in_capsule_data_size must not exceed max_io_size: the key that is set is blamed.
         let e = error(
             "[transport]\nmax_io_size = 4096\nin_capsule_data_size = 8192\n",
@@ -1632,13 +1738,20 @@ allow_any_host = true
             Some("in_capsule_data_size"),
         );
         assert!(e.contains("must not exceed max_io_size"), "{e}");
-        error("[transport]\nmax_queue_depth = 1.5\n", 2, Some("max_queue_depth"));
+        error(
+            "[transport]\nmax_queue_depth = 1.5\n",
+            2,
+            Some("max_queue_depth"),
+        );
     }
 
     #[test]
     fn bdev_errors() {
         let e = error(&with_bdev("").replace("512", "513"), 5, Some("block_size"));
-        assert!(e.ends_with("key \"block_size\": 513 is not 512 or 4096"), "{e}");
+        assert!(
+            e.ends_with("key \"block_size\": 513 is not 512 or 4096"),
+            "{e}"
+        );
         error(&with_bdev("").replace("= 16", "= 0"), 4, Some("num_blocks"));
         let e = error(
             &with_bdev("").replace("= 16", "= 9223372036854775807"),
@@ -1646,12 +1759,31 @@ allow_any_host = true
             Some("num_blocks"),
         );
         assert!(e.contains("overflow"), "{e}");
-        let e = error(&with_bdev("").replace("\"malloc\"", "\"ram\""), 3, Some("kind"));
-        assert!(e.contains("not a bdev kind") && e.contains("\"malloc\", \"null\""), "{e}");
-        let e = error(&with_bdev("").replace("\"malloc\"", "\"nvme\""), 3, Some("kind"));
+        let e = error(
+            &with_bdev("").replace("\"malloc\"", "\"ram\""),
+            3,
+            Some("kind"),
+        );
+        assert!(
+            e.contains("not a bdev kind") && e.contains("\"malloc\", \"null\""),
+            "{e}"
+        );
+        let e = error(
+            &with_bdev("").replace("\"malloc\"", "\"nvme\""),
+            3,
+            Some("kind"),
+        );
         assert!(e.contains("not built into this nvmf-tgt yet"), "{e}");
-        error(&with_bdev("").replace("\"Malloc0\"", "\"Malloc 0\""), 2, Some("name"));
-        error(&with_bdev("").replace("\"Malloc0\"", "\"\""), 2, Some("name"));
+        error(
+            &with_bdev("").replace("\"Malloc0\"", "\"Malloc 0\""),
+            2,
+            Some("name"),
+        );
+        error(
+            &with_bdev("").replace("\"Malloc0\"", "\"\""),
+            2,
+            Some("name"),
+        );
         let twice = format!("{}\n{}", with_bdev(""), with_bdev(""));
         let e = error(&twice, 8, Some("name"));
         assert!(e.contains("already defined at line 2"), "{e}");
@@ -1667,17 +1799,28 @@ allow_any_host = true
     #[test]
     fn subsystem_errors() {
         // Line 8 is the nqn of with_subsystem().
-        let e = error(&with_subsystem("").replace("nqn.2016-06.io.spdk:cnode1", "iqn.x"), 8, Some("nqn"));
+        let e = error(
+            &with_subsystem("").replace("nqn.2016-06.io.spdk:cnode1", "iqn.x"),
+            8,
+            Some("nqn"),
+        );
         assert!(e.contains("must start with \"nqn.\""), "{e}");
         let discovery = with_subsystem("").replace(
             "nqn.2016-06.io.spdk:cnode1",
             "nqn.2014-08.org.nvmexpress.discovery",
         );
         error(&discovery, 8, Some("nqn"));
-        let twice = format!("{}\n[[subsystem]]\nnqn = \"nqn.2016-06.io.spdk:cnode1\"\n", with_subsystem(""));
+        let twice = format!(
+            "{}\n[[subsystem]]\nnqn = \"nqn.2016-06.io.spdk:cnode1\"\n",
+            with_subsystem("")
+        );
         let e = error(&twice, 11, Some("nqn"));
         assert!(e.contains("already defined at line 8"), "{e}");
-        let e = error(&with_subsystem("serial = \"123456789012345678901\"\n"), 9, Some("serial"));
+        let e = error(
+            &with_subsystem("serial = \"123456789012345678901\"\n"),
+            9,
+            Some("serial"),
+        );
         assert!(e.contains("1 to 20 printable ASCII"), "{e}");
         error(&with_subsystem("model = \"\"\n"), 9, Some("model"));
         error(&with_subsystem("model = \"caf\u{e9}\"\n"), 9, Some("model"));
@@ -1688,30 +1831,58 @@ allow_any_host = true
             Some("hosts"),
         );
         assert!(e.contains("listed twice"), "{e}");
-        error(&with_subsystem("max_namespaces = 0\n"), 9, Some("max_namespaces"));
-        error(&with_subsystem("max_namespaces = 1025\n"), 9, Some("max_namespaces"));
+        error(
+            &with_subsystem("max_namespaces = 0\n"),
+            9,
+            Some("max_namespaces"),
+        );
+        error(
+            &with_subsystem("max_namespaces = 1025\n"),
+            9,
+            Some("max_namespaces"),
+        );
     }
 
     #[test]
     fn listener_errors() {
         let listener = |body: &str| with_subsystem(&format!("[[subsystem.listener]]\n{body}"));
-        let e = error(&listener("trtype = \"rdma\"\ntraddr = \"10.0.0.1\"\n"), 10, Some("trtype"));
+        let e = error(
+            &listener("trtype = \"rdma\"\ntraddr = \"10.0.0.1\"\n"),
+            10,
+            Some("trtype"),
+        );
         assert!(
             e.contains("transport \"rdma\" is not built into this nvmf-tgt yet")
                 && e.contains("trtype = \"loopback\""),
             "{e}"
         );
-        let e = error(&listener("trtype = \"fc\"\ntraddr = \"x\"\n"), 10, Some("trtype"));
+        let e = error(
+            &listener("trtype = \"fc\"\ntraddr = \"x\"\n"),
+            10,
+            Some("trtype"),
+        );
         assert!(e.contains("\"rdma\", \"tcp\", \"loopback\""), "{e}");
-        error(&listener("trtype = \"loopback\"\ntraddr = \"\"\n"), 11, Some("traddr"));
+        error(
+            &listener("trtype = \"loopback\"\ntraddr = \"\"\n"),
+            11,
+            Some("traddr"),
+        );
         let e = error(
             &listener("trtype = \"loopback\"\ntraddr = \"a\"\ntrsvcid = \"0\"\n"),
             12,
             Some("trsvcid"),
         );
         assert!(e.contains("not a port number"), "{e}");
-        error(&listener("trtype = \"loopback\"\ntraddr = \"a\"\ntrsvcid = \"http\"\n"), 12, Some("trsvcid"));
-        error(&listener("trtype = \"loopback\"\ntraddr = \"a\"\ntrsvcid = 4420\n"), 12, Some("trsvcid"));
+        error(
+            &listener("trtype = \"loopback\"\ntraddr = \"a\"\ntrsvcid = \"http\"\n"),
+            12,
+            Some("trsvcid"),
+        );
+        error(
+            &listener("trtype = \"loopback\"\ntraddr = \"a\"\ntrsvcid = 4420\n"),
+            12,
+            Some("trsvcid"),
+        );
         let twice = listener("trtype = \"loopback\"\ntraddr = \"a\"\n[[subsystem.listener]]\ntrtype = \"loopback\"\ntraddr = \"a\"\ntrsvcid = \"4420\"\n");
         let e = error(&twice, 12, None);
         assert!(e.contains("listed twice"), "{e}");
@@ -1723,7 +1894,9 @@ allow_any_host = true
         assert!(check_traddr("rdma", "192.168.1.10").is_ok());
         assert!(check_traddr("rdma", "fe80::1").is_ok());
         assert!(check_traddr("tcp", "0.0.0.0").is_ok());
-        assert!(check_traddr("rdma", "host.example").unwrap_err().contains("not an IP"));
+        assert!(check_traddr("rdma", "host.example")
+            .unwrap_err()
+            .contains("not an IP"));
         assert!(check_traddr("loopback", &"a".repeat(300)).is_err());
         assert!(check_trsvcid("4420").is_ok());
         assert!(check_trsvcid("65536").is_err());
@@ -1732,9 +1905,16 @@ allow_any_host = true
 
     #[test]
     fn namespace_errors() {
-        let ns = |body: &str| with_subsystem(&format!("max_namespaces = 2\n[[subsystem.namespace]]\n{body}"));
+        let ns = |body: &str| {
+            with_subsystem(&format!(
+                "max_namespaces = 2\n[[subsystem.namespace]]\n{body}"
+            ))
+        };
         let e = error(&ns("bdev = \"Malloc9\"\n"), 11, Some("bdev"));
-        assert!(e.contains("no bdev is named \"Malloc9\" (defined: \"Malloc0\")"), "{e}");
+        assert!(
+            e.contains("no bdev is named \"Malloc9\" (defined: \"Malloc0\")"),
+            "{e}"
+        );
         let e = error(&ns("bdev = \"Malloc0\"\nnsid = 3\n"), 12, Some("nsid"));
         assert!(e.contains("use 1 to 2"), "{e}");
         error(&ns("bdev = \"Malloc0\"\nnsid = 0\n"), 12, Some("nsid"));
@@ -1747,10 +1927,26 @@ allow_any_host = true
         let two = format!("{}\n{}", ns("bdev = \"Malloc0\"\nnsid = 2\n"), "[[subsystem.namespace]]\nbdev = \"Null0\"\nnsid = 2\n[[bdev]]\nname = \"Null0\"\nkind = \"null\"\nnum_blocks = 1\nblock_size = 512\n");
         let e = error(&two, 16, Some("nsid"));
         assert!(e.contains("used twice"), "{e}");
-        error(&ns("bdev = \"Malloc0\"\nnguid = \"xyz\"\n"), 12, Some("nguid"));
-        error(&ns("bdev = \"Malloc0\"\nnguid = \"00000000000000000000000000000000\"\n"), 12, Some("nguid"));
-        error(&ns("bdev = \"Malloc0\"\nuuid = \"0001020304050607-0809-0a0b0c0d0e0f\"\n"), 12, Some("uuid"));
-        error(&ns("bdev = \"Malloc0\"\nuuid = \"00000000-0000-0000-0000-000000000000\"\n"), 12, Some("uuid"));
+        error(
+            &ns("bdev = \"Malloc0\"\nnguid = \"xyz\"\n"),
+            12,
+            Some("nguid"),
+        );
+        error(
+            &ns("bdev = \"Malloc0\"\nnguid = \"00000000000000000000000000000000\"\n"),
+            12,
+            Some("nguid"),
+        );
+        error(
+            &ns("bdev = \"Malloc0\"\nuuid = \"0001020304050607-0809-0a0b0c0d0e0f\"\n"),
+            12,
+            Some("uuid"),
+        );
+        error(
+            &ns("bdev = \"Malloc0\"\nuuid = \"00000000-0000-0000-0000-000000000000\"\n"),
+            12,
+            Some("uuid"),
+        );
     }
 
     #[test]
@@ -1775,16 +1971,51 @@ allow_any_host = true
                 with_bdev("")
             )
         };
-        let e = error(&dup("nguid", "0f0e0d0c0b0a09080706050403020100"), 21, Some("nguid"));
+        let e = error(
+            &dup("nguid", "0f0e0d0c0b0a09080706050403020100"),
+            21,
+            Some("nguid"),
+        );
         assert!(e.contains("already used at line 16"), "{e}");
-        error(&dup("uuid", "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"), 21, Some("uuid"));
+        error(
+            &dup("uuid", "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"),
+            21,
+            Some("uuid"),
+        );
+    }
+
+    #[test]
+    fn dotted_keys_work_like_sections() {
+        let c = parse("transport.max_queue_depth = 64\nglobal.reactor_mask = \"0x1\"\n").unwrap();
+        assert_eq!(c.transport.options.max_queue_depth, 64);
+        error(
+            "\ntransport.max_queue_depth = 5000\n",
+            2,
+            Some("max_queue_depth"),
+        );
+    }
+
+    #[test]
+    fn non_utf8_file_names_the_line() {
+        let path = std::env::temp_dir().join(format!("nvmf-tgt-utf8-{}.toml", std::process::id()));
+        std::fs::write(&path, b"[global]\n# caf\xe9\n").unwrap();
+        let e = Config::load(&path).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(e.line(), Some(2), "{e}");
+        assert!(
+            e.to_string().contains("byte 6 of the line is not UTF-8"),
+            "{e}"
+        );
     }
 
     #[test]
     fn missing_file_names_the_path() {
         let e = Config::load(Path::new("/nonexistent/nvmf.toml")).unwrap_err();
         let shown = e.to_string();
-        assert!(shown.starts_with("config /nonexistent/nvmf.toml: cannot read it:"), "{shown}");
+        assert!(
+            shown.starts_with("config /nonexistent/nvmf.toml: cannot read it:"),
+            "{shown}"
+        );
         assert!(shown.contains("-c"), "{shown}");
     }
 
@@ -1805,8 +2036,16 @@ allow_any_host = true
             assert!(s.contains(want), "missing {want:?} in:\n{s}");
         }
         let w = c.warnings();
-        assert!(w.iter().any(|w| w.contains("cnode2") && w.contains("ANY host")), "{w:?}");
-        assert!(w.iter().any(|w| w.contains("cnode2") && w.contains("no [[subsystem.listener]]")), "{w:?}");
+        assert!(
+            w.iter()
+                .any(|w| w.contains("cnode2") && w.contains("ANY host")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w.contains("cnode2") && w.contains("no [[subsystem.listener]]")),
+            "{w:?}"
+        );
     }
 
     #[test]
@@ -1821,7 +2060,13 @@ allow_any_host = true
         assert_eq!(unquoted_eq("\"a=b\" = 1"), Some(6));
         assert_eq!(format_mib(64 << 20), "64 MiB");
         assert_eq!(format_mib(1 << 19), "0.50 MiB");
-        assert_eq!(parse_uuid("f81d4fae-7dec-11d0-a765-00a0c91e6bf6").unwrap()[0], 0xf8);
-        assert_eq!(parse_nguid("00010203-04050607-08090a0b-0c0d0e0f").unwrap()[3], 3);
+        assert_eq!(
+            parse_uuid("f81d4fae-7dec-11d0-a765-00a0c91e6bf6").unwrap()[0],
+            0xf8
+        );
+        assert_eq!(
+            parse_nguid("00010203-04050607-08090a0b-0c0d0e0f").unwrap()[3],
+            3
+        );
     }
 }

@@ -4,7 +4,9 @@ use crate::status::Status;
 use zerocopy::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct Cqe {
     /// Command specific (e.g. Connect's cntlid, Property Get's value low half).
@@ -52,7 +54,10 @@ mod tests {
 
     #[test]
     fn status_keeps_phase() {
-        let mut cqe = Cqe { status: U16::new(1), ..Default::default() };
+        let mut cqe = Cqe {
+            status: U16::new(1),
+            ..Default::default()
+        };
         cqe.set_status(Status::INVALID_OPCODE);
         assert_eq!(cqe.status(), Status::INVALID_OPCODE);
         assert_eq!(cqe.status.get() & 1, 1);

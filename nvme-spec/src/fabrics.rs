@@ -79,7 +79,13 @@ impl ConnectCommand for Sqe {
 }
 
 /// Builds a Connect command (as a host would) whose data is described by `sgl`.
-pub fn connect_command(cid: u16, qid: u16, sqsize_0based: u16, kato_ms: u32, sgl: SglDescriptor) -> Sqe {
+pub fn connect_command(
+    cid: u16,
+    qid: u16,
+    sqsize_0based: u16,
+    kato_ms: u32,
+    sgl: SglDescriptor,
+) -> Sqe {
     let mut sqe = Sqe::new(FABRICS, cid);
     sqe.set_fctype(fctype::CONNECT);
     sqe.dptr = sgl;
@@ -195,7 +201,10 @@ pub mod cc {
     }
     /// What Linux writes: EN, IOSQES 6, IOCQES 4, MPS 0, CSS NVM.
     pub fn build(enable: bool, iosqes: u8, iocqes: u8, shn: u32) -> u32 {
-        u32::from(enable) | (u32::from(iosqes) << 16) | (u32::from(iocqes) << 20) | (shn << SHN_SHIFT)
+        u32::from(enable)
+            | (u32::from(iosqes) << 16)
+            | (u32::from(iocqes) << 20)
+            | (shn << SHN_SHIFT)
     }
 }
 
@@ -304,7 +313,10 @@ mod tests {
         assert!(cap::css_nvm(c));
         let v = cc::build(true, 6, 4, cc::SHN_NORMAL);
         assert!(cc::enabled(v));
-        assert_eq!((cc::iosqes(v), cc::iocqes(v), cc::shn(v)), (6, 4, cc::SHN_NORMAL));
+        assert_eq!(
+            (cc::iosqes(v), cc::iocqes(v), cc::shn(v)),
+            (6, 4, cc::SHN_NORMAL)
+        );
         assert_eq!(version(1, 3, 0), 0x0001_0300);
         let p = property_set_command(1, property::CC, 0x46_0001, false);
         assert_eq!(property_offset(&p), property::CC);

@@ -163,7 +163,11 @@ pub mod sgls {
 
 /// One LBA format (ms, lbads, rp).
 pub fn lba_format(metadata_bytes: u16, block_size_log2: u8, relative_performance: u8) -> U32 {
-    U32::new(u32::from(metadata_bytes) | (u32::from(block_size_log2) << 16) | (u32::from(relative_performance & 3) << 24))
+    U32::new(
+        u32::from(metadata_bytes)
+            | (u32::from(block_size_log2) << 16)
+            | (u32::from(relative_performance & 3) << 24),
+    )
 }
 
 /// Identify Namespace data structure (CNS 00h).

@@ -23,7 +23,9 @@ pub mod sgl_subtype {
 }
 
 /// A 16-byte SGL descriptor as found in the SQE's DPTR.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 #[repr(C)]
 pub struct SglDescriptor {
     pub addr: U64,
@@ -42,7 +44,12 @@ pub enum Sgl {
     /// In-capsule data at `offset` from the start of the capsule's data area.
     InCapsule { offset: u64, len: u32 },
     /// Remote memory the target reaches with RDMA READ/WRITE.
-    Keyed { addr: u64, len: u32, key: u32, invalidate: bool },
+    Keyed {
+        addr: u64,
+        len: u32,
+        key: u32,
+        invalidate: bool,
+    },
     /// Transport data block (TCP's data PDUs).
     Transport { len: u32 },
 }
@@ -56,7 +63,10 @@ impl SglDescriptor {
     }
 
     pub fn data_block(offset_in_capsule: u64, len: u32) -> SglDescriptor {
-        let mut d = SglDescriptor { addr: U64::new(offset_in_capsule), ..Default::default() };
+        let mut d = SglDescriptor {
+            addr: U64::new(offset_in_capsule),
+            ..Default::default()
+        };
         d.body[..4].copy_from_slice(&len.to_le_bytes());
         d.id = (sgl_type::DATA_BLOCK << 4) | sgl_subtype::OFFSET;
         d
@@ -65,10 +75,17 @@ impl SglDescriptor {
     /// A keyed descriptor; `len` must fit in 24 bits.
     pub fn keyed(addr: u64, len: u32, key: u32, invalidate: bool) -> SglDescriptor {
         assert!(len < (1 << 24), "keyed SGL length is 24 bits");
-        let mut d = SglDescriptor { addr: U64::new(addr), ..Default::default() };
+        let mut d = SglDescriptor {
+            addr: U64::new(addr),
+            ..Default::default()
+        };
         d.body[..3].copy_from_slice(&len.to_le_bytes()[..3]);
         d.body[3..7].copy_from_slice(&key.to_le_bytes());
-        let subtype = if invalidate { sgl_subtype::INVALIDATE_KEY } else { sgl_subtype::ADDRESS };
+        let subtype = if invalidate {
+            sgl_subtype::INVALIDATE_KEY
+        } else {
+            sgl_subtype::ADDRESS
+        };
         d.id = (sgl_type::KEYED_DATA_BLOCK << 4) | subtype;
         d
     }
@@ -81,15 +98,34 @@ impl SglDescriptor {
     pub fn decode(&self) -> Result<Sgl, Status> {
         let addr = self.addr.get();
         match (self.kind(), self.subtype()) {
-            (sgl_type::DATA_BLOCK, sgl_subtype::ADDRESS) => Ok(Sgl::DataBlock { addr, len: self.len32() }),
-            (sgl_type::DATA_BLOCK, sgl_subtype::OFFSET) => Ok(Sgl::InCapsule { offset: addr, len: self.len32() }),
-            (sgl_type::KEYED_DATA_BLOCK, st @ (sgl_subtype::ADDRESS | sgl_subtype::INVALIDATE_KEY)) => {
+            (sgl_type::DATA_BLOCK, sgl_subtype::ADDRESS) => Ok(Sgl::DataBlock {
+                addr,
+                len: self.len32(),
+            }),
+            (sgl_type::DATA_BLOCK, sgl_subtype::OFFSET) => Ok(Sgl::InCapsule {
+                offset: addr,
+                len: self.len32(),
+            }),
+            (
+                sgl_type::KEYED_DATA_BLOCK,
+                st @ (sgl_subtype::ADDRESS | sgl_subtype::INVALIDATE_KEY),
+            ) => {
                 let len = u32::from_le_bytes([self.body[0], self.body[1], self.body[2], 0]);
-                let key = u32::from_le_bytes([self.body[3], self.body[4], self.body[5], self.body[6]]);
-                Ok(Sgl::Keyed { addr, len, key, invalidate: st == sgl_subtype::INVALIDATE_KEY })
+                let key =
+                    u32::from_le_bytes([self.body[3], self.body[4], self.body[5], self.body[6]]);
+                Ok(Sgl::Keyed {
+                    addr,
+                    len,
+                    key,
+                    invalidate: st == sgl_subtype::INVALIDATE_KEY,
+                })
             }
-            (sgl_type::TRANSPORT_DATA_BLOCK, sgl_subtype::TRANSPORT_SPECIFIC) => Ok(Sgl::Transport { len: self.len32() }),
-            (sgl_type::SEGMENT | sgl_type::LAST_SEGMENT, _) => Err(Status::INVALID_NUMBER_OF_SGL_DESCRIPTORS),
+            (sgl_type::TRANSPORT_DATA_BLOCK, sgl_subtype::TRANSPORT_SPECIFIC) => {
+                Ok(Sgl::Transport { len: self.len32() })
+            }
+            (sgl_type::SEGMENT | sgl_type::LAST_SEGMENT, _) => {
+                Err(Status::INVALID_NUMBER_OF_SGL_DESCRIPTORS)
+            }
             _ => Err(Status::SGL_DESCRIPTOR_TYPE_INVALID),
         }
     }
@@ -98,7 +134,10 @@ impl SglDescriptor {
 impl Sgl {
     pub fn len(&self) -> u32 {
         match *self {
-            Sgl::DataBlock { len, .. } | Sgl::InCapsule { len, .. } | Sgl::Keyed { len, .. } | Sgl::Transport { len } => len,
+            Sgl::DataBlock { len, .. }
+            | Sgl::InCapsule { len, .. }
+            | Sgl::Keyed { len, .. }
+            | Sgl::Transport { len } => len,
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -114,7 +153,15 @@ mod tests {
     fn keyed_roundtrip() {
         let d = SglDescriptor::keyed(0xdead_beef_0000, 0x12_3456, 0xabcd_ef01, true);
         assert_eq!(d.id, 0x4F);
-        assert_eq!(d.decode(), Ok(Sgl::Keyed { addr: 0xdead_beef_0000, len: 0x12_3456, key: 0xabcd_ef01, invalidate: true }));
+        assert_eq!(
+            d.decode(),
+            Ok(Sgl::Keyed {
+                addr: 0xdead_beef_0000,
+                len: 0x12_3456,
+                key: 0xabcd_ef01,
+                invalidate: true
+            })
+        );
         let d = SglDescriptor::keyed(1, 0, 0, false);
         assert_eq!(d.id, 0x40);
         assert!(d.decode().unwrap().is_empty());
@@ -124,7 +171,13 @@ mod tests {
     fn in_capsule_and_errors() {
         let d = SglDescriptor::data_block(0, 4096);
         assert_eq!(d.id, 0x01);
-        assert_eq!(d.decode(), Ok(Sgl::InCapsule { offset: 0, len: 4096 }));
+        assert_eq!(
+            d.decode(),
+            Ok(Sgl::InCapsule {
+                offset: 0,
+                len: 4096
+            })
+        );
         let mut bad = d;
         bad.id = 0x30;
         assert_eq!(bad.decode(), Err(Status::INVALID_NUMBER_OF_SGL_DESCRIPTORS));

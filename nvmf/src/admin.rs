@@ -7,12 +7,19 @@ use std::time::Instant;
 
 use nvme_spec::fabrics::{self, property};
 use nvme_spec::features::{self as feat, aen};
-use nvme_spec::identify::{self, cns, nidt, oncs, IdentifyController, IdentifyNamespace, NsIdDescriptorHeader};
+use nvme_spec::identify::{
+    self, cns, nidt, oncs, IdentifyController, IdentifyNamespace, NsIdDescriptorHeader,
+};
 use nvme_spec::log::{effects, lid, ChangedNsList, CommandEffectsLog, FirmwareSlotLog, SmartLog};
 use nvme_spec::opcode::{admin, io};
-use nvme_spec::{put_ascii_padded, put_str_nul_padded, put_u128, FromZeros, IntoBytes, Sqe, Status, NSID_ALL, U16, U32, U64};
+use nvme_spec::{
+    put_ascii_padded, put_str_nul_padded, put_u128, FromZeros, IntoBytes, Sqe, Status, NSID_ALL,
+    U16, U32, U64,
+};
 
-use crate::controller::{Controller, ControllerState, ABORT_LIMIT, AER_LIMIT, ERROR_LOG_ENTRIES, KAS_100MS};
+use crate::controller::{
+    Controller, ControllerState, ABORT_LIMIT, AER_LIMIT, ERROR_LOG_ENTRIES, KAS_100MS,
+};
 use crate::poll_group::SubsystemChannels;
 use crate::target::Target;
 use crate::transport::{ListenAddress, Request, TransportCaps};
@@ -164,7 +171,11 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
                 return Status::INVALID_NAMESPACE_OR_FORMAT;
             }
             let mut id = IdentifyNamespace::new_zeroed();
-            if let Some(ch) = env.channels.and_then(|c| c.namespaces.get(nsid as usize - 1)).and_then(|c| c.as_ref()) {
+            if let Some(ch) = env
+                .channels
+                .and_then(|c| c.namespaces.get(nsid as usize - 1))
+                .and_then(|c| c.as_ref())
+            {
                 fill_identify_namespace(&mut id, ch.num_blocks, ch.block_size, &ch.ns.nguid);
             } else if nsid == NSID_ALL {
                 return Status::INVALID_NAMESPACE_OR_FORMAT;
@@ -191,13 +202,25 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
         }
         cns::NS_ID_DESCRIPTORS => {
             let nsid = cmd.nsid();
-            let Some(ch) = env.channels.and_then(|c| c.namespaces.get((nsid as usize).wrapping_sub(1))).and_then(|c| c.as_ref()) else {
+            let Some(ch) = env
+                .channels
+                .and_then(|c| c.namespaces.get((nsid as usize).wrapping_sub(1)))
+                .and_then(|c| c.as_ref())
+            else {
                 return Status::INVALID_NAMESPACE_OR_FORMAT;
             };
             let mut out = [0u8; identify::IDENTIFY_DATA_LEN];
             let mut at = 0;
-            for (kind, id) in [(nidt::NGUID, &ch.ns.nguid[..]), (nidt::UUID, &ch.ns.uuid[..]), (nidt::CSI, &[0u8][..])] {
-                let hdr = NsIdDescriptorHeader { nidt: kind, nidl: id.len() as u8, rsvd: U16::new(0) };
+            for (kind, id) in [
+                (nidt::NGUID, &ch.ns.nguid[..]),
+                (nidt::UUID, &ch.ns.uuid[..]),
+                (nidt::CSI, &[0u8][..]),
+            ] {
+                let hdr = NsIdDescriptorHeader {
+                    nidt: kind,
+                    nidl: id.len() as u8,
+                    rsvd: U16::new(0),
+                };
                 out[at..at + 4].copy_from_slice(hdr.as_bytes());
                 out[at + 4..at + 4 + id.len()].copy_from_slice(id);
                 at += 4 + id.len();
@@ -209,11 +232,19 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
             if cmd.cdw11.get() >> 24 != 0 {
                 return Status::INVALID_FIELD;
             }
-            copy_out(req, &[0u8; identify::IDENTIFY_DATA_LEN], identify::IDENTIFY_DATA_LEN)
+            copy_out(
+                req,
+                &[0u8; identify::IDENTIFY_DATA_LEN],
+                identify::IDENTIFY_DATA_LEN,
+            )
         }
         cns::INDEPENDENT_NAMESPACE => {
             let nsid = cmd.nsid();
-            let Some(_ch) = env.channels.and_then(|c| c.namespaces.get((nsid as usize).wrapping_sub(1))).and_then(|c| c.as_ref()) else {
+            let Some(_ch) = env
+                .channels
+                .and_then(|c| c.namespaces.get((nsid as usize).wrapping_sub(1)))
+                .and_then(|c| c.as_ref())
+            else {
                 return Status::INVALID_NAMESPACE_OR_FORMAT;
             };
             let mut out = [0u8; identify::IDENTIFY_DATA_LEN];
@@ -226,7 +257,12 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
     }
 }
 
-pub(crate) fn fill_identify_namespace(id: &mut IdentifyNamespace, num_blocks: u64, block_size: u32, nguid: &[u8; 16]) {
+pub(crate) fn fill_identify_namespace(
+    id: &mut IdentifyNamespace,
+    num_blocks: u64,
+    block_size: u32,
+    nguid: &[u8; 16],
+) {
     id.nsze = U64::new(num_blocks);
     id.ncap = U64::new(num_blocks);
     id.nuse = U64::new(num_blocks);
@@ -255,7 +291,11 @@ pub(crate) fn identify_controller(ctrl: &Controller, env: &AdminEnv) -> Identify
     id.ver = U32::new(ctrl.vs);
     id.oaes = U32::new(ctrl.oaes());
     id.ctratt = U32::new(1); // 128-bit host identifier
-    id.cntrltype = if ctrl.is_discovery() { identify::CNTRLTYPE_DISCOVERY } else { identify::CNTRLTYPE_IO };
+    id.cntrltype = if ctrl.is_discovery() {
+        identify::CNTRLTYPE_DISCOVERY
+    } else {
+        identify::CNTRLTYPE_IO
+    };
     id.acl = (ABORT_LIMIT - 1) as u8;
     id.aerl = (AER_LIMIT - 1) as u8;
     id.frmw = 1 | (1 << 1); // slot 1 read-only, one slot
@@ -278,7 +318,10 @@ pub(crate) fn identify_controller(ctrl: &Controller, env: &AdminEnv) -> Identify
         id.mnan = U32::new(sub.max_namespaces);
         let mut o = oncs::DATASET_MANAGEMENT | oncs::WRITE_ZEROES;
         let all_compare = env.channels.is_some_and(|c| {
-            c.namespaces.iter().flatten().all(|ch| ch.ns.bdev.info().supported.contains(bdev::IoType::Compare))
+            c.namespaces
+                .iter()
+                .flatten()
+                .all(|ch| ch.ns.bdev.info().supported.contains(bdev::IoType::Compare))
         });
         if all_compare {
             o |= oncs::COMPARE;
@@ -305,7 +348,10 @@ fn get_log_page(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Sta
         return Status::DATA_SGL_LENGTH_INVALID;
     }
     let page: Vec<u8> = match cmd.log_page_id() {
-        lid::ERROR => ctrl.error_log_newest_first().flat_map(|e| e.as_bytes().to_vec()).collect(),
+        lid::ERROR => ctrl
+            .error_log_newest_first()
+            .flat_map(|e| e.as_bytes().to_vec())
+            .collect(),
         lid::SMART_HEALTH => smart_log(ctrl).as_bytes().to_vec(),
         lid::FIRMWARE_SLOT => {
             let mut fw = FirmwareSlotLog::new_zeroed();
@@ -425,7 +471,11 @@ fn set_features(ctrl: &mut Controller, req: &mut Request, now: Instant) -> Statu
         }
         feat::ASYNC_EVENT_CONFIG => {
             let supported = ctrl.oaes();
-            if value & !supported & (aen::NAMESPACE_ATTRIBUTE | aen::DISCOVERY_LOG_CHANGE | aen::FIRMWARE_ACTIVATION) != 0 {
+            if value
+                & !supported
+                & (aen::NAMESPACE_ATTRIBUTE | aen::DISCOVERY_LOG_CHANGE | aen::FIRMWARE_ACTIVATION)
+                != 0
+            {
                 return Status::INVALID_FIELD;
             }
             ctrl.features.async_event_config = value & supported;
@@ -470,7 +520,13 @@ fn get_features(ctrl: &mut Controller, req: &mut Request) -> Status {
     let value = match fid {
         feat::ARBITRATION => f.arbitration * u32::from(!defaults),
         feat::POWER_MANAGEMENT => f.power_management * u32::from(!defaults),
-        feat::TEMPERATURE_THRESHOLD => if defaults { 343 } else { f.temperature_threshold },
+        feat::TEMPERATURE_THRESHOLD => {
+            if defaults {
+                343
+            } else {
+                f.temperature_threshold
+            }
+        }
         feat::ERROR_RECOVERY => f.error_recovery * u32::from(!defaults),
         feat::VOLATILE_WRITE_CACHE => u32::from(defaults || f.volatile_write_cache),
         feat::NUMBER_OF_QUEUES => {
@@ -505,7 +561,15 @@ mod tests {
         let mut cfg = SubsystemConfig::new("nqn.2016-06.io.spdk:u1");
         cfg.serial = "SN42".into();
         let sub = Arc::new(Subsystem::from_config(1, &cfg).unwrap());
-        let shared = Arc::new(ControllerShared::new(7, sub, 0, 0, "nqn.2016-06.io.spdk:h".into(), [3; 16], 1));
+        let shared = Arc::new(ControllerShared::new(
+            7,
+            sub,
+            0,
+            0,
+            "nqn.2016-06.io.spdk:h".into(),
+            [3; 16],
+            1,
+        ));
         Controller::new(shared, (0, 0), 5000, 128, 16, Instant::now())
     }
 
@@ -513,29 +577,57 @@ mod tests {
     fn properties() {
         let mut c = controller();
         let mut v = 0;
-        assert_eq!(property_get(&c, &property_get_command(1, property::CAP, true), &mut v), Status::SUCCESS);
+        assert_eq!(
+            property_get(&c, &property_get_command(1, property::CAP, true), &mut v),
+            Status::SUCCESS
+        );
         assert_eq!(v & 0xFFFF, 127);
-        assert_eq!(property_get(&c, &property_get_command(1, property::VS, false), &mut v), Status::SUCCESS);
+        assert_eq!(
+            property_get(&c, &property_get_command(1, property::VS, false), &mut v),
+            Status::SUCCESS
+        );
         assert_eq!(v, 0x10300);
-        assert_eq!(property_get(&c, &property_get_command(1, property::VS, true), &mut v), Status::INVALID_FIELD);
+        assert_eq!(
+            property_get(&c, &property_get_command(1, property::VS, true), &mut v),
+            Status::INVALID_FIELD
+        );
         let en = property_set_command(1, property::CC, u64::from(cc::build(true, 6, 4, 0)), false);
-        assert_eq!(property_set(&mut c, &en), AdminOutcome::Complete(Status::SUCCESS));
+        assert_eq!(
+            property_set(&mut c, &en),
+            AdminOutcome::Complete(Status::SUCCESS)
+        );
         property_get(&c, &property_get_command(1, property::CSTS, false), &mut v);
         assert_eq!(v as u32 & csts::RDY, csts::RDY);
         let off = property_set_command(1, property::CC, 0, false);
-        assert_eq!(property_set(&mut c, &off), AdminOutcome::CompleteAndTeardown(Status::SUCCESS));
+        assert_eq!(
+            property_set(&mut c, &off),
+            AdminOutcome::CompleteAndTeardown(Status::SUCCESS)
+        );
         let eight = property_set_command(1, property::CC, 0, true);
-        assert_eq!(property_set(&mut c, &eight), AdminOutcome::Complete(Status::INVALID_FIELD));
+        assert_eq!(
+            property_set(&mut c, &eight),
+            AdminOutcome::Complete(Status::INVALID_FIELD)
+        );
     }
 
     #[test]
     fn identify_controller_fields() {
         let c = controller();
         let t = LoopbackTransport::new(8192, 262_144, 4).unwrap();
-        let opts = crate::TargetOptions { max_io_bytes: 262_144, in_capsule_data_bytes: 8192, ..Default::default() };
+        let opts = crate::TargetOptions {
+            max_io_bytes: 262_144,
+            in_capsule_data_bytes: 8192,
+            ..Default::default()
+        };
         let target = Target::new(opts, vec![t.clone()]).unwrap();
         let listener = ListenAddress::new("loopback", "x", "1");
-        let env = AdminEnv { target: &target, channels: None, listener: &listener, caps: crate::Transport::caps(&*t), now: Instant::now() };
+        let env = AdminEnv {
+            target: &target,
+            channels: None,
+            listener: &listener,
+            caps: crate::Transport::caps(&*t),
+            now: Instant::now(),
+        };
         let id = identify_controller(&c, &env);
         assert_eq!(id.cntlid.get(), 7);
         assert_eq!(&id.sn[..6], b"SN42  ");

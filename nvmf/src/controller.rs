@@ -80,7 +80,9 @@ impl ControllerShared {
             hostnqn,
             hostid,
             state: AtomicU8::new(STATE_DISABLED),
-            counters: (0..reactor_count.max(1)).map(|_| IoCounters::default()).collect(),
+            counters: (0..reactor_count.max(1))
+                .map(|_| IoCounters::default())
+                .collect(),
             destroyed: AtomicBool::new(false),
         }
     }
@@ -110,7 +112,11 @@ impl ControllerShared {
 
     pub fn count_io(&self, reactor: usize, write: bool, bytes: u64) {
         let c = &self.counters[reactor.min(self.counters.len() - 1)];
-        let (cmds, total) = if write { (&c.write_commands, &c.write_bytes) } else { (&c.read_commands, &c.read_bytes) };
+        let (cmds, total) = if write {
+            (&c.write_commands, &c.write_bytes)
+        } else {
+            (&c.read_commands, &c.read_bytes)
+        };
         cmds.fetch_add(1, Ordering::Relaxed);
         total.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -201,9 +207,16 @@ impl Controller {
         max_queues: u16,
         now: Instant,
     ) -> Controller {
-        assert!(max_queues >= 2, "a controller needs the admin queue and one I/O queue");
+        assert!(
+            max_queues >= 2,
+            "a controller needs the admin queue and one I/O queue"
+        );
         let discovery = shared.subsystem.is_discovery();
-        let kato_ms = if discovery && kato_ms == 0 { DISCOVERY_DEFAULT_KATO_MS } else { kato_ms };
+        let kato_ms = if discovery && kato_ms == 0 {
+            DISCOVERY_DEFAULT_KATO_MS
+        } else {
+            kato_ms
+        };
         Controller {
             state: ControllerState::Disabled,
             cc: 0,
@@ -253,16 +266,23 @@ impl Controller {
     }
 
     pub fn csts(&self) -> u32 {
+        let rdy = if cc::enabled(self.cc) { csts::RDY } else { 0 };
         match self.state {
             ControllerState::Disabled => 0,
             ControllerState::Ready => csts::RDY,
-            ControllerState::ShutdownComplete => csts::RDY * u32::from(cc::enabled(self.cc)) | (csts::SHST_COMPLETE << csts::SHST_SHIFT),
-            ControllerState::Failed => csts::CFS | csts::RDY * u32::from(cc::enabled(self.cc)),
+            ControllerState::ShutdownComplete => rdy | (csts::SHST_COMPLETE << csts::SHST_SHIFT),
+            ControllerState::Failed => csts::CFS | rdy,
         }
     }
 
     fn enter(&mut self, state: ControllerState) {
-        log::debug!("controller {} ({}): {:?} -> {:?}", self.cntlid(), self.shared.subsystem.nqn, self.state, state);
+        log::debug!(
+            "controller {} ({}): {:?} -> {:?}",
+            self.cntlid(),
+            self.shared.subsystem.nqn,
+            self.state,
+            state
+        );
         self.state = state;
         self.shared.set_state(state);
     }
@@ -275,14 +295,18 @@ impl Controller {
         }
         let was_enabled = cc::enabled(self.cc);
         let enable = cc::enabled(new_cc);
-        if enable && !was_enabled && (cc::css(new_cc) != 0 || cc::mps(new_cc) != 0 || cc::ams(new_cc) != 0) {
+        if enable
+            && !was_enabled
+            && (cc::css(new_cc) != 0 || cc::mps(new_cc) != 0 || cc::ams(new_cc) != 0)
+        {
             // Only the NVM command set, 4 KiB pages and round-robin arbitration exist here.
             return Err(Status::INVALID_FIELD);
         }
         let old_shn = cc::shn(self.cc);
         self.cc = new_cc;
         let mut teardown = false;
-        if cc::shn(new_cc) != cc::SHN_NONE && old_shn == cc::SHN_NONE {
+        let shutting_down = cc::shn(new_cc) != cc::SHN_NONE;
+        if shutting_down && old_shn == cc::SHN_NONE {
             // Nothing is cached volatile beyond the bdev; completion is immediate.
             self.enter(ControllerState::ShutdownComplete);
             teardown = true;
@@ -290,9 +314,10 @@ impl Controller {
             self.reset_state();
             self.enter(ControllerState::Disabled);
             teardown = true;
-        } else if enable && !was_enabled {
-            self.enter(ControllerState::Ready);
-        } else if cc::shn(new_cc) == cc::SHN_NONE && self.state == ControllerState::ShutdownComplete && enable {
+        } else if enable
+            && !shutting_down
+            && (!was_enabled || self.state == ControllerState::ShutdownComplete)
+        {
             self.enter(ControllerState::Ready);
         }
         Ok(teardown)
@@ -317,7 +342,8 @@ impl Controller {
     pub fn keep_alive_expired(&self, now: Instant) -> bool {
         self.kato_ms != 0
             && self.state != ControllerState::Failed
-            && now.saturating_duration_since(self.last_keep_alive) > Duration::from_millis(u64::from(self.kato_ms))
+            && now.saturating_duration_since(self.last_keep_alive)
+                > Duration::from_millis(u64::from(self.kato_ms))
     }
 
     pub fn io_queues_granted(&self) -> u16 {
@@ -338,7 +364,8 @@ impl Controller {
                 self.changed_ns_overflow = true;
             }
         }
-        if self.ns_change_masked || self.features.async_event_config & aen::NAMESPACE_ATTRIBUTE == 0 {
+        if self.ns_change_masked || self.features.async_event_config & aen::NAMESPACE_ATTRIBUTE == 0
+        {
             return None;
         }
         self.ns_change_masked = true;
@@ -350,7 +377,9 @@ impl Controller {
     }
 
     pub fn note_discovery_changed(&mut self) -> Option<u32> {
-        if self.discovery_change_masked || self.features.async_event_config & aen::DISCOVERY_LOG_CHANGE == 0 {
+        if self.discovery_change_masked
+            || self.features.async_event_config & aen::DISCOVERY_LOG_CHANGE == 0
+        {
             return None;
         }
         self.discovery_change_masked = true;
@@ -380,7 +409,8 @@ impl Controller {
     /// Error log entries, newest first (the spec's order).
     pub fn error_log_newest_first(&self) -> impl Iterator<Item = &ErrorLogEntry> {
         let n = self.error_count.min(ERROR_LOG_ENTRIES as u64) as usize;
-        let newest = ((self.error_count + ERROR_LOG_ENTRIES as u64 - 1) % ERROR_LOG_ENTRIES as u64) as usize;
+        let newest =
+            ((self.error_count + ERROR_LOG_ENTRIES as u64 - 1) % ERROR_LOG_ENTRIES as u64) as usize;
         (0..n).map(move |i| &self.error_log[(newest + ERROR_LOG_ENTRIES - i) % ERROR_LOG_ENTRIES])
     }
 }
@@ -391,8 +421,18 @@ mod tests {
     use crate::subsystem::{Subsystem, SubsystemConfig};
 
     fn ctrl() -> Controller {
-        let sub = Arc::new(Subsystem::from_config(1, &SubsystemConfig::new("nqn.2016-06.io.spdk:c1")).unwrap());
-        let shared = Arc::new(ControllerShared::new(1, sub, 0, 0, "nqn.2014-08.org.nvmexpress:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6".into(), [0; 16], 1));
+        let sub = Arc::new(
+            Subsystem::from_config(1, &SubsystemConfig::new("nqn.2016-06.io.spdk:c1")).unwrap(),
+        );
+        let shared = Arc::new(ControllerShared::new(
+            1,
+            sub,
+            0,
+            0,
+            "nqn.2014-08.org.nvmexpress:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6".into(),
+            [0; 16],
+            1,
+        ));
         Controller::new(shared, (0, 0), 5000, 128, 8, Instant::now())
     }
 
@@ -408,7 +448,10 @@ mod tests {
         assert!(!c.shared.is_ready());
         assert_eq!(c.write_cc(0), Ok(true));
         assert_eq!(c.csts(), 0);
-        assert_eq!(c.write_cc(cc::build(true, 6, 4, 0) | (1 << 7)), Err(Status::INVALID_FIELD));
+        assert_eq!(
+            c.write_cc(cc::build(true, 6, 4, 0) | (1 << 7)),
+            Err(Status::INVALID_FIELD)
+        );
     }
 
     #[test]
@@ -429,7 +472,11 @@ mod tests {
         assert_eq!(c.note_namespace_changed(3), None, "disabled by default");
         c.features.async_event_config = aen::NAMESPACE_ATTRIBUTE;
         assert_eq!(c.note_namespace_changed(4), Some(0x04_00_02));
-        assert_eq!(c.note_namespace_changed(5), None, "masked until log 04h is read");
+        assert_eq!(
+            c.note_namespace_changed(5),
+            None,
+            "masked until log 04h is read"
+        );
         assert_eq!(c.changed_ns, vec![3, 4, 5]);
     }
 

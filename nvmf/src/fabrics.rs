@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use nvme_spec::fabrics::{
-    connect_invalid_param_dw0, connect_offset, ConnectCommand, ConnectData, CNTLID_DYNAMIC, IATTR_COMMAND, IATTR_DATA,
+    connect_invalid_param_dw0, connect_offset, ConnectCommand, ConnectData, CNTLID_DYNAMIC,
+    IATTR_COMMAND, IATTR_DATA,
 };
 use nvme_spec::opcode::{admin as admin_op, fctype};
 use nvme_spec::{get_str_nul_padded, FromBytes, Sqe, Status};
@@ -20,7 +21,10 @@ use crate::transport::RequestId;
 type ConnectError = (Status, u32);
 
 fn invalid_param(iattr: u8, ipo: u16) -> ConnectError {
-    (Status::CONNECT_INVALID_PARAMETERS, connect_invalid_param_dw0(iattr, ipo))
+    (
+        Status::CONNECT_INVALID_PARAMETERS,
+        connect_invalid_param_dw0(iattr, ipo),
+    )
 }
 
 /// What a valid Connect asks for.
@@ -43,21 +47,32 @@ impl PollGroup {
         match (cmd.fctype(), slot) {
             (fctype::CONNECT, _) => self.connect(t, id, cmd),
             (fctype::PROPERTY_GET, Some(slot)) => {
-                let ctrl = self.controllers[slot].as_mut().expect("admin queue without controller");
+                let ctrl = self.controllers[slot]
+                    .as_mut()
+                    .expect("admin queue without controller");
                 let mut value = 0;
                 let status = admin::property_get(ctrl, cmd, &mut value);
                 self.transports[t].request(id).rsp.set_value_u64(value);
                 self.finish(t, id, status);
             }
             (fctype::PROPERTY_SET, Some(slot)) => {
-                let ctrl = self.controllers[slot].as_mut().expect("admin queue without controller");
+                let ctrl = self.controllers[slot]
+                    .as_mut()
+                    .expect("admin queue without controller");
                 let outcome = admin::property_set(ctrl, cmd);
                 self.admin_outcome(t, id, slot, outcome);
             }
             (fctype::PROPERTY_GET | fctype::PROPERTY_SET, None) => {
-                let connected = !matches!(self.queue(t, id.queue).role, QueueRole::Unconnected | QueueRole::Connecting);
+                let connected = !matches!(
+                    self.queue(t, id.queue).role,
+                    QueueRole::Unconnected | QueueRole::Connecting
+                );
                 // Properties live on the admin queue; before Connect nothing does.
-                let status = if connected { Status::INVALID_OPCODE } else { Status::COMMAND_SEQUENCE_ERROR };
+                let status = if connected {
+                    Status::INVALID_OPCODE
+                } else {
+                    Status::COMMAND_SEQUENCE_ERROR
+                };
                 self.finish(t, id, status);
             }
             _ => self.finish(t, id, Status::INVALID_OPCODE),
@@ -70,7 +85,13 @@ impl PollGroup {
             return self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR);
         }
         let parsed = self.parse_connect(t, id, cmd);
-        let result = parsed.and_then(|c| if c.qid == 0 { self.connect_admin(t, id, c) } else { self.connect_io(t, id, c) });
+        let result = parsed.and_then(|c| {
+            if c.qid == 0 {
+                self.connect_admin(t, id, c)
+            } else {
+                self.connect_io(t, id, c)
+            }
+        });
         match result {
             Ok(None) => {} // forwarded to the controller's reactor
             Ok(Some(cntlid)) => {
@@ -84,13 +105,24 @@ impl PollGroup {
         }
     }
 
-    fn parse_connect(&mut self, t: usize, id: RequestId, cmd: &Sqe) -> Result<ConnectRequest, ConnectError> {
+    fn parse_connect(
+        &mut self,
+        t: usize,
+        id: RequestId,
+        cmd: &Sqe,
+    ) -> Result<ConnectRequest, ConnectError> {
         if cmd.connect_recfmt() != 0 {
-            return Err((Status::CONNECT_INCOMPATIBLE_FORMAT, connect_invalid_param_dw0(IATTR_COMMAND, connect_offset::RECFMT)));
+            return Err((
+                Status::CONNECT_INCOMPATIBLE_FORMAT,
+                connect_invalid_param_dw0(IATTR_COMMAND, connect_offset::RECFMT),
+            ));
         }
         let qid = cmd.connect_qid();
         if qid != self.queue(t, id.queue).announced_qid {
-            log::warn!("Connect for qid {qid} on a queue the transport set up as qid {}", self.queue(t, id.queue).announced_qid);
+            log::warn!(
+                "Connect for qid {qid} on a queue the transport set up as qid {}",
+                self.queue(t, id.queue).announced_qid
+            );
             return Err(invalid_param(IATTR_COMMAND, connect_offset::QID));
         }
         let listener = self.transports[t].listener(id.queue).clone();
@@ -99,8 +131,10 @@ impl PollGroup {
         let Ok((data, _)) = ConnectData::read_from_prefix(data) else {
             return Err((Status::DATA_SGL_LENGTH_INVALID, 0));
         };
-        let subnqn = get_str_nul_padded(&data.subnqn, true).ok_or(invalid_param(IATTR_DATA, connect_offset::DATA_SUBNQN))?;
-        let hostnqn = get_str_nul_padded(&data.hostnqn, true).ok_or(invalid_param(IATTR_DATA, connect_offset::DATA_HOSTNQN))?;
+        let subnqn = get_str_nul_padded(&data.subnqn, true)
+            .ok_or(invalid_param(IATTR_DATA, connect_offset::DATA_SUBNQN))?;
+        let hostnqn = get_str_nul_padded(&data.hostnqn, true)
+            .ok_or(invalid_param(IATTR_DATA, connect_offset::DATA_HOSTNQN))?;
         if let Err(e) = validate_nqn(hostnqn) {
             log::warn!("Connect refused: host NQN invalid: {e}");
             return Err(invalid_param(IATTR_DATA, connect_offset::DATA_HOSTNQN));
@@ -115,10 +149,17 @@ impl PollGroup {
         }
         if !subsystem.host_allowed(hostnqn) {
             log::warn!("Connect refused: host {hostnqn} is not allowed on {subnqn} (add it to hosts or set allow_any_host)");
-            return Err((Status::CONNECT_INVALID_HOST, connect_invalid_param_dw0(IATTR_DATA, connect_offset::DATA_HOSTNQN)));
+            return Err((
+                Status::CONNECT_INVALID_HOST,
+                connect_invalid_param_dw0(IATTR_DATA, connect_offset::DATA_HOSTNQN),
+            ));
         }
         let opts = &self.target.options;
-        let max_depth = if qid == 0 { opts.max_admin_queue_depth } else { opts.max_queue_depth };
+        let max_depth = if qid == 0 {
+            opts.max_admin_queue_depth
+        } else {
+            opts.max_queue_depth
+        };
         let sq_size = u32::from(cmd.connect_sqsize()) + 1;
         if sq_size < 2 || sq_size > u32::from(max_depth) {
             log::warn!("Connect refused: queue size {sq_size} outside 2..={max_depth}");
@@ -139,9 +180,17 @@ impl PollGroup {
     }
 
     /// Creates a controller for a new admin queue; returns its cntlid.
-    fn connect_admin(&mut self, t: usize, id: RequestId, c: ConnectRequest) -> Result<Option<u16>, ConnectError> {
+    fn connect_admin(
+        &mut self,
+        t: usize,
+        id: RequestId,
+        c: ConnectRequest,
+    ) -> Result<Option<u16>, ConnectError> {
         if c.cntlid != CNTLID_DYNAMIC {
-            log::warn!("Connect refused: static controller id {} requested; this target is dynamic", c.cntlid);
+            log::warn!(
+                "Connect refused: static controller id {} requested; this target is dynamic",
+                c.cntlid
+            );
             return Err(invalid_param(IATTR_DATA, connect_offset::DATA_CNTLID));
         }
         let slot = match self.controllers.iter().position(|c| c.is_none()) {
@@ -157,7 +206,11 @@ impl PollGroup {
         let hostnqn = c.hostnqn.clone();
         let shared = c
             .subsystem
-            .register_controller(|cntlid| Arc::new(ControllerShared::new(cntlid, sub, reactor, slot, hostnqn, c.hostid, reactors)))
+            .register_controller(|cntlid| {
+                Arc::new(ControllerShared::new(
+                    cntlid, sub, reactor, slot, hostnqn, c.hostid, reactors,
+                ))
+            })
             .ok_or((Status::CONNECT_CONTROLLER_BUSY, 0))?;
         let opts = &self.target.options;
         let ctrl = Controller::new(
@@ -184,19 +237,39 @@ impl PollGroup {
 
     /// Joins an I/O queue to its controller, by message when the controller
     /// lives on another reactor.
-    fn connect_io(&mut self, t: usize, id: RequestId, c: ConnectRequest) -> Result<Option<u16>, ConnectError> {
+    fn connect_io(
+        &mut self,
+        t: usize,
+        id: RequestId,
+        c: ConnectRequest,
+    ) -> Result<Option<u16>, ConnectError> {
         let Some(shared) = c.subsystem.find_controller(c.cntlid) else {
-            log::warn!("I/O queue Connect refused: no controller {} in {}", c.cntlid, c.subsystem.nqn);
+            log::warn!(
+                "I/O queue Connect refused: no controller {} in {}",
+                c.cntlid,
+                c.subsystem.nqn
+            );
             return Err(invalid_param(IATTR_DATA, connect_offset::DATA_CNTLID));
         };
         if shared.hostnqn != c.hostnqn || shared.hostid != c.hostid {
-            log::warn!("I/O queue Connect refused: host {} does not own controller {}", c.hostnqn, c.cntlid);
+            log::warn!(
+                "I/O queue Connect refused: host {} does not own controller {}",
+                c.hostnqn,
+                c.cntlid
+            );
             return Err(invalid_param(IATTR_DATA, connect_offset::DATA_HOSTNQN));
         }
         let q = self.queue(t, id.queue);
         q.role = QueueRole::Connecting;
         q.sq_size = c.sq_size;
-        let (qid, at) = (c.qid, IoQueueRef { reactor: self.reactor, transport: t, queue: id.queue });
+        let (qid, at) = (
+            c.qid,
+            IoQueueRef {
+                reactor: self.reactor,
+                transport: t,
+                queue: id.queue,
+            },
+        );
         if shared.owner_reactor == self.reactor {
             let result = self.attach_io_queue(&shared, qid, at);
             self.finish_io_connect(t, id, qid, shared, result);
@@ -204,10 +277,15 @@ impl PollGroup {
             self.send_to_owner(&shared, move |owner, shared| {
                 let result = owner.attach_io_queue(&shared, qid, at);
                 let sent = owner.reactors.send(at.reactor, move |ctx| {
-                    crate::target::with_poll_group(ctx, |pg| pg.finish_io_connect(t, id, qid, shared, result))
+                    crate::target::with_poll_group(ctx, |pg| {
+                        pg.finish_io_connect(t, id, qid, shared, result)
+                    })
                 });
                 if let Err(e) = sent {
-                    log::error!("I/O queue Connect reply to reactor {} lost: {e:?}", at.reactor);
+                    log::error!(
+                        "I/O queue Connect reply to reactor {} lost: {e:?}",
+                        at.reactor
+                    );
                 }
             });
         }
@@ -215,12 +293,20 @@ impl PollGroup {
     }
 
     /// On the owner's reactor: records the I/O queue in its controller.
-    fn attach_io_queue(&mut self, shared: &Arc<ControllerShared>, qid: u16, at: IoQueueRef) -> Result<(), ConnectError> {
+    fn attach_io_queue(
+        &mut self,
+        shared: &Arc<ControllerShared>,
+        qid: u16,
+        at: IoQueueRef,
+    ) -> Result<(), ConnectError> {
         let Some(ctrl) = self.owned_controller(shared) else {
             return Err(invalid_param(IATTR_DATA, connect_offset::DATA_CNTLID));
         };
         if ctrl.state != ControllerState::Ready {
-            log::warn!("I/O queue Connect refused: controller {} is not enabled (CC.EN=0)", ctrl.cntlid());
+            log::warn!(
+                "I/O queue Connect refused: controller {} is not enabled (CC.EN=0)",
+                ctrl.cntlid()
+            );
             return Err((Status::COMMAND_SEQUENCE_ERROR, 0));
         }
         let granted = ctrl.io_queues_granted();
@@ -229,7 +315,10 @@ impl PollGroup {
             return Err(invalid_param(IATTR_COMMAND, connect_offset::QID));
         }
         if ctrl.io_queues[usize::from(qid)].is_some() {
-            log::warn!("I/O queue Connect refused: qid {qid} of controller {} is already connected", ctrl.cntlid());
+            log::warn!(
+                "I/O queue Connect refused: qid {qid} of controller {} is already connected",
+                ctrl.cntlid()
+            );
             return Err(invalid_param(IATTR_COMMAND, connect_offset::QID));
         }
         ctrl.io_queues[usize::from(qid)] = Some(at);
@@ -245,20 +334,36 @@ impl PollGroup {
         shared: Arc<ControllerShared>,
         result: Result<(), ConnectError>,
     ) {
-        let Some(q) = self.queues[t].get_mut(usize::from(id.queue)).and_then(|q| q.as_mut()) else {
+        let Some(q) = self.queues[t]
+            .get_mut(usize::from(id.queue))
+            .and_then(|q| q.as_mut())
+        else {
             unreachable!("a queue holding a Connect request is never released");
         };
         if q.disconnected {
             if result.is_ok() {
-                let at = IoQueueRef { reactor: self.reactor, transport: t, queue: id.queue };
-                self.send_to_owner(&shared, move |pg, shared| pg.detach_io_queue(&shared, qid, at));
+                let at = IoQueueRef {
+                    reactor: self.reactor,
+                    transport: t,
+                    queue: id.queue,
+                };
+                self.send_to_owner(&shared, move |pg, shared| {
+                    pg.detach_io_queue(&shared, qid, at)
+                });
             }
             return self.finish(t, id, Status::ABORTED_SQ_DELETION);
         }
         match result {
             Ok(()) => {
-                q.role = QueueRole::Io { ctrl: shared.clone(), qid };
-                log::debug!("qid {qid} of controller {} connected on reactor {}", shared.cntlid, self.reactor);
+                q.role = QueueRole::Io {
+                    ctrl: shared.clone(),
+                    qid,
+                };
+                log::debug!(
+                    "qid {qid} of controller {} connected on reactor {}",
+                    shared.cntlid,
+                    self.reactor
+                );
                 self.transports[t].request(id).rsp.dw0 = u32::from(shared.cntlid).into();
                 self.finish(t, id, Status::SUCCESS);
             }
@@ -272,16 +377,24 @@ impl PollGroup {
 
     /// Runs an admin command on the controller in `slot`.
     pub(crate) fn admin(&mut self, t: usize, id: RequestId, slot: usize, cmd: &Sqe) {
-        if cmd.opcode == admin_op::ABORT && cmd.abort_sqid() == 0 && self.abort_held_aer(slot, cmd.abort_cid()) {
+        if cmd.opcode == admin_op::ABORT
+            && cmd.abort_sqid() == 0
+            && self.abort_held_aer(slot, cmd.abort_cid())
+        {
             self.transports[t].request(id).rsp.dw0 = 0.into();
             return self.finish(t, id, Status::SUCCESS);
         }
         let listener = self.transports[t].listener(id.queue).clone();
         let caps = self.target.transports()[t].caps();
-        let ctrl = self.controllers[slot].as_mut().expect("admin queue without controller");
+        let ctrl = self.controllers[slot]
+            .as_mut()
+            .expect("admin queue without controller");
         let env = AdminEnv {
             target: &self.target,
-            channels: self.subsystems.get(ctrl.shared.subsystem.id).and_then(|s| s.as_ref()),
+            channels: self
+                .subsystems
+                .get(ctrl.shared.subsystem.id)
+                .and_then(|s| s.as_ref()),
             listener: &listener,
             caps,
             now: self.now,
@@ -300,11 +413,17 @@ impl PollGroup {
         match outcome {
             AdminOutcome::Complete(status) => self.finish(t, id, status),
             AdminOutcome::HoldAer => {
-                let ctrl = self.controllers[slot].as_mut().expect("admin queue without controller");
-                ctrl.aers.push(id).expect("AER limit checked before holding");
+                let ctrl = self.controllers[slot]
+                    .as_mut()
+                    .expect("admin queue without controller");
+                ctrl.aers
+                    .push(id)
+                    .expect("AER limit checked before holding");
             }
             AdminOutcome::CompleteAndTeardown(status) => {
-                let mut ctrl = self.controllers[slot].take().expect("admin queue without controller");
+                let mut ctrl = self.controllers[slot]
+                    .take()
+                    .expect("admin queue without controller");
                 self.teardown_io_queues(&mut ctrl);
                 self.controllers[slot] = Some(ctrl);
                 self.finish(t, id, status);
@@ -314,7 +433,9 @@ impl PollGroup {
 
     /// Completes a held AER with Abort Requested; false when none has `cid`.
     fn abort_held_aer(&mut self, slot: usize, cid: u16) -> bool {
-        let Some(ctrl) = self.controllers[slot].as_mut() else { return false };
+        let Some(ctrl) = self.controllers[slot].as_mut() else {
+            return false;
+        };
         let t = ctrl.admin_queue.0;
         let mut found = None;
         for _ in 0..ctrl.aers.len() {

@@ -19,12 +19,15 @@ impl PollGroup {
         if !ctrl.is_ready() {
             return self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR);
         }
-        let (sub_id, nsid, tag, reactor) = (ctrl.subsystem.id, cmd.nsid(), tag_of(t, id), self.reactor);
+        let (sub_id, nsid, tag, reactor) =
+            (ctrl.subsystem.id, cmd.nsid(), tag_of(t, id), self.reactor);
         let Some(ch) = self.ns_channel(sub_id, nsid) else {
             return self.finish(t, id, Status::INVALID_NAMESPACE_OR_FORMAT);
         };
-        let (block_size, num_blocks, supported) = (ch.block_size, ch.num_blocks, ch.ns.bdev.info().supported);
-        let in_range = |slba: u64, nlb: u64| slba.checked_add(nlb).is_some_and(|end| end <= num_blocks);
+        let (block_size, num_blocks, supported) =
+            (ch.block_size, ch.num_blocks, ch.ns.bdev.info().supported);
+        let in_range =
+            |slba: u64, nlb: u64| slba.checked_add(nlb).is_some_and(|end| end <= num_blocks);
         let io = match cmd.opcode {
             op::READ | op::WRITE | op::COMPARE => {
                 let (slba, nlb) = (cmd.slba(), u64::from(cmd.nlb()));
@@ -75,18 +78,30 @@ impl PollGroup {
                 self.transports[t].request(id).ctx.pending_ops = 1;
                 BdevIo::without_buf(IoType::WriteZeroes, slba, nlb, tag)
             }
-            op::DATASET_MANAGEMENT => return self.dataset_management(t, id, sub_id, nsid, num_blocks, cmd),
+            op::DATASET_MANAGEMENT => {
+                return self.dataset_management(t, id, sub_id, nsid, num_blocks, cmd)
+            }
             _ => return self.finish(t, id, Status::INVALID_OPCODE),
         };
         self.submit_bdev(sub_id, nsid, io);
     }
 
     /// Deallocate: one Unmap per range; other attributes are hints and succeed.
-    fn dataset_management(&mut self, t: usize, id: RequestId, sub_id: usize, nsid: u32, num_blocks: u64, cmd: &Sqe) {
+    fn dataset_management(
+        &mut self,
+        t: usize,
+        id: RequestId,
+        sub_id: usize,
+        nsid: u32,
+        num_blocks: u64,
+        cmd: &Sqe,
+    ) {
         if !cmd.dsm_deallocate() {
             return self.finish(t, id, Status::SUCCESS);
         }
-        let supported = self.ns_channel(sub_id, nsid).map(|ch| ch.ns.bdev.info().supported);
+        let supported = self
+            .ns_channel(sub_id, nsid)
+            .map(|ch| ch.ns.bdev.info().supported);
         if !supported.is_some_and(|s| s.contains(IoType::Unmap)) {
             return self.finish(t, id, Status::SUCCESS); // deallocation is advisory
         }
@@ -114,7 +129,11 @@ impl PollGroup {
         req.ctx.pending_ops = count as u16;
         let tag = tag_of(t, id);
         for &(slba, nlb) in &ranges[..count] {
-            self.submit_bdev(sub_id, nsid, BdevIo::without_buf(IoType::Unmap, slba, nlb, tag));
+            self.submit_bdev(
+                sub_id,
+                nsid,
+                BdevIo::without_buf(IoType::Unmap, slba, nlb, tag),
+            );
         }
     }
 }

@@ -16,8 +16,8 @@ use nvme_spec::identify::sgls;
 use nvme_spec::{Cqe, Sqe, Status};
 
 use crate::transport::{
-    plan_data, DataPlan, ListenAddress, PendingQueue, Request, RequestId, Transport, TransportCaps, TransportError,
-    TransportEvent, TransportPollGroup, Xfer,
+    plan_data, DataPlan, ListenAddress, PendingQueue, Request, RequestId, Transport, TransportCaps,
+    TransportError, TransportEvent, TransportPollGroup, Xfer,
 };
 
 /// Connections waiting to be accepted.
@@ -65,7 +65,11 @@ pub struct LoopbackTransport {
 
 impl LoopbackTransport {
     /// `buffer_count` data buffers of `max_io_bytes` each are shared by all reactors.
-    pub fn new(in_capsule_data_bytes: u32, max_io_bytes: u32, buffer_count: usize) -> Result<Arc<LoopbackTransport>, TransportError> {
+    pub fn new(
+        in_capsule_data_bytes: u32,
+        max_io_bytes: u32,
+        buffer_count: usize,
+    ) -> Result<Arc<LoopbackTransport>, TransportError> {
         let pool = BufPool::with_ordinary_memory(max_io_bytes as usize, buffer_count)
             .map_err(|e| TransportError::Other(format!("loopback buffer pool: {e}")))?;
         let mut sgl = sgls::SUPPORTED | sgls::KEYED_DATA_BLOCK;
@@ -73,7 +77,11 @@ impl LoopbackTransport {
             sgl |= sgls::OFFSET;
         }
         Ok(Arc::new(LoopbackTransport {
-            caps: TransportCaps { sgls: sgl, in_capsule_data_bytes, msdbd: 1 },
+            caps: TransportCaps {
+                sgls: sgl,
+                in_capsule_data_bytes,
+                msdbd: 1,
+            },
             max_io_bytes,
             listeners: Mutex::new(Vec::new()),
             backlog: ArrayQueue::new(ACCEPT_BACKLOG),
@@ -88,8 +96,19 @@ impl LoopbackTransport {
 
     /// The host side: opens a queue to `listener` announcing `qid`, with
     /// `memory_bytes` of host memory the target may read and write.
-    pub fn connect(&self, listener: &ListenAddress, qid: u16, depth: u16, memory_bytes: usize) -> Result<HostQueue, String> {
-        let listening = self.listeners.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|l| l == listener);
+    pub fn connect(
+        &self,
+        listener: &ListenAddress,
+        qid: u16,
+        depth: u16,
+        memory_bytes: usize,
+    ) -> Result<HostQueue, String> {
+        let listening = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|l| l == listener);
         if !listening {
             return Err(format!("connection refused: nothing listens on {listener}"));
         }
@@ -110,7 +129,10 @@ impl LoopbackTransport {
         self.backlog
             .push((wire.clone(), listener.clone()))
             .map_err(|_| "connection refused: accept backlog full".to_string())?;
-        Ok(HostQueue { icd_owner: vec![None; usize::from(depth)], wire })
+        Ok(HostQueue {
+            icd_owner: vec![None; usize::from(depth)],
+            wire,
+        })
     }
 }
 
@@ -134,13 +156,20 @@ impl Transport for LoopbackTransport {
     fn accept(&self, on_new: &mut dyn FnMut(PendingQueue)) -> usize {
         let mut n = 0;
         while let Some((wire, listener)) = self.backlog.pop() {
-            on_new(PendingQueue { qid: wire.qid, listener, conn: Box::new(wire) });
+            on_new(PendingQueue {
+                qid: wire.qid,
+                listener,
+                conn: Box::new(wire),
+            });
             n += 1;
         }
         n
     }
 
-    fn create_poll_group(&self, _reactor: usize) -> Result<Box<dyn TransportPollGroup>, TransportError> {
+    fn create_poll_group(
+        &self,
+        _reactor: usize,
+    ) -> Result<Box<dyn TransportPollGroup>, TransportError> {
         Ok(Box::new(LoopbackPollGroup {
             queues: Vec::new(),
             cache: PoolCache::new(
@@ -197,16 +226,22 @@ impl LoopbackPollGroup {
             DataPlan::Keyed { len, xfer, .. } => (len, xfer),
         };
         if len > 0 {
-            let Some(mut buf) = cache.get() else { return false };
+            let Some(mut buf) = cache.get() else {
+                return false;
+            };
             let dst = &mut buf.as_mut_slice()[..len as usize];
             let copied = match slot.plan {
                 DataPlan::InCapsule { offset, .. } => {
-                    let at = u64::from(slot.icd_slot) * u64::from(q.wire.icd_bytes) + u64::from(offset);
+                    let at =
+                        u64::from(slot.icd_slot) * u64::from(q.wire.icd_bytes) + u64::from(offset);
                     q.wire.icd.read_at(at, dst).is_ok()
                 }
-                DataPlan::Keyed { addr, key, xfer: Xfer::HostToController, .. } => {
-                    key == q.wire.rkey && q.wire.memory.read_at(addr, dst).is_ok()
-                }
+                DataPlan::Keyed {
+                    addr,
+                    key,
+                    xfer: Xfer::HostToController,
+                    ..
+                } => key == q.wire.rkey && q.wire.memory.read_at(addr, dst).is_ok(),
                 _ => true,
             };
             if !copied {
@@ -233,12 +268,21 @@ impl TransportPollGroup for LoopbackPollGroup {
                 self.queues.push(None);
                 self.queues.len() - 1
             }
-            None => return Err(TransportError::Full(format!("{MAX_QUEUES_PER_POLL_GROUP} queues"))),
+            None => {
+                return Err(TransportError::Full(format!(
+                    "{MAX_QUEUES_PER_POLL_GROUP} queues"
+                )))
+            }
         };
         let depth = wire.depth;
         self.queues[idx] = Some(LoopQueue {
             slots: (0..depth)
-                .map(|_| Slot { state: SlotState::Free, plan: DataPlan::None, icd_slot: 0, req: Request::new() })
+                .map(|_| Slot {
+                    state: SlotState::Free,
+                    plan: DataPlan::None,
+                    icd_slot: 0,
+                    req: Request::new(),
+                })
                 .collect(),
             free: (0..depth).rev().collect(),
             awaiting_buffer: VecDeque::with_capacity(usize::from(depth)),
@@ -252,7 +296,9 @@ impl TransportPollGroup for LoopbackPollGroup {
     fn poll(&mut self, events: &mut Vec<TransportEvent>) -> usize {
         let start_len = events.len();
         while events.len() < events.capacity() {
-            let Some(queue) = self.disconnected.pop_front() else { break };
+            let Some(queue) = self.disconnected.pop_front() else {
+                break;
+            };
             events.push(TransportEvent::QueueDisconnected { queue });
         }
         for (qi, q) in self.queues.iter_mut().enumerate() {
@@ -274,11 +320,16 @@ impl TransportPollGroup for LoopbackPollGroup {
                     break;
                 }
                 q.awaiting_buffer.pop_front();
-                events.push(TransportEvent::Request(RequestId { queue: qi as u16, slot: s }));
+                events.push(TransportEvent::Request(RequestId {
+                    queue: qi as u16,
+                    slot: s,
+                }));
             }
             while events.len() < events.capacity() && q.awaiting_buffer.is_empty() {
                 let Some(&s) = q.free.last() else { break };
-                let Some(sub) = q.wire.submissions.pop() else { break };
+                let Some(sub) = q.wire.submissions.pop() else {
+                    break;
+                };
                 q.free.pop();
                 let slot = &mut q.slots[usize::from(s)];
                 debug_assert_eq!(slot.state, SlotState::Free);
@@ -296,27 +347,45 @@ impl TransportPollGroup for LoopbackPollGroup {
                     q.awaiting_buffer.push_back(s);
                     break;
                 }
-                events.push(TransportEvent::Request(RequestId { queue: qi as u16, slot: s }));
+                events.push(TransportEvent::Request(RequestId {
+                    queue: qi as u16,
+                    slot: s,
+                }));
             }
         }
         events.len() - start_len
     }
 
     fn request(&mut self, id: RequestId) -> &mut Request {
-        let q = self.queues[usize::from(id.queue)].as_mut().expect("request on a closed queue");
+        let q = self.queues[usize::from(id.queue)]
+            .as_mut()
+            .expect("request on a closed queue");
         let slot = &mut q.slots[usize::from(id.slot)];
         debug_assert_eq!(slot.state, SlotState::Executing);
         &mut slot.req
     }
 
     fn complete(&mut self, id: RequestId) {
-        let q = self.queues[usize::from(id.queue)].as_mut().expect("completion on a closed queue");
+        let q = self.queues[usize::from(id.queue)]
+            .as_mut()
+            .expect("completion on a closed queue");
         let slot = &mut q.slots[usize::from(id.slot)];
-        assert_eq!(slot.state, SlotState::Executing, "completing a request the target does not hold");
+        assert_eq!(
+            slot.state,
+            SlotState::Executing,
+            "completing a request the target does not hold"
+        );
         if !q.disconnected {
-            if let DataPlan::Keyed { addr, key, xfer: Xfer::ControllerToHost, .. } = slot.plan {
+            if let DataPlan::Keyed {
+                addr,
+                key,
+                xfer: Xfer::ControllerToHost,
+                ..
+            } = slot.plan
+            {
                 if slot.req.rsp.status().is_success() {
-                    let ok = key == q.wire.rkey && q.wire.memory.write_at(addr, slot.req.data()).is_ok();
+                    let ok =
+                        key == q.wire.rkey && q.wire.memory.write_at(addr, slot.req.data()).is_ok();
                     if !ok {
                         slot.req.rsp.set_status(Status::DATA_TRANSFER_ERROR);
                     }
@@ -336,7 +405,13 @@ impl TransportPollGroup for LoopbackPollGroup {
     fn flush(&mut self) {}
 
     fn disconnect(&mut self, queue: u16) {
-        let Some(q) = self.queues.get_mut(usize::from(queue)).and_then(|q| q.as_mut()) else { return };
+        let Some(q) = self
+            .queues
+            .get_mut(usize::from(queue))
+            .and_then(|q| q.as_mut())
+        else {
+            return;
+        };
         if q.disconnected {
             return;
         }
@@ -347,14 +422,23 @@ impl TransportPollGroup for LoopbackPollGroup {
     }
 
     fn close_queue(&mut self, queue: u16) {
-        let q = self.queues[usize::from(queue)].take().expect("closing an unknown queue");
+        let q = self.queues[usize::from(queue)]
+            .take()
+            .expect("closing an unknown queue");
         assert!(q.disconnected, "closing a queue that is still connected");
-        assert_eq!(q.free.len(), q.slots.len(), "closing a queue whose requests are still held");
+        assert_eq!(
+            q.free.len(),
+            q.slots.len(),
+            "closing a queue whose requests are still held"
+        );
         q.wire.target_closed.store(true, Ordering::Release);
     }
 
     fn listener(&self, queue: u16) -> &ListenAddress {
-        &self.queues[usize::from(queue)].as_ref().expect("listener of an unknown queue").listener
+        &self.queues[usize::from(queue)]
+            .as_ref()
+            .expect("listener of an unknown queue")
+            .listener
     }
 
     fn queue_count(&self) -> usize {
@@ -408,19 +492,30 @@ impl HostQueue {
 
     /// Sends a command whose SGL is already set. Err when the queue is full.
     pub fn submit(&mut self, sqe: Sqe) -> Result<(), Sqe> {
-        self.wire.submissions.push(Submission { sqe, icd_slot: 0 }).map_err(|s| s.sqe)
+        self.wire
+            .submissions
+            .push(Submission { sqe, icd_slot: 0 })
+            .map_err(|s| s.sqe)
     }
 
     /// Sends a command carrying `data` in the capsule (sets its SGL).
     pub fn submit_in_capsule(&mut self, mut sqe: Sqe, data: &[u8]) -> Result<(), Sqe> {
-        let Some(slot) = self.icd_owner.iter().position(|o| o.is_none()) else { return Err(sqe) };
+        let Some(slot) = self.icd_owner.iter().position(|o| o.is_none()) else {
+            return Err(sqe);
+        };
         if data.len() > self.wire.icd_bytes as usize {
             return Err(sqe);
         }
         let at = slot as u64 * u64::from(self.wire.icd_bytes);
         self.wire.icd.write_at(at, data).map_err(|_| sqe)?;
         sqe.dptr = nvme_spec::SglDescriptor::data_block(0, data.len() as u32);
-        self.wire.submissions.push(Submission { sqe, icd_slot: slot as u16 }).map_err(|s| s.sqe)?;
+        self.wire
+            .submissions
+            .push(Submission {
+                sqe,
+                icd_slot: slot as u16,
+            })
+            .map_err(|s| s.sqe)?;
         self.icd_owner[slot] = Some(sqe.cid());
         Ok(())
     }

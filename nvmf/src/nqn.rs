@@ -10,7 +10,10 @@ const UUID_PREFIX: &str = "nqn.2014-08.org.nvmexpress:uuid:";
 /// The error says what is wrong, for config and Connect diagnostics.
 pub fn validate_nqn(nqn: &str) -> Result<(), String> {
     if nqn.len() > NQN_MAX_LEN {
-        return Err(format!("NQN is {} bytes long; the limit is {NQN_MAX_LEN}", nqn.len()));
+        return Err(format!(
+            "NQN is {} bytes long; the limit is {NQN_MAX_LEN}",
+            nqn.len()
+        ));
     }
     if let Some(uuid) = nqn.strip_prefix(UUID_PREFIX) {
         return validate_uuid_text(uuid).map_err(|e| format!("NQN {nqn:?}: {e}"));
@@ -18,31 +21,39 @@ pub fn validate_nqn(nqn: &str) -> Result<(), String> {
     let rest = nqn
         .strip_prefix("nqn.")
         .ok_or_else(|| format!("NQN {nqn:?} must start with \"nqn.\""))?;
-    let date = rest.get(..7).ok_or_else(|| format!("NQN {nqn:?} lacks the yyyy-mm date"))?;
+    let date = rest
+        .get(..7)
+        .ok_or_else(|| format!("NQN {nqn:?} lacks the yyyy-mm date"))?;
     let b = date.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     if !(digits(0..4) && b[4] == b'-' && digits(5..7)) {
-        return Err(format!("NQN {nqn:?}: expected a yyyy-mm date after \"nqn.\", found {date:?}"));
+        return Err(format!(
+            "NQN {nqn:?}: expected a yyyy-mm date after \"nqn.\", found {date:?}"
+        ));
     }
     let month = (b[5] - b'0') * 10 + (b[6] - b'0');
     if !(1..=12).contains(&month) {
         return Err(format!("NQN {nqn:?}: month {month} is not 01..12"));
     }
     let after = &rest[7..];
-    let domain_and_more = after
-        .strip_prefix('.')
-        .ok_or_else(|| format!("NQN {nqn:?}: expected '.' and a reverse domain name after the date"))?;
+    let domain_and_more = after.strip_prefix('.').ok_or_else(|| {
+        format!("NQN {nqn:?}: expected '.' and a reverse domain name after the date")
+    })?;
     let domain = domain_and_more.split(':').next().unwrap_or("");
     if domain.is_empty() {
         return Err(format!("NQN {nqn:?}: the reverse domain name is empty"));
     }
     for label in domain.split('.') {
         let ok = !label.is_empty()
-            && label.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            && label
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
-            return Err(format!("NQN {nqn:?}: domain label {label:?} is not a valid DNS label"));
+            return Err(format!(
+                "NQN {nqn:?}: domain label {label:?} is not a valid DNS label"
+            ));
         }
     }
     if nqn.chars().any(|c| c.is_control()) {
@@ -55,7 +66,10 @@ fn validate_uuid_text(uuid: &str) -> Result<(), String> {
     let groups: Vec<&str> = uuid.split('-').collect();
     let lens = [8, 4, 4, 4, 12];
     let ok = groups.len() == 5
-        && groups.iter().zip(lens).all(|(g, n)| g.len() == n && g.bytes().all(|c| c.is_ascii_hexdigit()));
+        && groups
+            .iter()
+            .zip(lens)
+            .all(|(g, n)| g.len() == n && g.bytes().all(|c| c.is_ascii_hexdigit()));
     if ok {
         Ok(())
     } else {

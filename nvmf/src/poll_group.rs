@@ -37,8 +37,13 @@ pub(crate) enum QueueRole {
     Unconnected,
     /// I/O queue Connect forwarded to the controller's reactor; awaiting reply.
     Connecting,
-    Admin { ctrl_slot: usize },
-    Io { ctrl: Arc<ControllerShared>, qid: u16 },
+    Admin {
+        ctrl_slot: usize,
+    },
+    Io {
+        ctrl: Arc<ControllerShared>,
+        qid: u16,
+    },
 }
 
 pub(crate) struct QueueState {
@@ -74,11 +79,19 @@ pub(crate) struct NsChannel {
 impl NsChannel {
     fn open(ns: &Namespace) -> Result<NsChannel, ConfigError> {
         let info = ns.bdev.info();
-        let channel = ns.bdev.open_channel(BDEV_CHANNEL_DEPTH).map_err(|e| ConfigError::Invalid {
-            what: format!("namespace {} (bdev {})", ns.nsid, info.name),
-            msg: e.to_string(),
-        })?;
-        Ok(NsChannel { ns: ns.clone(), channel, block_size: info.block_size, num_blocks: info.num_blocks })
+        let channel =
+            ns.bdev
+                .open_channel(BDEV_CHANNEL_DEPTH)
+                .map_err(|e| ConfigError::Invalid {
+                    what: format!("namespace {} (bdev {})", ns.nsid, info.name),
+                    msg: e.to_string(),
+                })?;
+        Ok(NsChannel {
+            ns: ns.clone(),
+            channel,
+            block_size: info.block_size,
+            num_blocks: info.num_blocks,
+        })
     }
 }
 
@@ -137,17 +150,30 @@ pub(crate) fn tag_of(transport: usize, id: RequestId) -> u64 {
 }
 
 fn untag(tag: u64) -> (usize, RequestId) {
-    ((tag >> 32) as usize, RequestId { queue: (tag >> 16) as u16, slot: tag as u16 })
+    (
+        (tag >> 32) as usize,
+        RequestId {
+            queue: (tag >> 16) as u16,
+            slot: tag as u16,
+        },
+    )
 }
 
 impl PollGroup {
-    pub(crate) fn new(target: Arc<Target>, reactor: usize, reactors: ReactorHandle) -> Result<PollGroup, ConfigError> {
+    pub(crate) fn new(
+        target: Arc<Target>,
+        reactor: usize,
+        reactors: ReactorHandle,
+    ) -> Result<PollGroup, ConfigError> {
         let transports = target
             .transports()
             .iter()
             .map(|t| t.create_poll_group(reactor))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ConfigError::Invalid { what: format!("poll group on reactor {reactor}"), msg: e.to_string() })?;
+            .map_err(|e| ConfigError::Invalid {
+                what: format!("poll group on reactor {reactor}"),
+                msg: e.to_string(),
+            })?;
         let queues = transports.iter().map(|_| Vec::new()).collect();
         let mut pg = PollGroup {
             target: target.clone(),
@@ -185,7 +211,9 @@ impl PollGroup {
             for i in 0..self.events.len() {
                 match self.events[i] {
                     TransportEvent::Request(id) => self.on_request(t, id),
-                    TransportEvent::QueueDisconnected { queue } => self.on_queue_disconnected(t, queue),
+                    TransportEvent::QueueDisconnected { queue } => {
+                        self.on_queue_disconnected(t, queue)
+                    }
                 }
             }
         }
@@ -193,7 +221,11 @@ impl PollGroup {
         if !self.retry.is_empty() {
             work += self.resubmit();
         }
-        if self.now.saturating_duration_since(self.last_keep_alive_check) >= KEEP_ALIVE_CHECK_PERIOD {
+        if self
+            .now
+            .saturating_duration_since(self.last_keep_alive_check)
+            >= KEEP_ALIVE_CHECK_PERIOD
+        {
             self.last_keep_alive_check = self.now;
             self.check_keep_alive();
         }
@@ -213,7 +245,9 @@ impl PollGroup {
     fn drain(&mut self) -> bool {
         if !self.shutdown_started {
             self.shutdown_started = true;
-            let slots: Vec<usize> = (0..self.controllers.len()).filter(|&s| self.controllers[s].is_some()).collect();
+            let slots: Vec<usize> = (0..self.controllers.len())
+                .filter(|&s| self.controllers[s].is_some())
+                .collect();
             for slot in slots {
                 self.destroy_controller(slot, "target shutting down");
             }
@@ -253,8 +287,15 @@ impl PollGroup {
                 if slots.len() <= idx {
                     slots.resize_with(idx + 1, || None);
                 }
-                assert!(slots[idx].is_none(), "transport reused queue slot {queue} while in use");
-                let depth = if qid == 0 { self.target.options.max_admin_queue_depth } else { self.target.options.max_queue_depth };
+                assert!(
+                    slots[idx].is_none(),
+                    "transport reused queue slot {queue} while in use"
+                );
+                let depth = if qid == 0 {
+                    self.target.options.max_admin_queue_depth
+                } else {
+                    self.target.options.max_queue_depth
+                };
                 slots[idx] = Some(QueueState {
                     role: QueueRole::Unconnected,
                     sq_size: u32::from(depth),
@@ -264,14 +305,22 @@ impl PollGroup {
                     announced_qid: qid,
                 });
                 self.target.queue_opened(self.reactor);
-                log::debug!("reactor {}: queue {queue} (qid {qid}) from {peer} adopted", self.reactor);
+                log::debug!(
+                    "reactor {}: queue {queue} (qid {qid}) from {peer} adopted",
+                    self.reactor
+                );
             }
-            Err(e) => log::error!("reactor {}: cannot adopt queue from {peer}: {e}", self.reactor),
+            Err(e) => log::error!(
+                "reactor {}: cannot adopt queue from {peer}: {e}",
+                self.reactor
+            ),
         }
     }
 
     pub(crate) fn queue(&mut self, t: usize, queue: u16) -> &mut QueueState {
-        self.queues[t][usize::from(queue)].as_mut().expect("event for a queue the poll group does not know")
+        self.queues[t][usize::from(queue)]
+            .as_mut()
+            .expect("event for a queue the poll group does not know")
     }
 
     fn on_request(&mut self, t: usize, id: RequestId) {
@@ -279,7 +328,11 @@ impl PollGroup {
         q.sq_head = (q.sq_head + 1) % q.sq_size;
         q.outstanding += 1;
         if q.outstanding > q.sq_size {
-            log::warn!("host overran queue {} (depth {}); command failed", id.queue, q.sq_size);
+            log::warn!(
+                "host overran queue {} (depth {}); command failed",
+                id.queue,
+                q.sq_size
+            );
             return self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR);
         }
         let req = self.transports[t].request(id);
@@ -291,7 +344,9 @@ impl PollGroup {
             return self.fabrics(t, id, &cmd);
         }
         match &self.queue(t, id.queue).role {
-            QueueRole::Unconnected | QueueRole::Connecting => self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR),
+            QueueRole::Unconnected | QueueRole::Connecting => {
+                self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR)
+            }
             QueueRole::Admin { ctrl_slot } => {
                 let slot = *ctrl_slot;
                 self.admin(t, id, slot, &cmd)
@@ -305,7 +360,9 @@ impl PollGroup {
 
     /// Completes a request with `status` (dw0/dw1 already set by the handler).
     pub(crate) fn finish(&mut self, t: usize, id: RequestId, status: Status) {
-        let q = self.queues[t][usize::from(id.queue)].as_mut().expect("completion for an unknown queue");
+        let q = self.queues[t][usize::from(id.queue)]
+            .as_mut()
+            .expect("completion for an unknown queue");
         let (qid, sqhd) = (q.qid(), q.sq_head);
         debug_assert!(q.outstanding > 0);
         q.outstanding -= 1;
@@ -316,7 +373,11 @@ impl PollGroup {
         req.rsp.sqhd = (sqhd as u16).into();
         req.rsp.set_status(status);
         if !status.is_success() {
-            log::debug!("qid {qid} cid {} opcode {:#04x}: {status}", req.cmd.cid(), req.cmd.opcode);
+            log::debug!(
+                "qid {qid} cid {} opcode {:#04x}: {status}",
+                req.cmd.cid(),
+                req.cmd.opcode
+            );
         }
         self.transports[t].complete(id);
         if release {
@@ -325,7 +386,12 @@ impl PollGroup {
     }
 
     fn on_queue_disconnected(&mut self, t: usize, queue: u16) {
-        let Some(q) = self.queues[t].get_mut(usize::from(queue)).and_then(|q| q.as_mut()) else { return };
+        let Some(q) = self.queues[t]
+            .get_mut(usize::from(queue))
+            .and_then(|q| q.as_mut())
+        else {
+            return;
+        };
         if q.disconnected {
             return;
         }
@@ -335,7 +401,11 @@ impl PollGroup {
                 self.destroy_controller(ctrl_slot, "admin queue disconnected");
             }
             QueueRole::Io { ctrl, qid } => {
-                let at = IoQueueRef { reactor: self.reactor, transport: t, queue };
+                let at = IoQueueRef {
+                    reactor: self.reactor,
+                    transport: t,
+                    queue,
+                };
                 self.send_to_owner(&ctrl, move |pg, ctrl| pg.detach_io_queue(&ctrl, qid, at));
             }
             QueueRole::Unconnected | QueueRole::Connecting => {}
@@ -355,8 +425,19 @@ impl PollGroup {
     }
 
     /// Disconnects an I/O queue of controller `cntlid` (message from its owner).
-    pub(crate) fn disconnect_io_queue(&mut self, t: usize, queue: u16, ctrl: &Arc<ControllerShared>, qid: u16) {
-        let Some(q) = self.queues[t].get_mut(usize::from(queue)).and_then(|q| q.as_mut()) else { return };
+    pub(crate) fn disconnect_io_queue(
+        &mut self,
+        t: usize,
+        queue: u16,
+        ctrl: &Arc<ControllerShared>,
+        qid: u16,
+    ) {
+        let Some(q) = self.queues[t]
+            .get_mut(usize::from(queue))
+            .and_then(|q| q.as_mut())
+        else {
+            return;
+        };
         let ours = matches!(&q.role, QueueRole::Io { ctrl: c, qid: q2 } if Arc::ptr_eq(c, ctrl) && *q2 == qid);
         if ours && !q.disconnected {
             q.role = QueueRole::Unconnected;
@@ -372,20 +453,33 @@ impl PollGroup {
     ) {
         let owner = ctrl.owner_reactor;
         let ctrl = ctrl.clone();
-        if let Err(e) = self.reactors.send(owner, move |ctx: &mut ReactorContext| with_poll_group(ctx, |pg| f(pg, ctrl))) {
-            log::error!("reactor {}: message to reactor {owner} lost ({e:?})", self.reactor);
+        if let Err(e) = self.reactors.send(owner, move |ctx: &mut ReactorContext| {
+            with_poll_group(ctx, |pg| f(pg, ctrl))
+        }) {
+            log::error!(
+                "reactor {}: message to reactor {owner} lost ({e:?})",
+                self.reactor
+            );
         }
     }
 
     /// The controller in `slot` if it is still `shared`'s.
-    pub(crate) fn owned_controller(&mut self, shared: &Arc<ControllerShared>) -> Option<&mut Controller> {
+    pub(crate) fn owned_controller(
+        &mut self,
+        shared: &Arc<ControllerShared>,
+    ) -> Option<&mut Controller> {
         self.controllers
             .get_mut(shared.owner_slot)
             .and_then(|c| c.as_mut())
             .filter(|c| Arc::ptr_eq(&c.shared, shared))
     }
 
-    pub(crate) fn detach_io_queue(&mut self, shared: &Arc<ControllerShared>, qid: u16, at: IoQueueRef) {
+    pub(crate) fn detach_io_queue(
+        &mut self,
+        shared: &Arc<ControllerShared>,
+        qid: u16,
+        at: IoQueueRef,
+    ) {
         if let Some(ctrl) = self.owned_controller(shared) {
             if ctrl.io_queues.get(usize::from(qid)).copied().flatten() == Some(at) {
                 ctrl.io_queues[usize::from(qid)] = None;
@@ -395,7 +489,9 @@ impl PollGroup {
 
     /// Tears a controller down: its I/O queues, held AERs and admin queue.
     pub(crate) fn destroy_controller(&mut self, slot: usize, reason: &str) {
-        let Some(mut ctrl) = self.controllers[slot].take() else { return };
+        let Some(mut ctrl) = self.controllers[slot].take() else {
+            return;
+        };
         log::info!(
             "controller {} of {} (host {}) destroyed: {reason}",
             ctrl.cntlid(),
@@ -409,7 +505,10 @@ impl PollGroup {
         while let Some(aer) = ctrl.aers.pop() {
             self.finish(t, aer, Status::ABORTED_SQ_DELETION);
         }
-        if let Some(q) = self.queues[t].get_mut(usize::from(admin)).and_then(|q| q.as_mut()) {
+        if let Some(q) = self.queues[t]
+            .get_mut(usize::from(admin))
+            .and_then(|q| q.as_mut())
+        {
             if !q.disconnected {
                 q.role = QueueRole::Unconnected;
                 self.transports[t].disconnect(admin);
@@ -420,17 +519,26 @@ impl PollGroup {
     /// Disconnects every I/O queue of `ctrl`, wherever it lives.
     pub(crate) fn teardown_io_queues(&mut self, ctrl: &mut Controller) {
         for qid in 0..ctrl.io_queues.len() {
-            let Some(at) = ctrl.io_queues[qid].take() else { continue };
+            let Some(at) = ctrl.io_queues[qid].take() else {
+                continue;
+            };
             let shared = ctrl.shared.clone();
             let qid = qid as u16;
             if at.reactor == self.reactor {
                 self.disconnect_io_queue(at.transport, at.queue, &shared, qid);
             } else {
-                let sent = self.reactors.send(at.reactor, move |ctx: &mut ReactorContext| {
-                    with_poll_group(ctx, |pg| pg.disconnect_io_queue(at.transport, at.queue, &shared, qid))
-                });
+                let sent = self
+                    .reactors
+                    .send(at.reactor, move |ctx: &mut ReactorContext| {
+                        with_poll_group(ctx, |pg| {
+                            pg.disconnect_io_queue(at.transport, at.queue, &shared, qid)
+                        })
+                    });
                 if let Err(e) = sent {
-                    log::error!("cannot reach reactor {} to disconnect qid {qid}: {e:?}", at.reactor);
+                    log::error!(
+                        "cannot reach reactor {} to disconnect qid {qid}: {e:?}",
+                        at.reactor
+                    );
                 }
             }
         }
@@ -464,7 +572,9 @@ impl PollGroup {
 
     /// Completes a held AER with `dw0`, or queues the event until one arrives.
     pub(crate) fn deliver_event(&mut self, slot: usize, dw0: u32) {
-        let Some(ctrl) = self.controllers[slot].as_mut() else { return };
+        let Some(ctrl) = self.controllers[slot].as_mut() else {
+            return;
+        };
         match ctrl.aers.pop() {
             Some(aer) => {
                 let t = ctrl.admin_queue.0;
@@ -473,7 +583,10 @@ impl PollGroup {
             }
             None => {
                 if ctrl.pending_events.push(dw0).is_err() {
-                    log::warn!("controller {}: asynchronous event dropped, queue full", ctrl.cntlid());
+                    log::warn!(
+                        "controller {}: asynchronous event dropped, queue full",
+                        ctrl.cntlid()
+                    );
                 }
             }
         }
@@ -522,7 +635,9 @@ impl PollGroup {
     }
 
     pub(crate) fn attach_namespace(&mut self, sub_id: usize, ns: &Namespace) {
-        let Some(Some(sub)) = self.subsystems.get_mut(sub_id) else { return };
+        let Some(Some(sub)) = self.subsystems.get_mut(sub_id) else {
+            return;
+        };
         match NsChannel::open(ns) {
             Ok(ch) => sub.namespaces[ns.nsid as usize - 1] = Some(ch),
             Err(e) => log::error!("reactor {}: {e}", self.reactor),
@@ -530,8 +645,14 @@ impl PollGroup {
     }
 
     pub(crate) fn detach_namespace(&mut self, sub_id: usize, nsid: u32) {
-        let Some(Some(sub)) = self.subsystems.get_mut(sub_id) else { return };
-        if let Some(ch) = sub.namespaces.get_mut(nsid as usize - 1).and_then(|c| c.take()) {
+        let Some(Some(sub)) = self.subsystems.get_mut(sub_id) else {
+            return;
+        };
+        if let Some(ch) = sub
+            .namespaces
+            .get_mut(nsid as usize - 1)
+            .and_then(|c| c.take())
+        {
             if ch.channel.outstanding() > 0 {
                 self.draining.push(ch);
             }
@@ -540,7 +661,12 @@ impl PollGroup {
 
     pub(crate) fn ns_channel(&mut self, sub_id: usize, nsid: u32) -> Option<&mut NsChannel> {
         let idx = (nsid as usize).checked_sub(1)?;
-        self.subsystems.get_mut(sub_id)?.as_mut()?.namespaces.get_mut(idx)?.as_mut()
+        self.subsystems
+            .get_mut(sub_id)?
+            .as_mut()?
+            .namespaces
+            .get_mut(idx)?
+            .as_mut()
     }
 
     // ---- bdev I/O ---------------------------------------------------------
@@ -549,7 +675,11 @@ impl PollGroup {
     pub(crate) fn submit_bdev(&mut self, sub_id: usize, nsid: u32, io: BdevIo) {
         if !self.retry.is_empty() {
             // Keep order: nothing overtakes what already waits.
-            self.retry.push_back(RetryIo { subsystem: sub_id, nsid, io });
+            self.retry.push_back(RetryIo {
+                subsystem: sub_id,
+                nsid,
+                io,
+            });
             return;
         }
         let rejected = match self.ns_channel(sub_id, nsid) {
@@ -561,7 +691,11 @@ impl PollGroup {
             }
         };
         if let Some(io) = rejected {
-            self.retry.push_back(RetryIo { subsystem: sub_id, nsid, io });
+            self.retry.push_back(RetryIo {
+                subsystem: sub_id,
+                nsid,
+                io,
+            });
         }
     }
 
@@ -607,7 +741,11 @@ impl PollGroup {
         for i in 0..n {
             let c = std::mem::replace(
                 &mut self.completions[i],
-                BdevCompletion { tag: 0, status: bdev::IoStatus::Success, buf: None },
+                BdevCompletion {
+                    tag: 0,
+                    status: bdev::IoStatus::Success,
+                    buf: None,
+                },
             );
             let (t, id) = untag(c.tag);
             let status = self.map_io_status(t, id, c.status);
@@ -636,7 +774,13 @@ impl PollGroup {
     }
 
     /// One bdev operation of a request finished.
-    pub(crate) fn bdev_done(&mut self, t: usize, id: RequestId, buf: Option<dma::DmaBuf>, status: Status) {
+    pub(crate) fn bdev_done(
+        &mut self,
+        t: usize,
+        id: RequestId,
+        buf: Option<dma::DmaBuf>,
+        status: Status,
+    ) {
         let req = self.transports[t].request(id);
         if buf.is_some() {
             debug_assert!(req.data.is_none());

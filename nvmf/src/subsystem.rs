@@ -101,7 +101,10 @@ pub const MAX_NAMESPACES_LIMIT: u32 = 1024;
 
 impl std::fmt::Debug for Subsystem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subsystem").field("id", &self.id).field("nqn", &self.nqn).finish_non_exhaustive()
+        f.debug_struct("Subsystem")
+            .field("id", &self.id)
+            .field("nqn", &self.nqn)
+            .finish_non_exhaustive()
     }
 }
 
@@ -126,19 +129,40 @@ impl Subsystem {
     }
 
     pub(crate) fn from_config(id: usize, cfg: &SubsystemConfig) -> Result<Subsystem, ConfigError> {
-        let err = |key: &str, msg: String| ConfigError::Invalid { what: format!("subsystem {:?} {key}", cfg.nqn), msg };
+        let err = |key: &str, msg: String| ConfigError::Invalid {
+            what: format!("subsystem {:?} {key}", cfg.nqn),
+            msg,
+        };
         validate_nqn(&cfg.nqn).map_err(|m| err("nqn", m))?;
         if cfg.nqn == DISCOVERY_NQN {
-            return Err(err("nqn", "is the discovery NQN; the target provides that subsystem itself".into()));
+            return Err(err(
+                "nqn",
+                "is the discovery NQN; the target provides that subsystem itself".into(),
+            ));
         }
-        if cfg.serial.is_empty() || cfg.serial.len() > 20 || !cfg.serial.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            return Err(err("serial", format!("{:?} must be 1-20 printable ASCII characters", cfg.serial)));
+        if cfg.serial.is_empty()
+            || cfg.serial.len() > 20
+            || !cfg.serial.bytes().all(|b| (0x20..0x7f).contains(&b))
+        {
+            return Err(err(
+                "serial",
+                format!("{:?} must be 1-20 printable ASCII characters", cfg.serial),
+            ));
         }
-        if cfg.model.is_empty() || cfg.model.len() > 40 || !cfg.model.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            return Err(err("model", format!("{:?} must be 1-40 printable ASCII characters", cfg.model)));
+        if cfg.model.is_empty()
+            || cfg.model.len() > 40
+            || !cfg.model.bytes().all(|b| (0x20..0x7f).contains(&b))
+        {
+            return Err(err(
+                "model",
+                format!("{:?} must be 1-40 printable ASCII characters", cfg.model),
+            ));
         }
         if cfg.max_namespaces == 0 || cfg.max_namespaces > MAX_NAMESPACES_LIMIT {
-            return Err(err("max_namespaces", format!("{} must be 1..={MAX_NAMESPACES_LIMIT}", cfg.max_namespaces)));
+            return Err(err(
+                "max_namespaces",
+                format!("{} must be 1..={MAX_NAMESPACES_LIMIT}", cfg.max_namespaces),
+            ));
         }
         for h in &cfg.hosts {
             validate_nqn(h).map_err(|m| err("hosts", m))?;
@@ -193,9 +217,15 @@ impl Subsystem {
     }
 
     pub(crate) fn insert_namespace(&self, cfg: &NamespaceConfig) -> Result<Namespace, ConfigError> {
-        let err = |msg: String| ConfigError::Invalid { what: format!("subsystem {:?} namespace {}", self.nqn, cfg.nsid), msg };
+        let err = |msg: String| ConfigError::Invalid {
+            what: format!("subsystem {:?} namespace {}", self.nqn, cfg.nsid),
+            msg,
+        };
         if cfg.nsid == 0 || cfg.nsid > self.max_namespaces {
-            return Err(err(format!("nsid must be 1..={} (max_namespaces)", self.max_namespaces)));
+            return Err(err(format!(
+                "nsid must be 1..={} (max_namespaces)",
+                self.max_namespaces
+            )));
         }
         let mut st = self.lock();
         if st.namespaces.contains_key(&cfg.nsid) {
@@ -203,13 +233,20 @@ impl Subsystem {
         }
         let name = &cfg.bdev.info().name;
         if let Some(other) = st.namespaces.values().find(|n| n.bdev.info().name == *name) {
-            return Err(err(format!("bdev {name:?} is already exported as nsid {}", other.nsid)));
+            return Err(err(format!(
+                "bdev {name:?} is already exported as nsid {}",
+                other.nsid
+            )));
         }
         let ns = Namespace {
             nsid: cfg.nsid,
             bdev: cfg.bdev.clone(),
-            nguid: cfg.nguid.unwrap_or_else(|| stable_id(&[&self.nqn, &cfg.nsid.to_string(), name, "nguid"])),
-            uuid: cfg.uuid.unwrap_or_else(|| uuid_from(stable_id(&[&self.nqn, &cfg.nsid.to_string(), name, "uuid"]))),
+            nguid: cfg
+                .nguid
+                .unwrap_or_else(|| stable_id(&[&self.nqn, &cfg.nsid.to_string(), name, "nguid"])),
+            uuid: cfg.uuid.unwrap_or_else(|| {
+                uuid_from(stable_id(&[&self.nqn, &cfg.nsid.to_string(), name, "uuid"]))
+            }),
         };
         st.namespaces.insert(cfg.nsid, ns.clone());
         Ok(ns)
@@ -234,9 +271,11 @@ impl Subsystem {
             if id == 0 || id > CNTLID_MAX {
                 id = 1;
             }
-            if !st.controllers.contains_key(&id) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = st.controllers.entry(id) {
                 let shared = make(id);
-                st.controllers.insert(id, ControllerEntry { shared: shared.clone() });
+                slot.insert(ControllerEntry {
+                    shared: shared.clone(),
+                });
                 st.next_cntlid = id + 1;
                 return Some(shared);
             }
@@ -250,7 +289,10 @@ impl Subsystem {
     }
 
     pub(crate) fn find_controller(&self, cntlid: u16) -> Option<Arc<ControllerShared>> {
-        self.lock().controllers.get(&cntlid).map(|e| e.shared.clone())
+        self.lock()
+            .controllers
+            .get(&cntlid)
+            .map(|e| e.shared.clone())
     }
 
     pub fn controller_count(&self) -> usize {
@@ -262,7 +304,10 @@ impl Subsystem {
 /// across builds and Rust versions (unlike `DefaultHasher`).
 pub(crate) fn stable_id(parts: &[&str]) -> [u8; 16] {
     let mut out = [0u8; 16];
-    for (half, offset) in [0xcbf2_9ce4_8422_2325u64, 0x6c62_272e_07bb_0142].into_iter().enumerate() {
+    for (half, offset) in [0xcbf2_9ce4_8422_2325u64, 0x6c62_272e_07bb_0142]
+        .into_iter()
+        .enumerate()
+    {
         let mut h = offset;
         for part in parts {
             for &b in part.as_bytes().iter().chain(std::iter::once(&0xFF)) {
@@ -291,7 +336,10 @@ mod tests {
         let a = stable_id(&["nqn.2016-06.io.spdk:cnode1", "1", "Malloc0"]);
         let b = stable_id(&["nqn.2016-06.io.spdk:cnode1", "2", "Malloc1"]);
         assert_ne!(a, b);
-        assert_eq!(a, stable_id(&["nqn.2016-06.io.spdk:cnode1", "1", "Malloc0"]));
+        assert_eq!(
+            a,
+            stable_id(&["nqn.2016-06.io.spdk:cnode1", "1", "Malloc0"])
+        );
         assert_ne!(stable_id(&["ab", "c"]), stable_id(&["a", "bc"]));
         let u = uuid_from(a);
         assert_eq!(u[6] >> 4, 5);

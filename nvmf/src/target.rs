@@ -48,7 +48,12 @@ impl Default for TargetOptions {
 
 impl TargetOptions {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, msg: &str| Err(ConfigError::Invalid { what: format!("transport option {key}"), msg: msg.into() });
+        let bad = |key: &str, msg: &str| {
+            Err(ConfigError::Invalid {
+                what: format!("transport option {key}"),
+                msg: msg.into(),
+            })
+        };
         if !(2..=4096).contains(&self.max_queue_depth) {
             return bad("max_queue_depth", "must be 2..=4096");
         }
@@ -56,12 +61,19 @@ impl TargetOptions {
             return bad("max_admin_queue_depth", "must be 2..=4096");
         }
         if !(2..=1024).contains(&self.max_queues_per_controller) {
-            return bad("max_queues_per_controller", "must be 2..=1024 (admin queue included)");
+            return bad(
+                "max_queues_per_controller",
+                "must be 2..=1024 (admin queue included)",
+            );
         }
         if self.in_capsule_data_bytes % 16 != 0 || self.in_capsule_data_bytes > 65_536 {
-            return bad("in_capsule_data_size", "must be a multiple of 16, at most 65536");
+            return bad(
+                "in_capsule_data_size",
+                "must be a multiple of 16, at most 65536",
+            );
         }
-        if !self.max_io_bytes.is_power_of_two() || !(4096..=(1 << 20)).contains(&self.max_io_bytes) {
+        if !self.max_io_bytes.is_power_of_two() || !(4096..=(1 << 20)).contains(&self.max_io_bytes)
+        {
             return bad("max_io_size", "must be a power of two from 4096 to 1048576");
         }
         if self.in_capsule_data_bytes > self.max_io_bytes {
@@ -97,7 +109,10 @@ pub struct Target {
 pub const MAX_DISCOVERY_RECORDS: usize = 1024;
 
 impl Target {
-    pub fn new(options: TargetOptions, transports: Vec<Arc<dyn Transport>>) -> Result<Arc<Target>, ConfigError> {
+    pub fn new(
+        options: TargetOptions,
+        transports: Vec<Arc<dyn Transport>>,
+    ) -> Result<Arc<Target>, ConfigError> {
         options.validate()?;
         Ok(Arc::new(Target {
             options,
@@ -133,7 +148,10 @@ impl Target {
     }
 
     pub fn find_subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
-        self.subsystems_locked().iter().find(|s| s.nqn == nqn).cloned()
+        self.subsystems_locked()
+            .iter()
+            .find(|s| s.nqn == nqn)
+            .cloned()
     }
 
     pub fn subsystem_by_id(&self, id: usize) -> Option<Arc<Subsystem>> {
@@ -146,24 +164,36 @@ impl Target {
         if listeners.contains(addr) {
             return Ok(());
         }
-        let t = self.transport_index(&addr.trtype).ok_or_else(|| ConfigError::Invalid {
-            what: format!("listener {addr}"),
-            msg: format!(
-                "no transport {:?} in this target (available: {})",
-                addr.trtype,
-                self.transports.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
-            ),
-        })?;
+        let t = self
+            .transport_index(&addr.trtype)
+            .ok_or_else(|| ConfigError::Invalid {
+                what: format!("listener {addr}"),
+                msg: format!(
+                    "no transport {:?} in this target (available: {})",
+                    addr.trtype,
+                    self.transports
+                        .iter()
+                        .map(|t| t.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?;
         self.transports[t]
             .listen(addr)
-            .map_err(|e| ConfigError::Invalid { what: format!("listener {addr}"), msg: e.to_string() })?;
+            .map_err(|e| ConfigError::Invalid {
+                what: format!("listener {addr}"),
+                msg: e.to_string(),
+            })?;
         log::info!("listening on {addr}");
         listeners.push(addr.clone());
         Ok(())
     }
 
     pub fn listeners(&self) -> Vec<ListenAddress> {
-        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn portid(&self, addr: &ListenAddress) -> u16 {
@@ -189,7 +219,10 @@ impl Target {
             self.listen(l)?;
         }
         if !cfg.allow_any_host && cfg.hosts.is_empty() {
-            log::warn!("subsystem {} allows no host: set allow_any_host or list hosts", cfg.nqn);
+            log::warn!(
+                "subsystem {} allows no host: set allow_any_host or list hosts",
+                cfg.nqn
+            );
         }
         self.broadcast({
             let sub = sub.clone();
@@ -201,7 +234,10 @@ impl Target {
 
     /// Allows one more host on a subsystem.
     pub fn allow_host(&self, nqn: &str, hostnqn: &str) -> Result<(), ConfigError> {
-        crate::nqn::validate_nqn(hostnqn).map_err(|msg| ConfigError::Invalid { what: "host".into(), msg })?;
+        crate::nqn::validate_nqn(hostnqn).map_err(|msg| ConfigError::Invalid {
+            what: "host".into(),
+            msg,
+        })?;
         let sub = self.find_subsystem(nqn).ok_or_else(|| no_subsystem(nqn))?;
         {
             let mut st = sub.lock();
@@ -219,19 +255,26 @@ impl Target {
         let sub = self.find_subsystem(nqn).ok_or_else(|| no_subsystem(nqn))?;
         let ns = sub.insert_namespace(cfg)?;
         let (sub_id, nsid) = (sub.id, ns.nsid);
-        self.broadcast_then(move |pg| pg.attach_namespace(sub_id, &ns), move |pg| pg.namespace_changed(sub_id, nsid));
+        self.broadcast_then(
+            move |pg| pg.attach_namespace(sub_id, &ns),
+            move |pg| pg.namespace_changed(sub_id, nsid),
+        );
         Ok(())
     }
 
     /// Removes a namespace: new I/O to it fails at once, I/O in flight drains.
     pub fn remove_namespace(&self, nqn: &str, nsid: u32) -> Result<(), ConfigError> {
         let sub = self.find_subsystem(nqn).ok_or_else(|| no_subsystem(nqn))?;
-        sub.remove_namespace(nsid).ok_or_else(|| ConfigError::Invalid {
-            what: format!("subsystem {nqn:?} namespace {nsid}"),
-            msg: "no such namespace".into(),
-        })?;
+        sub.remove_namespace(nsid)
+            .ok_or_else(|| ConfigError::Invalid {
+                what: format!("subsystem {nqn:?} namespace {nsid}"),
+                msg: "no such namespace".into(),
+            })?;
         let sub_id = sub.id;
-        self.broadcast_then(move |pg| pg.detach_namespace(sub_id, nsid), move |pg| pg.namespace_changed(sub_id, nsid));
+        self.broadcast_then(
+            move |pg| pg.detach_namespace(sub_id, nsid),
+            move |pg| pg.namespace_changed(sub_id, nsid),
+        );
         Ok(())
     }
 
@@ -242,7 +285,9 @@ impl Target {
 
     /// Runs `f` on every reactor's poll group (no-op before reactors start).
     fn broadcast(&self, f: impl Fn(&mut PollGroup) + Send + Sync + Clone + 'static) {
-        let Some(handle) = self.reactors.get() else { return };
+        let Some(handle) = self.reactors.get() else {
+            return;
+        };
         for r in 0..handle.reactor_count() {
             let f = f.clone();
             if let Err(e) = handle.send(r, move |ctx| with_poll_group(ctx, |pg| f(pg))) {
@@ -257,13 +302,20 @@ impl Target {
         first: impl Fn(&mut PollGroup) + Send + Sync + 'static,
         then: impl Fn(&mut PollGroup) + Send + Sync + 'static,
     ) {
-        let Some(handle) = self.reactors.get() else { return };
+        let Some(handle) = self.reactors.get() else {
+            return;
+        };
         let n = handle.reactor_count();
         let remaining = Arc::new(AtomicUsize::new(n));
         let first = Arc::new(first);
         let then = Arc::new(then);
         for r in 0..n {
-            let (first, then, remaining, h) = (first.clone(), then.clone(), remaining.clone(), handle.clone());
+            let (first, then, remaining, h) = (
+                first.clone(),
+                then.clone(),
+                remaining.clone(),
+                handle.clone(),
+            );
             let sent = handle.send(r, move |ctx| {
                 with_poll_group(ctx, |pg| first(pg));
                 if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -331,7 +383,11 @@ impl Target {
     pub fn init_reactor(self: &Arc<Self>, ctx: &mut ReactorContext) -> Result<(), ConfigError> {
         let handle = ctx.handle().clone();
         let _ = self.reactors.set(handle.clone());
-        let _ = self.queue_load.set((0..handle.reactor_count()).map(|_| AtomicUsize::new(0)).collect());
+        let _ = self.queue_load.set(
+            (0..handle.reactor_count())
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
+        );
         let pg = PollGroup::new(self.clone(), ctx.id(), handle)?;
         let pg: PollGroupHandle = PollGroupHandle(Rc::new(RefCell::new(pg)));
         ctx.insert_local(pg.clone());
@@ -339,7 +395,9 @@ impl Target {
         if ctx.id() == 0 {
             let target = self.clone();
             let period = Duration::from_micros(self.options.acceptor_poll_period_us);
-            ctx.register_timed_poller("nvmf_acceptor", period, move |ctx: &mut ReactorContext| target.accept(ctx));
+            ctx.register_timed_poller("nvmf_acceptor", period, move |ctx: &mut ReactorContext| {
+                target.accept(ctx)
+            });
         }
         Ok(())
     }
@@ -349,7 +407,9 @@ impl Target {
         for (t, transport) in self.transports.iter().enumerate() {
             accepted += transport.accept(&mut |pending: PendingQueue| {
                 let r = self.place(pending.qid, ctx.reactor_count());
-                let sent = ctx.send(r, move |ctx| with_poll_group(ctx, move |pg| pg.adopt(t, pending)));
+                let sent = ctx.send(r, move |ctx| {
+                    with_poll_group(ctx, move |pg| pg.adopt(t, pending))
+                });
                 if let Err(e) = sent {
                     log::error!("new queue dropped: reactor {r} is not taking messages ({e:?})");
                 }
@@ -367,8 +427,13 @@ impl Target {
         if qid == 0 {
             return self.next_admin_reactor.fetch_add(1, Ordering::Relaxed) % reactors;
         }
-        let load = self.queue_load.get().expect("queue load table exists once reactors run");
-        (0..reactors).min_by_key(|&r| load[r].load(Ordering::Relaxed)).unwrap_or(0)
+        let load = self
+            .queue_load
+            .get()
+            .expect("queue load table exists once reactors run");
+        (0..reactors)
+            .min_by_key(|&r| load[r].load(Ordering::Relaxed))
+            .unwrap_or(0)
     }
 
     pub(crate) fn queue_opened(&self, reactor: usize) {
@@ -385,18 +450,27 @@ impl Target {
 
     /// Queues open on each reactor (for placement and tests).
     pub fn queue_load(&self) -> Vec<usize> {
-        self.queue_load.get().map(|l| l.iter().map(|a| a.load(Ordering::Relaxed)).collect()).unwrap_or_default()
+        self.queue_load
+            .get()
+            .map(|l| l.iter().map(|a| a.load(Ordering::Relaxed)).collect())
+            .unwrap_or_default()
     }
 }
 
 fn no_subsystem(nqn: &str) -> ConfigError {
-    ConfigError::Invalid { what: format!("subsystem {nqn:?}"), msg: "no such subsystem".into() }
+    ConfigError::Invalid {
+        what: format!("subsystem {nqn:?}"),
+        msg: "no such subsystem".into(),
+    }
 }
 
 /// Runs `f` on this reactor's poll group, if it has one.
 pub(crate) fn with_poll_group(ctx: &mut ReactorContext, f: impl FnOnce(&mut PollGroup)) {
     let Some(pg) = ctx.local::<PollGroupHandle>().cloned() else {
-        log::error!("reactor {} has no nvmf poll group; message dropped", ctx.id());
+        log::error!(
+            "reactor {} has no nvmf poll group; message dropped",
+            ctx.id()
+        );
         return;
     };
     let mut pg = pg.0.borrow_mut();
@@ -421,11 +495,26 @@ mod tests {
         assert!(TargetOptions::default().validate().is_ok());
         assert_eq!(TargetOptions::default().mdts(), 5);
         for bad in [
-            TargetOptions { max_queue_depth: 1, ..Default::default() },
-            TargetOptions { max_io_bytes: 100_000, ..Default::default() },
-            TargetOptions { in_capsule_data_bytes: 4097, ..Default::default() },
-            TargetOptions { max_queues_per_controller: 1, ..Default::default() },
-            TargetOptions { acceptor_poll_period_us: 0, ..Default::default() },
+            TargetOptions {
+                max_queue_depth: 1,
+                ..Default::default()
+            },
+            TargetOptions {
+                max_io_bytes: 100_000,
+                ..Default::default()
+            },
+            TargetOptions {
+                in_capsule_data_bytes: 4097,
+                ..Default::default()
+            },
+            TargetOptions {
+                max_queues_per_controller: 1,
+                ..Default::default()
+            },
+            TargetOptions {
+                acceptor_poll_period_us: 0,
+                ..Default::default()
+            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
@@ -455,7 +544,8 @@ mod tests {
         assert_eq!(count("nqn.2016-06.io.spdk:h1", &l2), 2);
         assert_eq!(count("nqn.2016-06.io.spdk:h2", &l2), 1);
         let g = t.genctr();
-        t.allow_host("nqn.2016-06.io.spdk:closed", "nqn.2016-06.io.spdk:h2").unwrap();
+        t.allow_host("nqn.2016-06.io.spdk:closed", "nqn.2016-06.io.spdk:h2")
+            .unwrap();
         assert!(t.genctr() > g);
         assert_eq!(count("nqn.2016-06.io.spdk:h2", &l2), 2);
     }
@@ -466,14 +556,27 @@ mod tests {
         let mut s = SubsystemConfig::new("nqn.2016-06.io.spdk:x");
         s.listeners = vec![ListenAddress::new("rdma", "10.0.0.1", "4420")];
         let e = t.add_subsystem(&s).unwrap_err().to_string();
-        assert!(e.contains("no transport \"rdma\"") && e.contains("loopback"), "{e}");
-        let e = t.add_subsystem(&SubsystemConfig::new("bad")).unwrap_err().to_string();
+        assert!(
+            e.contains("no transport \"rdma\"") && e.contains("loopback"),
+            "{e}"
+        );
+        let e = t
+            .add_subsystem(&SubsystemConfig::new("bad"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("must start with"), "{e}");
-        let e = t.add_subsystem(&SubsystemConfig::new(DISCOVERY_NQN)).unwrap_err().to_string();
+        let e = t
+            .add_subsystem(&SubsystemConfig::new(DISCOVERY_NQN))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("discovery"), "{e}");
         let mut ok = SubsystemConfig::new("nqn.2016-06.io.spdk:y");
         ok.allow_any_host = true;
         t.add_subsystem(&ok).unwrap();
-        assert!(t.add_subsystem(&ok).unwrap_err().to_string().contains("already exists"));
+        assert!(t
+            .add_subsystem(&ok)
+            .unwrap_err()
+            .to_string()
+            .contains("already exists"));
     }
 }

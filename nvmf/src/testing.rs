@@ -34,9 +34,15 @@ pub struct TestBed {
 }
 
 impl TestBed {
-    pub fn new(reactor_count: usize, mut options: TargetOptions, subsystems: &[SubsystemConfig]) -> TestBed {
+    pub fn new(
+        reactor_count: usize,
+        mut options: TargetOptions,
+        subsystems: &[SubsystemConfig],
+    ) -> TestBed {
         options.acceptor_poll_period_us = 1;
-        let transport = LoopbackTransport::new(options.in_capsule_data_bytes, options.max_io_bytes, 256).expect("loopback transport");
+        let transport =
+            LoopbackTransport::new(options.in_capsule_data_bytes, options.max_io_bytes, 256)
+                .expect("loopback transport");
         let target = Target::new(options, vec![transport.clone()]).expect("target");
         target.listen(&listener()).expect("listen");
         for s in subsystems {
@@ -48,12 +54,19 @@ impl TestBed {
         }
         let cores: Vec<usize> = (0..reactor_count).collect();
         let mask = ReactorMask::from_cores(&cores).expect("mask");
-        let config = ReactorConfig { pin_threads: false, ..ReactorConfig::default() };
+        let config = ReactorConfig {
+            pin_threads: false,
+            ..ReactorConfig::default()
+        };
         let (mut reactors, _handle) = create_reactors(&mask, &config);
         for r in reactors.iter_mut() {
             target.init_reactor(r.context()).expect("poll group");
         }
-        TestBed { reactors, target, transport }
+        TestBed {
+            reactors,
+            target,
+            transport,
+        }
     }
 
     /// One iteration of every reactor.
@@ -64,8 +77,15 @@ impl TestBed {
     }
 
     pub fn open_queue(&mut self, qid: u16, depth: u16) -> Queue {
-        let hq = self.transport.connect(&listener(), qid, depth, HOST_MEMORY_BYTES).expect("loopback connect");
-        Queue { hq, next_cid: 1, unclaimed: Vec::new() }
+        let hq = self
+            .transport
+            .connect(&listener(), qid, depth, HOST_MEMORY_BYTES)
+            .expect("loopback connect");
+        Queue {
+            hq,
+            next_cid: 1,
+            unclaimed: Vec::new(),
+        }
     }
 
     /// Steps until `done` holds (bounded).
@@ -90,7 +110,9 @@ pub struct HostId {
 impl HostId {
     pub fn new(n: u8) -> HostId {
         HostId {
-            hostnqn: format!("nqn.2014-08.org.nvmexpress:uuid:0000000{n}-1111-2222-3333-444444444444"),
+            hostnqn: format!(
+                "nqn.2014-08.org.nvmexpress:uuid:0000000{n}-1111-2222-3333-444444444444"
+            ),
             hostid: [n; 16],
         }
     }
@@ -134,28 +156,46 @@ impl Queue {
     pub fn exec(&mut self, bed: &mut TestBed, mut sqe: Sqe) -> Cqe {
         let cid = self.cid();
         sqe.cid = cid.into();
-        self.hq.submit(sqe).unwrap_or_else(|_| panic!("host queue full"));
+        self.hq
+            .submit(sqe)
+            .unwrap_or_else(|_| panic!("host queue full"));
         self.wait(bed, cid)
     }
 
     pub fn exec_in_capsule(&mut self, bed: &mut TestBed, mut sqe: Sqe, data: &[u8]) -> Cqe {
         let cid = self.cid();
         sqe.cid = cid.into();
-        self.hq.submit_in_capsule(sqe, data).unwrap_or_else(|_| panic!("in-capsule submit refused"));
+        self.hq
+            .submit_in_capsule(sqe, data)
+            .unwrap_or_else(|_| panic!("in-capsule submit refused"));
         self.wait(bed, cid)
     }
 
     /// Fabrics Connect with the Connect data in keyed host memory.
-    pub fn connect(&mut self, bed: &mut TestBed, host: &HostId, subnqn: &str, cntlid: u16, sqsize_0based: u16, kato_ms: u32) -> Cqe {
+    pub fn connect(
+        &mut self,
+        bed: &mut TestBed,
+        host: &HostId,
+        subnqn: &str,
+        cntlid: u16,
+        sqsize_0based: u16,
+        kato_ms: u32,
+    ) -> Cqe {
         let mut data = ConnectData::new_zeroed();
         data.hostid = host.hostid;
         data.cntlid = cntlid.into();
         put_str_nul_padded(&mut data.subnqn, subnqn);
         put_str_nul_padded(&mut data.hostnqn, &host.hostnqn);
-        self.hq.memory().write_at(CONNECT_DATA_AT, data.as_bytes()).expect("host memory");
+        self.hq
+            .memory()
+            .write_at(CONNECT_DATA_AT, data.as_bytes())
+            .expect("host memory");
         let sgl = self.hq.keyed_sgl(CONNECT_DATA_AT, 1024);
         let qid = self.hq.qid();
-        self.exec(bed, fabrics::connect_command(0, qid, sqsize_0based, kato_ms, sgl))
+        self.exec(
+            bed,
+            fabrics::connect_command(0, qid, sqsize_0based, kato_ms, sgl),
+        )
     }
 
     pub fn prop_get(&mut self, bed: &mut TestBed, offset: u32, eight: bool) -> Cqe {
@@ -169,9 +209,17 @@ impl Queue {
     /// What Linux does after Connect: CAP, CC.EN, CSTS until RDY, VS.
     pub fn enable(&mut self, bed: &mut TestBed) {
         let cap = self.prop_get(bed, property::CAP, true);
-        assert!(cap.status().is_success(), "Property Get CAP: {:?}", cap.status());
+        assert!(
+            cap.status().is_success(),
+            "Property Get CAP: {:?}",
+            cap.status()
+        );
         let set = self.prop_set(bed, property::CC, u64::from(cc::build(true, 6, 4, 0)));
-        assert!(set.status().is_success(), "Property Set CC: {:?}", set.status());
+        assert!(
+            set.status().is_success(),
+            "Property Set CC: {:?}",
+            set.status()
+        );
         let mut ready = false;
         for _ in 0..100 {
             let c = self.prop_get(bed, property::CSTS, false);
@@ -185,7 +233,13 @@ impl Queue {
         assert!(vs.status().is_success());
     }
 
-    pub fn identify(&mut self, bed: &mut TestBed, cns: u8, nsid: u32, cdw11: u32) -> (Cqe, Vec<u8>) {
+    pub fn identify(
+        &mut self,
+        bed: &mut TestBed,
+        cns: u8,
+        nsid: u32,
+        cdw11: u32,
+    ) -> (Cqe, Vec<u8>) {
         let mut sqe = Sqe::new(admin::IDENTIFY, 0);
         sqe.nsid = nsid.into();
         sqe.cdw10 = U32::new(u32::from(cns));
@@ -195,7 +249,14 @@ impl Queue {
         (cqe, self.read_memory(ADMIN_DATA_AT, 4096))
     }
 
-    pub fn get_log(&mut self, bed: &mut TestBed, lid: u8, offset: u64, len: u32, rae: bool) -> (Cqe, Vec<u8>) {
+    pub fn get_log(
+        &mut self,
+        bed: &mut TestBed,
+        lid: u8,
+        offset: u64,
+        len: u32,
+        rae: bool,
+    ) -> (Cqe, Vec<u8>) {
         let mut sqe = Sqe::new(admin::GET_LOG_PAGE, 0);
         sqe.set_log_page(lid, len, offset);
         if rae {
@@ -223,13 +284,36 @@ impl Queue {
         sqe
     }
 
-    pub fn write(&mut self, bed: &mut TestBed, nsid: u32, slba: u64, block_size: u32, data: &[u8]) -> Cqe {
-        self.hq.memory().write_at(IO_DATA_AT, data).expect("host memory");
-        let sqe = self.rw_command(io::WRITE, nsid, slba, data.len() as u32 / block_size, data.len() as u32);
+    pub fn write(
+        &mut self,
+        bed: &mut TestBed,
+        nsid: u32,
+        slba: u64,
+        block_size: u32,
+        data: &[u8],
+    ) -> Cqe {
+        self.hq
+            .memory()
+            .write_at(IO_DATA_AT, data)
+            .expect("host memory");
+        let sqe = self.rw_command(
+            io::WRITE,
+            nsid,
+            slba,
+            data.len() as u32 / block_size,
+            data.len() as u32,
+        );
         self.exec(bed, sqe)
     }
 
-    pub fn read(&mut self, bed: &mut TestBed, nsid: u32, slba: u64, block_size: u32, blocks: u32) -> (Cqe, Vec<u8>) {
+    pub fn read(
+        &mut self,
+        bed: &mut TestBed,
+        nsid: u32,
+        slba: u64,
+        block_size: u32,
+        blocks: u32,
+    ) -> (Cqe, Vec<u8>) {
         let len = blocks * block_size;
         let sqe = self.rw_command(io::READ, nsid, slba, blocks, len);
         let cqe = self.exec(bed, sqe);
@@ -238,7 +322,10 @@ impl Queue {
 
     pub fn read_memory(&self, offset: u64, len: usize) -> Vec<u8> {
         let mut out = vec![0; len];
-        self.hq.memory().read_at(offset, &mut out).expect("host memory");
+        self.hq
+            .memory()
+            .read_at(offset, &mut out)
+            .expect("host memory");
         out
     }
 }
@@ -262,7 +349,12 @@ impl HostController {
         }
         let cntlid = cqe.dw0() as u16;
         admin.enable(bed);
-        Ok(HostController { admin, cntlid, host: host.clone(), subnqn: subnqn.into() })
+        Ok(HostController {
+            admin,
+            cntlid,
+            host: host.clone(),
+            subnqn: subnqn.into(),
+        })
     }
 
     /// Opens and connects I/O queue `qid`.
@@ -274,7 +366,11 @@ impl HostController {
 
     /// `nvme disconnect`: I/O queues are dropped by the caller first, then CC.SHN.
     pub fn shutdown(&mut self, bed: &mut TestBed) -> bool {
-        let set = self.admin.prop_set(bed, property::CC, u64::from(cc::build(true, 6, 4, cc::SHN_NORMAL)));
+        let set = self.admin.prop_set(
+            bed,
+            property::CC,
+            u64::from(cc::build(true, 6, 4, cc::SHN_NORMAL)),
+        );
         assert_eq!(set.status(), Status::SUCCESS);
         let c = self.admin.prop_get(bed, property::CSTS, false);
         csts::shst(c.dw0()) == csts::SHST_COMPLETE

@@ -32,7 +32,11 @@ impl fmt::Display for ListenAddress {
 
 impl ListenAddress {
     pub fn new(trtype: &str, traddr: &str, trsvcid: &str) -> ListenAddress {
-        ListenAddress { trtype: trtype.into(), traddr: traddr.into(), trsvcid: trsvcid.into() }
+        ListenAddress {
+            trtype: trtype.into(),
+            traddr: traddr.into(),
+            trsvcid: trsvcid.into(),
+        }
     }
 
     /// The NVMe-oF TRTYPE code.
@@ -61,7 +65,9 @@ impl ListenAddress {
     /// covers a connection that arrived on `actual`.
     pub fn covers(&self, actual: &ListenAddress) -> bool {
         let wildcard = matches!(self.traddr.as_str(), "0.0.0.0" | "::" | "*");
-        self.trtype == actual.trtype && self.trsvcid == actual.trsvcid && (wildcard || self.traddr == actual.traddr)
+        self.trtype == actual.trtype
+            && self.trsvcid == actual.trsvcid
+            && (wildcard || self.traddr == actual.traddr)
     }
 }
 
@@ -101,7 +107,10 @@ pub struct RequestCtx {
 
 impl Default for RequestCtx {
     fn default() -> Self {
-        RequestCtx { pending_ops: 0, status: Status::SUCCESS }
+        RequestCtx {
+            pending_ops: 0,
+            status: Status::SUCCESS,
+        }
     }
 }
 
@@ -138,7 +147,10 @@ impl Request {
 
     /// Resets the slot for a newly received command.
     pub fn reset(&mut self, cmd: Sqe) {
-        debug_assert!(self.data.is_none(), "request slot reused with a buffer attached");
+        debug_assert!(
+            self.data.is_none(),
+            "request slot reused with a buffer attached"
+        );
         self.cmd = cmd;
         self.rsp = Cqe::default();
         self.xfer = Xfer::None;
@@ -181,15 +193,28 @@ impl Default for Request {
 pub enum DataPlan {
     None,
     /// Data sits in the capsule at this offset from the capsule's data area.
-    InCapsule { offset: u32, len: u32 },
+    InCapsule {
+        offset: u32,
+        len: u32,
+    },
     /// Host memory reached by key: read it before execution (`HostToController`)
     /// or write it after (`ControllerToHost`).
-    Keyed { addr: u64, len: u32, key: u32, invalidate: bool, xfer: Xfer },
+    Keyed {
+        addr: u64,
+        len: u32,
+        key: u32,
+        invalidate: bool,
+        xfer: Xfer,
+    },
 }
 
 /// Decides the data movement for a received command, with the statuses the
 /// spec and SPDK give for SGLs a fabrics target cannot take.
-pub fn plan_data(cmd: &Sqe, in_capsule_limit_bytes: u32, max_io_bytes: u32) -> Result<DataPlan, Status> {
+pub fn plan_data(
+    cmd: &Sqe,
+    in_capsule_limit_bytes: u32,
+    max_io_bytes: u32,
+) -> Result<DataPlan, Status> {
     let dir = if cmd.is_fabrics() {
         opcode::fabrics_data_direction(cmd.fctype())
     } else {
@@ -213,19 +238,35 @@ pub fn plan_data(cmd: &Sqe, in_capsule_limit_bytes: u32, max_io_bytes: u32) -> R
         return Err(Status::DATA_SGL_LENGTH_INVALID);
     }
     match sgl {
-        Sgl::Keyed { addr, len, key, invalidate } => Ok(DataPlan::Keyed { addr, len, key, invalidate, xfer }),
+        Sgl::Keyed {
+            addr,
+            len,
+            key,
+            invalidate,
+        } => Ok(DataPlan::Keyed {
+            addr,
+            len,
+            key,
+            invalidate,
+            xfer,
+        }),
         Sgl::InCapsule { offset, len } => {
             if xfer != Xfer::HostToController {
                 return Err(Status::SGL_DESCRIPTOR_TYPE_INVALID);
             }
-            let end = offset.checked_add(u64::from(len)).ok_or(Status::SGL_OFFSET_INVALID)?;
+            let end = offset
+                .checked_add(u64::from(len))
+                .ok_or(Status::SGL_OFFSET_INVALID)?;
             if offset >= u64::from(in_capsule_limit_bytes) {
                 return Err(Status::SGL_OFFSET_INVALID);
             }
             if end > u64::from(in_capsule_limit_bytes) {
                 return Err(Status::DATA_SGL_LENGTH_INVALID);
             }
-            Ok(DataPlan::InCapsule { offset: offset as u32, len })
+            Ok(DataPlan::InCapsule {
+                offset: offset as u32,
+                len,
+            })
         }
         Sgl::DataBlock { .. } | Sgl::Transport { .. } => Err(Status::SGL_DESCRIPTOR_TYPE_INVALID),
     }
@@ -269,7 +310,10 @@ pub trait Transport: Send + Sync + 'static {
     fn listen(&self, addr: &ListenAddress) -> Result<(), TransportError>;
     /// Takes newly connected queues (called by the acceptor poller).
     fn accept(&self, on_new: &mut dyn FnMut(PendingQueue)) -> usize;
-    fn create_poll_group(&self, reactor: usize) -> Result<Box<dyn TransportPollGroup>, TransportError>;
+    fn create_poll_group(
+        &self,
+        reactor: usize,
+    ) -> Result<Box<dyn TransportPollGroup>, TransportError>;
 }
 
 /// The per-reactor part of a transport.
@@ -306,27 +350,57 @@ mod tests {
 
     #[test]
     fn plans() {
-        let read = cmd(opcode::io::READ, SglDescriptor::keyed(0x1000, 4096, 7, false));
+        let read = cmd(
+            opcode::io::READ,
+            SglDescriptor::keyed(0x1000, 4096, 7, false),
+        );
         assert_eq!(
             plan_data(&read, 4096, 131072),
-            Ok(DataPlan::Keyed { addr: 0x1000, len: 4096, key: 7, invalidate: false, xfer: Xfer::ControllerToHost })
+            Ok(DataPlan::Keyed {
+                addr: 0x1000,
+                len: 4096,
+                key: 7,
+                invalidate: false,
+                xfer: Xfer::ControllerToHost
+            })
         );
         let write = cmd(opcode::io::WRITE, SglDescriptor::data_block(0, 4096));
-        assert_eq!(plan_data(&write, 4096, 131072), Ok(DataPlan::InCapsule { offset: 0, len: 4096 }));
+        assert_eq!(
+            plan_data(&write, 4096, 131072),
+            Ok(DataPlan::InCapsule {
+                offset: 0,
+                len: 4096
+            })
+        );
         let flush = cmd(opcode::io::FLUSH, SglDescriptor::keyed(0, 0, 0, false));
         assert_eq!(plan_data(&flush, 4096, 131072), Ok(DataPlan::None));
     }
 
     #[test]
     fn rejects() {
-        let big = cmd(opcode::io::READ, SglDescriptor::keyed(0, 256 * 1024, 7, false));
-        assert_eq!(plan_data(&big, 4096, 131072), Err(Status::DATA_SGL_LENGTH_INVALID));
+        let big = cmd(
+            opcode::io::READ,
+            SglDescriptor::keyed(0, 256 * 1024, 7, false),
+        );
+        assert_eq!(
+            plan_data(&big, 4096, 131072),
+            Err(Status::DATA_SGL_LENGTH_INVALID)
+        );
         let icd_read = cmd(opcode::io::READ, SglDescriptor::data_block(0, 512));
-        assert_eq!(plan_data(&icd_read, 4096, 131072), Err(Status::SGL_DESCRIPTOR_TYPE_INVALID));
+        assert_eq!(
+            plan_data(&icd_read, 4096, 131072),
+            Err(Status::SGL_DESCRIPTOR_TYPE_INVALID)
+        );
         let icd_far = cmd(opcode::io::WRITE, SglDescriptor::data_block(8192, 512));
-        assert_eq!(plan_data(&icd_far, 4096, 131072), Err(Status::SGL_OFFSET_INVALID));
+        assert_eq!(
+            plan_data(&icd_far, 4096, 131072),
+            Err(Status::SGL_OFFSET_INVALID)
+        );
         let icd_long = cmd(opcode::io::WRITE, SglDescriptor::data_block(0, 8192));
-        assert_eq!(plan_data(&icd_long, 4096, 131072), Err(Status::DATA_SGL_LENGTH_INVALID));
+        assert_eq!(
+            plan_data(&icd_long, 4096, 131072),
+            Err(Status::DATA_SGL_LENGTH_INVALID)
+        );
         let mut prp = write_prp();
         prp.flags = 0;
         assert_eq!(plan_data(&prp, 4096, 131072), Err(Status::INVALID_FIELD));
@@ -344,6 +418,9 @@ mod tests {
         assert!(one.covers(&one));
         assert!(!one.covers(&ListenAddress::new("rdma", "10.0.0.2", "4420")));
         assert!(!one.covers(&ListenAddress::new("rdma", "10.0.0.1", "4421")));
-        assert_eq!(ListenAddress::new("rdma", "fe80::1", "4420").adrfam_code(), 2);
+        assert_eq!(
+            ListenAddress::new("rdma", "fe80::1", "4420").adrfam_code(),
+            2
+        );
     }
 }

@@ -18,8 +18,18 @@ pub fn subsystem(allow_any_host: bool, hosts: &[&str]) -> SubsystemConfig {
     s.hosts = hosts.iter().map(|h| h.to_string()).collect();
     let malloc = bdev::create_malloc("Malloc0", 2048, 512, None).expect("malloc");
     let null = bdev::create_null("Null0", 1 << 20, 4096).expect("null");
-    s.namespaces.push(NamespaceConfig { nsid: 1, bdev: malloc, nguid: None, uuid: None });
-    s.namespaces.push(NamespaceConfig { nsid: 2, bdev: null, nguid: None, uuid: None });
+    s.namespaces.push(NamespaceConfig {
+        nsid: 1,
+        bdev: malloc,
+        nguid: None,
+        uuid: None,
+    });
+    s.namespaces.push(NamespaceConfig {
+        nsid: 2,
+        bdev: null,
+        nguid: None,
+        uuid: None,
+    });
     s
 }
 

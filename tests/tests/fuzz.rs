@@ -9,24 +9,42 @@ use nvmf_tests::{bed, SUBNQN};
 use proptest::prelude::*;
 
 fn arb_sqe() -> impl Strategy<Value = Sqe> {
-    (prop::collection::vec(any::<u8>(), 64), 0u8..8, any::<u16>(), any::<u32>(), 0u8..3).prop_map(
-        |(bytes, op_hint, len, key_hint, sgl_kind)| {
+    (
+        prop::collection::vec(any::<u8>(), 64),
+        0u8..8,
+        any::<u16>(),
+        any::<u32>(),
+        0u8..3,
+    )
+        .prop_map(|(bytes, op_hint, len, key_hint, sgl_kind)| {
             let mut sqe = Sqe::read_from_bytes(&bytes).unwrap();
             // Steer half the cases to real opcodes so dispatch paths are reached.
             if op_hint < 4 {
-                sqe.opcode = [0x00, 0x01, 0x02, 0x05, 0x06, 0x08, 0x09, 0x0A, 0x18, 0x7F][usize::from(op_hint) * 2 % 10];
+                sqe.opcode = [0x00, 0x01, 0x02, 0x05, 0x06, 0x08, 0x09, 0x0A, 0x18, 0x7F]
+                    [usize::from(op_hint) * 2 % 10];
             }
             match sgl_kind {
-                0 => sqe.dptr = nvme_spec::SglDescriptor::keyed(u64::from(key_hint % 8192), u32::from(len), 0x1000, false),
-                1 => sqe.dptr = nvme_spec::SglDescriptor::data_block(u64::from(key_hint % 8), u32::from(len) % 8192),
+                0 => {
+                    sqe.dptr = nvme_spec::SglDescriptor::keyed(
+                        u64::from(key_hint % 8192),
+                        u32::from(len),
+                        0x1000,
+                        false,
+                    )
+                }
+                1 => {
+                    sqe.dptr = nvme_spec::SglDescriptor::data_block(
+                        u64::from(key_hint % 8),
+                        u32::from(len) % 8192,
+                    )
+                }
                 _ => {}
             }
             if sgl_kind < 2 {
                 sqe.flags = (sqe.flags & 0x3F) | 0x40;
             }
             sqe
-        },
-    )
+        })
 }
 
 proptest! {

@@ -32,7 +32,11 @@ fn nvme_discover_sequence() {
     assert_eq!(id.cntlid.get(), cntlid);
     assert_eq!(id.cntrltype, identify::CNTRLTYPE_DISCOVERY);
     assert_eq!(get_str_nul_padded(&id.subnqn, true), Some(DISCOVERY_NQN));
-    assert_ne!(id.lpa & identify::lpa::EXTENDED_DATA, 0, "offsets need LPA extended data");
+    assert_ne!(
+        id.lpa & identify::lpa::EXTENDED_DATA,
+        0,
+        "offsets need LPA extended data"
+    );
     // 5: the 20-byte header, records from offset 1024 in 4 KiB chunks, header again.
     let (c, head) = admin_q.get_log(&mut bed, lid::DISCOVERY, 0, 20, false);
     assert_eq!(c.status(), Status::SUCCESS);
@@ -41,10 +45,19 @@ fn nvme_discover_sequence() {
     assert_eq!(numrec, 2, "current discovery subsystem + cnode1");
     let (c, recs) = admin_q.get_log(&mut bed, lid::DISCOVERY, 1024, 4096, false);
     assert_eq!(c.status(), Status::SUCCESS);
-    let entries: Vec<DiscoveryLogEntry> =
-        recs.chunks_exact(1024).take(numrec as usize).map(|b| DiscoveryLogEntry::read_from_bytes(b).unwrap()).collect();
-    assert_eq!(entries[0].subtype, nvme_spec::log::subtype::CURRENT_DISCOVERY);
-    assert_eq!(get_str_nul_padded(&entries[0].subnqn, true), Some(DISCOVERY_NQN));
+    let entries: Vec<DiscoveryLogEntry> = recs
+        .chunks_exact(1024)
+        .take(numrec as usize)
+        .map(|b| DiscoveryLogEntry::read_from_bytes(b).unwrap())
+        .collect();
+    assert_eq!(
+        entries[0].subtype,
+        nvme_spec::log::subtype::CURRENT_DISCOVERY
+    );
+    assert_eq!(
+        get_str_nul_padded(&entries[0].subnqn, true),
+        Some(DISCOVERY_NQN)
+    );
     let e = &entries[1];
     assert_eq!(e.subtype, nvme_spec::log::subtype::NVME);
     assert_eq!(e.trtype, nvme_spec::log::trtype::LOOP);
@@ -53,9 +66,17 @@ fn nvme_discover_sequence() {
     assert_eq!(get_str_nul_padded(&e.trsvcid, true), Some("4420"));
     assert_eq!(get_str_nul_padded(&e.subnqn, true), Some(SUBNQN));
     assert_eq!(e.cntlid.get(), CNTLID_DYNAMIC);
-    assert_eq!(recs[2048..].iter().filter(|&&b| b != 0).count(), 0, "bytes past the last record are zero");
+    assert_eq!(
+        recs[2048..].iter().filter(|&&b| b != 0).count(),
+        0,
+        "bytes past the last record are zero"
+    );
     let (_, head2) = admin_q.get_log(&mut bed, lid::DISCOVERY, 0, 20, false);
-    assert_eq!(u64::from_le_bytes(head2[0..8].try_into().unwrap()), genctr, "genctr stable");
+    assert_eq!(
+        u64::from_le_bytes(head2[0..8].try_into().unwrap()),
+        genctr,
+        "genctr stable"
+    );
     // The whole page in one read equals header + records.
     let (_, whole) = admin_q.get_log(&mut bed, lid::DISCOVERY, 0, 3072, false);
     let hdr = DiscoveryLogHeader::read_from_bytes(&whole[..1024]).unwrap();
@@ -66,12 +87,21 @@ fn nvme_discover_sequence() {
     assert_eq!(c.status(), Status::INVALID_FIELD);
     let (c, _) = admin_q.get_log(&mut bed, lid::SMART_HEALTH, 0, 512, false);
     assert_eq!(c.status(), Status::INVALID_LOG_PAGE);
-    let c = admin_q.features(&mut bed, admin::SET_FEATURES, u32::from(features::NUMBER_OF_QUEUES), 0);
+    let c = admin_q.features(
+        &mut bed,
+        admin::SET_FEATURES,
+        u32::from(features::NUMBER_OF_QUEUES),
+        0,
+    );
     assert_eq!(c.status(), Status::INVALID_FIELD);
     let c = admin_q.features(&mut bed, admin::KEEP_ALIVE, 0, 0);
     assert_eq!(c.status(), Status::SUCCESS);
     // Disconnect: CC.SHN then CSTS.SHST.
-    let set = admin_q.prop_set(&mut bed, property::CC, u64::from(nvme_spec::fabrics::cc::build(true, 6, 4, 1)));
+    let set = admin_q.prop_set(
+        &mut bed,
+        property::CC,
+        u64::from(nvme_spec::fabrics::cc::build(true, 6, 4, 1)),
+    );
     assert_eq!(set.status(), Status::SUCCESS);
     let c = admin_q.prop_get(&mut bed, property::CSTS, false);
     assert_eq!(csts::shst(c.dw0()), csts::SHST_COMPLETE);
@@ -82,7 +112,10 @@ fn nvme_connect_sequence_then_data() {
     let mut bed = bed(1);
     let host = HostId::new(2);
     let mut ctrl = HostController::connect(&mut bed, &host, SUBNQN).expect("connect");
-    let cap_v = ctrl.admin.prop_get(&mut bed, property::CAP, true).value_u64();
+    let cap_v = ctrl
+        .admin
+        .prop_get(&mut bed, property::CAP, true)
+        .value_u64();
     assert_eq!(cap::mqes(cap_v), 127);
     assert!(cap::css_nvm(cap_v));
 
@@ -94,7 +127,11 @@ fn nvme_connect_sequence_then_data() {
     assert_ne!(id.kas.get(), 0, "KAS = 0 is refused on an I/O controller");
     assert!(id.ioccsz.get() >= 4 && id.iorcsz.get() >= 1);
     assert_eq!(id.ioccsz.get(), (64 + 4096) / 16);
-    assert_ne!(id.sgls.get() & identify::sgls::OFFSET, 0, "in-capsule data needs the SGL offset bit");
+    assert_ne!(
+        id.sgls.get() & identify::sgls::OFFSET,
+        0,
+        "in-capsule data needs the SGL offset bit"
+    );
     assert_ne!(id.sgls.get() & identify::sgls::KEYED_DATA_BLOCK, 0);
     assert_eq!(id.cntrltype, identify::CNTRLTYPE_IO);
     assert_eq!(trimmed(&id.sn), SERIAL);
@@ -104,21 +141,41 @@ fn nvme_connect_sequence_then_data() {
     assert_eq!(id.nn.get(), 32);
     assert_eq!(id.sqes, 0x66);
     assert_eq!(id.cqes, 0x44);
-    assert_eq!(id.cmic & (1 << 3), 0, "no ANA: the host must not read log 0Ch");
+    assert_eq!(
+        id.cmic & (1 << 3),
+        0,
+        "no ANA: the host must not read log 0Ch"
+    );
     assert_eq!(id.oaes.get(), aen::NAMESPACE_ATTRIBUTE);
     // LPA says 05h exists, so Linux reads it.
     assert_ne!(id.lpa & identify::lpa::COMMANDS_EFFECTS, 0);
-    let (c, effects) = ctrl.admin.get_log(&mut bed, lid::COMMANDS_SUPPORTED_AND_EFFECTS, 0, 4096, false);
+    let (c, effects) = ctrl.admin.get_log(
+        &mut bed,
+        lid::COMMANDS_SUPPORTED_AND_EFFECTS,
+        0,
+        4096,
+        false,
+    );
     assert_eq!(c.status(), Status::SUCCESS);
     let io_read = u32::from_le_bytes(effects[1024 + 4 * 2..1024 + 4 * 3].try_into().unwrap());
     assert_eq!(io_read & 1, 1, "Read is supported");
 
     // Set Features 07h: 4 queues asked, 4 granted.
-    let c = ctrl.admin.features(&mut bed, admin::SET_FEATURES, u32::from(features::NUMBER_OF_QUEUES), 3 | (3 << 16));
+    let c = ctrl.admin.features(
+        &mut bed,
+        admin::SET_FEATURES,
+        u32::from(features::NUMBER_OF_QUEUES),
+        3 | (3 << 16),
+    );
     assert_eq!(c.status(), Status::SUCCESS);
     assert_eq!(c.dw0(), 3 | (3 << 16));
     // Set Features 0Bh and an AER, since OAES advertises events.
-    let c = ctrl.admin.features(&mut bed, admin::SET_FEATURES, u32::from(features::ASYNC_EVENT_CONFIG), aen::NAMESPACE_ATTRIBUTE);
+    let c = ctrl.admin.features(
+        &mut bed,
+        admin::SET_FEATURES,
+        u32::from(features::ASYNC_EVENT_CONFIG),
+        aen::NAMESPACE_ATTRIBUTE,
+    );
     assert_eq!(c.status(), Status::SUCCESS);
     let aer_cid = ctrl.admin.cid();
     let mut aer = nvme_spec::Sqe::new(admin::ASYNC_EVENT_REQUEST, aer_cid);
@@ -139,11 +196,17 @@ fn nvme_connect_sequence_then_data() {
     assert_eq!(c.status(), Status::SUCCESS);
     let (c, list) = ctrl.admin.identify(&mut bed, cns::ACTIVE_NS_LIST, 0, 0);
     assert_eq!(c.status(), Status::SUCCESS);
-    let nsids: Vec<u32> = list.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().unwrap())).take_while(|&n| n != 0).collect();
+    let nsids: Vec<u32> = list
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        .take_while(|&n| n != 0)
+        .collect();
     assert_eq!(nsids, vec![1, 2]);
     let mut seen_ids = Vec::new();
     for (nsid, blocks, bs) in [(1u32, 2048u64, 512u32), (2, 1 << 20, 4096)] {
-        let (c, descs) = ctrl.admin.identify(&mut bed, cns::NS_ID_DESCRIPTORS, nsid, 0);
+        let (c, descs) = ctrl
+            .admin
+            .identify(&mut bed, cns::NS_ID_DESCRIPTORS, nsid, 0);
         assert_eq!(c.status(), Status::SUCCESS);
         assert_eq!((descs[0], descs[1]), (identify::nidt::NGUID, 16));
         assert_eq!((descs[20], descs[21]), (identify::nidt::UUID, 16));
@@ -202,16 +265,37 @@ fn nvme_connect_sequence_then_data() {
     dsm.cdw12 = U32::new(0);
     assert_eq!(ioqs[0].exec(&mut bed, dsm).status(), Status::SUCCESS);
     let (_, back) = ioqs[0].read(&mut bed, 1, 24, 512, 4);
-    assert!(back.iter().all(|&b| b == 0), "deallocated blocks read as zeroes");
-    ioqs[1].hq.memory().write_at(1 << 20, &pattern[6144..8192]).unwrap();
+    assert!(
+        back.iter().all(|&b| b == 0),
+        "deallocated blocks read as zeroes"
+    );
+    ioqs[1]
+        .hq
+        .memory()
+        .write_at(1 << 20, &pattern[6144..8192])
+        .unwrap();
     let cmp = ioqs[1].rw_command(io::COMPARE, 1, 28, 4, 2048);
     assert_eq!(ioqs[1].exec(&mut bed, cmp).status(), Status::SUCCESS);
-    ioqs[1].hq.memory().write_at(1 << 20, &[0xEE; 2048]).unwrap();
-    assert_eq!(ioqs[1].exec(&mut bed, cmp).status(), Status::COMPARE_FAILURE);
+    ioqs[1]
+        .hq
+        .memory()
+        .write_at(1 << 20, &[0xEE; 2048])
+        .unwrap();
+    assert_eq!(
+        ioqs[1].exec(&mut bed, cmp).status(),
+        Status::COMPARE_FAILURE
+    );
 
     // Keep Alive, SMART counters.
-    assert_eq!(ctrl.admin.features(&mut bed, admin::KEEP_ALIVE, 0, 0).status(), Status::SUCCESS);
-    let (c, smart) = ctrl.admin.get_log(&mut bed, lid::SMART_HEALTH, 0, 512, false);
+    assert_eq!(
+        ctrl.admin
+            .features(&mut bed, admin::KEEP_ALIVE, 0, 0)
+            .status(),
+        Status::SUCCESS
+    );
+    let (c, smart) = ctrl
+        .admin
+        .get_log(&mut bed, lid::SMART_HEALTH, 0, 512, false);
     assert_eq!(c.status(), Status::SUCCESS);
     let host_writes = u64::from_le_bytes(smart[80..88].try_into().unwrap());
     assert_eq!(host_writes, 2);
@@ -224,6 +308,14 @@ fn nvme_connect_sequence_then_data() {
     assert!(ctrl.shutdown(&mut bed));
     // The held AER is still outstanding until the admin queue goes away.
     drop(ctrl);
-    assert!(bed.step_until(|b| b.reactors.iter().all(|_| true) && b.target.queue_load().iter().sum::<usize>() == 0));
-    assert_eq!(bed.target.find_subsystem(SUBNQN).unwrap().controller_count(), 0);
+    assert!(bed.step_until(
+        |b| b.reactors.iter().all(|_| true) && b.target.queue_load().iter().sum::<usize>() == 0
+    ));
+    assert_eq!(
+        bed.target
+            .find_subsystem(SUBNQN)
+            .unwrap()
+            .controller_count(),
+        0
+    );
 }

@@ -121,7 +121,7 @@ require_capability() {
 # and PORT shows in `rdma resource show cm_id`.
 rdma_listening() {
     rdma resource show cm_id 2>/dev/null |
-        grep 'state LISTEN' | grep -qE "src-addr ($NVMF_VM_ADDR|0\.0\.0\.0):$1( |\$)"
+        grep 'state LISTEN' | grep -E "src-addr ($NVMF_VM_ADDR|0\.0\.0\.0):$1( |\$)" >/dev/null
 }
 
 # listener_check PORT: rdma_listening, waiting up to 5 s; shows the cm_ids.

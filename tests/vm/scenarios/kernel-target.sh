@@ -47,7 +47,7 @@ make_port() {
         echo "$TRSVCID" >"$PORT/addr_trsvcid" &&
         ln -s "$SUBSYS" "$PORT/subsystems/$NQN" &&
         dmesg | grep nvmet | tail -n 3 &&
-        dmesg | grep -q "nvmet_rdma: enabling port"
+        dmesg | grep "nvmet_rdma: enabling port" >/dev/null
 }
 
 teardown_configfs() {

@@ -16,13 +16,15 @@ DEV=/sys/bus/pci/devices/$BDF
 
 iommu_enabled() {
     ls /sys/class/iommu/
-    [[ -e /sys/class/iommu/dmar0 ]] && dmesg | grep -q 'DMAR: IOMMU enabled'
+    [[ -e /sys/class/iommu/dmar0 ]] && dmesg | grep 'DMAR: IOMMU enabled'
 }
 
 controller_found() {
     [[ -n $BDF && -e $DEV ]] || { echo "no PCI device of class 010802 (NVMe)"; return 1; }
+    local drv=none
+    [[ -e $DEV/driver ]] && drv=$(basename "$(readlink "$DEV/driver")")
     lspci -nn -s "$BDF"
-    echo "driver: $(basename "$(readlink "$DEV/driver" 2>/dev/null)" 2>/dev/null || echo none)"
+    echo "driver: $drv"
 }
 
 alone_in_group() {

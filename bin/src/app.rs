@@ -1,0 +1,333 @@
+//! Turns a validated [`Config`] into a running target: bdevs, transports, the nvmf target and
+//! its subsystems, then one reactor per CPU of the mask until SIGINT or SIGTERM.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bdev::Bdev;
+use nvmf::loopback::LoopbackTransport;
+use nvmf::{NamespaceConfig, SubsystemConfig, Target, Transport};
+use reactor::ReactorConfig;
+
+use crate::capabilities::{self, CapabilityKind};
+use crate::config::{format_mib, BdevKind, Config, ConfigError, TransportConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    #[error("cannot install the SIGINT/SIGTERM handlers: {0}")]
+    Signals(io::Error),
+
+    #[error(
+        "cannot start the reactors on mask {mask}: {error}; check that those CPUs are online and \
+         allowed for this process (taskset, cgroup cpusets), or pass another -m"
+    )]
+    Spawn { mask: String, error: io::Error },
+
+    #[error("a reactor could not set up the NVMe-oF target (see the errors logged above); the target was shut down")]
+    ReactorInit,
+
+    #[error("a reactor thread panicked (see the log above); the target was shut down")]
+    ReactorPanic,
+}
+
+/// Creates every `[[bdev]]`, in file order. Errors point at the bdev's line.
+pub fn build_bdevs(cfg: &Config) -> Result<Vec<Arc<dyn Bdev>>, ConfigError> {
+    cfg.bdevs
+        .iter()
+        .map(|b| {
+            log::debug!(
+                "creating {} bdev {} ({} blocks of {} bytes, line {})",
+                b.kind.as_str(),
+                b.name,
+                b.num_blocks,
+                b.block_size,
+                b.line
+            );
+            let made = match b.kind {
+                BdevKind::Malloc => {
+                    bdev::create_malloc(&b.name, b.num_blocks, b.block_size, b.numa_node)
+                }
+                BdevKind::Null => bdev::create_null(&b.name, b.num_blocks, b.block_size),
+            };
+            made.map_err(|e| ConfigError::At {
+                path: cfg.path.clone(),
+                line: b.line,
+                key: None,
+                msg: format!("cannot create the bdev: {e}"),
+            })
+        })
+        .collect()
+}
+
+/// One transport by its capability name; every built transport needs an arm here.
+pub fn build_transport(name: &str, t: &TransportConfig) -> Result<Arc<dyn Transport>, String> {
+    match name {
+        "loopback" => LoopbackTransport::new(
+            t.options.in_capsule_data_bytes,
+            t.options.max_io_bytes,
+            t.num_shared_buffers,
+        )
+        .map(|l| l as Arc<dyn Transport>)
+        .map_err(|e| e.to_string()),
+        other => Err(format!(
+            "transport {other:?} is listed as built but nvmf-tgt has no code to create it"
+        )),
+    }
+}
+
+/// The transports some listener uses, in capability-table order (one of each).
+fn build_transports(cfg: &Config) -> Result<Vec<Arc<dyn Transport>>, ConfigError> {
+    let used = |name: &str| {
+        cfg.subsystems
+            .iter()
+            .flat_map(|s| &s.listeners)
+            .any(|l| l.trtype == name)
+    };
+    capabilities::built_names(CapabilityKind::Transport)
+        .into_iter()
+        .filter(|name| used(name))
+        .map(|name| {
+            log::debug!(
+                "creating the {name} transport ({} shared buffers of {} bytes)",
+                cfg.transport.num_shared_buffers,
+                cfg.transport.options.max_io_bytes
+            );
+            build_transport(name, &cfg.transport).map_err(|e| ConfigError::Whole {
+                path: cfg.path.clone(),
+                msg: format!(
+                    "cannot create the {name} transport: {e}; lower [transport] \
+                     num_shared_buffers or max_io_size if memory is short"
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Builds the target with all subsystems, listeners and namespaces, without starting reactors.
+pub fn build_target(cfg: &Config) -> Result<Arc<Target>, ConfigError> {
+    let bdevs: HashMap<String, Arc<dyn Bdev>> = build_bdevs(cfg)?
+        .into_iter()
+        .map(|b| (b.info().name.clone(), b))
+        .collect();
+    let transports = build_transports(cfg)?;
+    let target =
+        Target::new(cfg.transport.options, transports).map_err(|e| ConfigError::Whole {
+            path: cfg.path.clone(),
+            msg: format!("[transport]: {e}"),
+        })?;
+    for s in &cfg.subsystems {
+        let at_subsystem = |msg: String| ConfigError::At {
+            path: cfg.path.clone(),
+            line: s.line,
+            key: None,
+            msg,
+        };
+        let mut namespaces = Vec::with_capacity(s.namespaces.len());
+        for ns in &s.namespaces {
+            // Validation guarantees the name exists; stay an error rather than a panic anyway.
+            let bdev = bdevs
+                .get(&ns.bdev)
+                .cloned()
+                .ok_or_else(|| ConfigError::At {
+                    path: cfg.path.clone(),
+                    line: ns.line,
+                    key: Some("bdev".into()),
+                    msg: format!("no bdev named {:?} was created", ns.bdev),
+                })?;
+            namespaces.push(NamespaceConfig {
+                nsid: ns.nsid,
+                bdev,
+                nguid: ns.nguid,
+                uuid: ns.uuid,
+            });
+        }
+        let sub = SubsystemConfig {
+            nqn: s.nqn.clone(),
+            serial: s.serial.clone(),
+            model: s.model.clone(),
+            allow_any_host: s.allow_any_host,
+            hosts: s.hosts.clone(),
+            listeners: s.listeners.clone(),
+            namespaces,
+            max_namespaces: s.max_namespaces,
+        };
+        log::debug!("adding subsystem {} (line {})", s.nqn, s.line);
+        target
+            .add_subsystem(&sub)
+            .map_err(|e| at_subsystem(format!("cannot add the subsystem: {e}")))?;
+    }
+    Ok(target)
+}
+
+/// The start-up summary: what hosts will find, read back from the target itself.
+pub fn log_summary(cfg: &Config, target: &Target) {
+    log::info!(
+        "config {}: {} bdev(s), {} subsystem(s), reactor mask {} ({} reactor(s))",
+        cfg.path,
+        cfg.bdevs.len(),
+        cfg.subsystems.len(),
+        cfg.reactor_mask,
+        cfg.reactor_mask.len()
+    );
+    for spec in &cfg.subsystems {
+        let Some(sub) = target.find_subsystem(&spec.nqn) else {
+            continue;
+        };
+        let access = if spec.allow_any_host {
+            "any host".to_string()
+        } else {
+            format!("hosts: {}", spec.hosts.join(", "))
+        };
+        log::info!(
+            "subsystem {} (serial {}, model {:?}), {access}",
+            sub.nqn,
+            sub.serial,
+            sub.model
+        );
+        for ns in sub.namespaces() {
+            let info = ns.bdev.info();
+            log::info!(
+                "  namespace {}: {} ({}), {}, block size {}",
+                ns.nsid,
+                info.name,
+                info.product_name,
+                format_mib(info.size_bytes()),
+                info.block_size
+            );
+        }
+        for l in sub.listeners() {
+            log::info!("  listener {l}");
+        }
+    }
+    for w in cfg.startup_warnings() {
+        log::warn!("{w}");
+    }
+}
+
+/// Runs the target until SIGINT/SIGTERM (or a fatal reactor error) and it has drained.
+pub fn run(cfg: &Config) -> Result<(), AppError> {
+    cfg.check_mask_usable()?;
+    // Before the (possibly slow) bdev allocation, so a signal during start-up still ends in a
+    // clean shutdown instead of killing the process.
+    reactor::install_shutdown_signal_handlers().map_err(AppError::Signals)?;
+    let target = build_target(cfg)?;
+    log_summary(cfg, &target);
+
+    let init_failed = Arc::new(AtomicBool::new(false));
+    let running = {
+        let target = target.clone();
+        let init_failed = init_failed.clone();
+        reactor::spawn_reactors(&cfg.reactor_mask, &ReactorConfig::default(), move |ctx| {
+            if let Err(e) = target.init_reactor(ctx) {
+                log::error!(
+                    "reactor {}: cannot set up the NVMe-oF poll group: {e}; shutting down",
+                    ctx.id()
+                );
+                init_failed.store(true, Ordering::SeqCst);
+                ctx.handle().request_shutdown();
+            }
+        })
+        .map_err(|error| AppError::Spawn {
+            mask: cfg.reactor_mask.to_string(),
+            error,
+        })?
+    };
+    reactor::forward_signals_to(running.handle().clone());
+    log::info!(
+        "nvmf-tgt is running on {} reactor(s); stop it with SIGINT (Ctrl-C) or SIGTERM",
+        cfg.reactor_mask.len()
+    );
+
+    let joined = running.join();
+    if joined.is_err() {
+        return Err(AppError::ReactorPanic);
+    }
+    if init_failed.load(Ordering::SeqCst) {
+        return Err(AppError::ReactorInit);
+    }
+    log::info!("nvmf-tgt stopped cleanly");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_CONFIG_NAME;
+
+    #[test]
+    fn default_config_builds_a_target() {
+        let cfg = Config::builtin_default().unwrap();
+        let target = build_target(&cfg).unwrap();
+        assert_eq!(target.transports().len(), 1);
+        assert_eq!(target.transports()[0].name(), "loopback");
+        let sub = target.find_subsystem("nqn.2016-06.io.spdk:cnode1").unwrap();
+        assert_eq!(sub.serial, "SPDK00000000000001");
+        assert_eq!(sub.model, "Rust NVMe-oF target");
+        let ns = sub.namespaces();
+        assert_eq!(ns.len(), 1);
+        assert_eq!(ns[0].nsid, 1);
+        assert_eq!(ns[0].bdev.info().name, "Malloc0");
+        assert_eq!(ns[0].bdev.info().size_bytes(), 64 << 20);
+        assert!(sub
+            .host_allowed("nqn.2014-08.org.nvmexpress:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"));
+        assert_eq!(
+            target.listeners(),
+            [nvmf::ListenAddress::new("loopback", "127.0.0.1", "4420")]
+        );
+        // Logging the summary must not fail on a real target.
+        log_summary(&cfg, &target);
+    }
+
+    #[test]
+    fn every_built_transport_can_be_created() {
+        for name in capabilities::built_names(CapabilityKind::Transport) {
+            let t = build_transport(name, &TransportConfig::default())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(t.name(), name);
+        }
+        assert!(build_transport("carrier-pigeon", &TransportConfig::default()).is_err());
+    }
+
+    #[test]
+    fn every_built_bdev_kind_is_known_to_the_config() {
+        for name in capabilities::built_names(CapabilityKind::Bdev) {
+            let kind =
+                BdevKind::from_name(name).unwrap_or_else(|| panic!("{name} has no BdevKind"));
+            assert_eq!(kind.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn config_without_listeners_builds_no_transport() {
+        let text = "[[bdev]]\nname = \"N\"\nkind = \"null\"\nnum_blocks = 8\nblock_size = 4096\n\
+                    [[subsystem]]\nnqn = \"nqn.2016-06.io.spdk:x\"\nhosts = [\"nqn.2016-06.io.spdk:h\"]\n\
+                    [[subsystem.namespace]]\nbdev = \"N\"\nnsid = 7\n";
+        let cfg = Config::parse(text, "t.toml").unwrap();
+        let target = build_target(&cfg).unwrap();
+        assert!(target.transports().is_empty());
+        let sub = target.find_subsystem("nqn.2016-06.io.spdk:x").unwrap();
+        assert_eq!(sub.namespaces()[0].nsid, 7);
+        assert!(sub.host_allowed("nqn.2016-06.io.spdk:h"));
+        assert!(!sub.host_allowed("nqn.2016-06.io.spdk:other"));
+    }
+
+    #[test]
+    fn bdev_creation_errors_point_at_the_bdev() {
+        // 2^62 bytes passes validation (no u64 overflow) but cannot be allocated.
+        let text = "\n[[bdev]]\nname = \"Huge\"\nkind = \"malloc\"\nnum_blocks = 1125899906842624\nblock_size = 4096\n";
+        let cfg = Config::parse(text, "big.toml").unwrap();
+        let e = build_bdevs(&cfg).unwrap_err();
+        assert_eq!(e.line(), Some(3), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("config big.toml line 3: cannot create the bdev: bdev Huge"),
+            "{e}"
+        );
+        assert_ne!(cfg.path, DEFAULT_CONFIG_NAME);
+    }
+}

@@ -1,0 +1,259 @@
+//! The command line: `nvmf-tgt [-m MASK] [-c CONFIG] [-L COMPONENT]...` runs the target;
+//! `capabilities`, `check-config` and `--print-default-config` inspect things without running.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use reactor::ReactorMask;
+
+use crate::app;
+use crate::capabilities::capabilities_text;
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG_TOML};
+use crate::logging::{self, Component};
+
+/// Exit status for a usage mistake, as clap uses.
+const EXIT_USAGE: u8 = 2;
+
+const EXAMPLES: &str = "\
+Examples:
+  nvmf-tgt                                 run the built-in default config (one 64 MiB malloc
+                                           namespace on a loopback listener, CPU 0)
+  nvmf-tgt -c /etc/nvmf.toml -m 0x3        run a config on CPUs 0 and 1
+  nvmf-tgt -c nvmf.toml -m '[0,2-3]' -L nvmf -L reactor
+                                           ... on CPUs 0, 2 and 3, with debug logs of the
+                                           target core and the reactors
+  nvmf-tgt --print-default-config > nvmf.toml
+                                           start your own config from the default
+  nvmf-tgt check-config -c nvmf.toml       validate a config and print what it sets up
+  nvmf-tgt capabilities                    list the built transports and bdev kinds
+
+Stop the target with SIGINT (Ctrl-C) or SIGTERM: it disconnects hosts, drains I/O and exits 0.
+RUST_LOG (e.g. RUST_LOG=warn) sets the base log filter; -L raises one component to debug.";
+
+/// Polled-mode NVMe over Fabrics target.
+#[derive(Debug, Parser)]
+#[command(
+    name = "nvmf-tgt",
+    version,
+    about = "Polled-mode NVMe over Fabrics target",
+    long_about = "Polled-mode NVMe over Fabrics target. Exports block devices (bdevs) as \
+                  namespaces of NVMe subsystems, with one busy-polling reactor per CPU of the \
+                  reactor mask. Configured with a TOML file (-c) whose sections mirror SPDK's \
+                  nvmf.conf; without -c it runs a built-in default.",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    /// CPUs that run a reactor, overriding [global] reactor_mask: hex (0x3, 3) or a CPU list
+    /// ([0,1], 0-1)
+    #[arg(short = 'm', long = "reactor-mask", value_name = "MASK", global = true)]
+    pub reactor_mask: Option<ReactorMask>,
+
+    /// Configuration file (TOML); without it the built-in default runs (see
+    /// --print-default-config)
+    #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Enable debug logging for a component (repeat for several)
+    #[arg(short = 'L', long = "logflag", value_name = "COMPONENT", global = true)]
+    pub log: Vec<Component>,
+
+    /// Print the built-in default configuration (TOML) and exit
+    #[arg(long)]
+    pub print_default_config: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// Print what this build supports, one "KIND NAME" line each (e.g. "transport loopback")
+    Capabilities,
+    /// Parse and validate the file given with -c, print a summary; exit 0 if valid, 1 if not
+    CheckConfig,
+}
+
+/// Runs the parsed command line; returns the process exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    if cli.print_default_config {
+        if cli.command.is_some() {
+            eprintln!(
+                "nvmf-tgt: --print-default-config cannot be combined with a subcommand; \
+                 run it on its own"
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        return emit(DEFAULT_CONFIG_TOML);
+    }
+    match cli.command {
+        Some(Command::Capabilities) => emit(&capabilities_text()),
+        Some(Command::CheckConfig) => check_config(&cli),
+        None => run_target(&cli),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn emit(text: &str) -> ExitCode {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nvmf-tgt: cannot write to standard output: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("nvmf-tgt: error: {e}");
+    ExitCode::FAILURE
+}
+
+/// The config from -c (or the default), with -m applied.
+fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
+    let mut cfg = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::builtin_default()?,
+    };
+    if let Some(mask) = &cli.reactor_mask {
+        cfg.override_mask(mask.clone());
+    }
+    Ok(cfg)
+}
+
+fn check_config(cli: &Cli) -> ExitCode {
+    logging::init(&cli.log);
+    if cli.config.is_none() {
+        eprintln!(
+            "nvmf-tgt: check-config needs a file: nvmf-tgt check-config -c FILE \
+             (nvmf-tgt --print-default-config prints one to start from)"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let cfg = match load_config(cli).and_then(|cfg| cfg.check_mask_usable().map(|()| cfg)) {
+        Ok(cfg) => cfg,
+        Err(e) => return fail(&e),
+    };
+    let mut text = format!("config {} is valid\n{cfg}", cfg.path);
+    for w in cfg.warnings() {
+        text.push_str(&format!("warning: {w}\n"));
+    }
+    emit(&text)
+}
+
+fn run_target(cli: &Cli) -> ExitCode {
+    logging::init(&cli.log);
+    if cli.config.is_none() {
+        log::info!(
+            "no -c given: running the built-in default config (64 MiB malloc namespace on a \
+             loopback listener); pass -c FILE to run your own, and see --print-default-config"
+        );
+    }
+    let cfg = match load_config(cli) {
+        Ok(cfg) => cfg,
+        Err(e) => return fail(&e),
+    };
+    match app::run(&cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("nvmf-tgt").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_options() {
+        let cli = parse(&[
+            "-m",
+            "0x3",
+            "-c",
+            "/etc/nvmf.toml",
+            "-L",
+            "nvmf",
+            "-L",
+            "reactor",
+        ])
+        .unwrap();
+        assert_eq!(cli.reactor_mask.unwrap().cores(), [0, 1]);
+        assert_eq!(cli.config.unwrap(), PathBuf::from("/etc/nvmf.toml"));
+        assert_eq!(cli.log, [Component::Nvmf, Component::Reactor]);
+        assert_eq!(cli.command, None);
+        for (text, cores) in [
+            ("3", vec![0, 1]),
+            ("[0,1]", vec![0, 1]),
+            ("0-1", vec![0, 1]),
+            ("0x4", vec![2]),
+        ] {
+            let cli = parse(&["--reactor-mask", text]).unwrap();
+            assert_eq!(cli.reactor_mask.unwrap().cores(), cores, "{text}");
+        }
+    }
+
+    #[test]
+    fn subcommands_take_the_global_options() {
+        let cli = parse(&["check-config", "-c", "x.toml", "-m", "[0]"]).unwrap();
+        assert_eq!(cli.command, Some(Command::CheckConfig));
+        assert_eq!(cli.config.unwrap(), PathBuf::from("x.toml"));
+        assert_eq!(
+            parse(&["capabilities"]).unwrap().command,
+            Some(Command::Capabilities)
+        );
+        assert!(
+            parse(&["--print-default-config"])
+                .unwrap()
+                .print_default_config
+        );
+    }
+
+    #[test]
+    fn bad_options_are_explained() {
+        let e = parse(&["-L", "nvme"]).unwrap_err().to_string();
+        assert!(
+            e.contains("'nvme'") && e.contains("nvmf, rdma, reactor, bdev, dma, config"),
+            "{e}"
+        );
+        let e = parse(&["-m", "0xZ"]).unwrap_err().to_string();
+        assert!(e.contains("not a hex digit"), "{e}");
+        assert!(parse(&["-m", ""]).is_err());
+        assert!(parse(&["frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn help_has_examples() {
+        let help = Cli::command().render_long_help().to_string();
+        for want in [
+            "Examples:",
+            "check-config",
+            "--print-default-config",
+            "-L, --logflag",
+            "SIGTERM",
+        ] {
+            assert!(help.contains(want), "missing {want:?} in:\n{help}");
+        }
+    }
+
+    #[test]
+    fn override_applies_to_the_loaded_config() {
+        let cli = parse(&["-m", "[0,1]"]).unwrap();
+        let cfg = load_config(&cli).unwrap();
+        assert_eq!(cfg.reactor_mask.cores(), [0, 1]);
+        assert_eq!(cfg.mask_origin, crate::config::MaskOrigin::CommandLine);
+        let cfg = load_config(&parse(&[]).unwrap()).unwrap();
+        assert_eq!(cfg.reactor_mask.cores(), [0]);
+    }
+}
