@@ -152,7 +152,10 @@ mod tests {
         ] {
             assert_eq!(Status::from_field(s.to_field()), s);
         }
-        assert_eq!((Status::SUCCESS.dnr, Status::INVALID_OPCODE.dnr), (false, true));
+        assert_eq!(
+            (Status::SUCCESS.dnr, Status::INVALID_OPCODE.dnr),
+            (false, true)
+        );
         assert_eq!(Status::INVALID_OPCODE.to_field(), 0x8002);
         assert_eq!(Status::CONNECT_INVALID_HOST.to_field() & 0x7FFF, 0x184 << 1);
         assert_eq!(Status::LBA_OUT_OF_RANGE.name(), "LBA_OUT_OF_RANGE");
