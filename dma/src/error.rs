@@ -145,15 +145,7 @@ impl fmt::Display for NotEnoughMessage {
             self.free,
             target,
             crate::hugepages::nr_hugepages_path(self.size, self.node).display(),
-        )?;
-        write!(f, " (or: nvmf-tgt setup hugepages {target}")?;
-        if let Some(node) = self.node {
-            write!(f, " --node {node}")?;
-        }
-        if self.size == PageSize::Huge1G {
-            write!(f, " --page-size 1G")?;
-        }
-        write!(f, ")")
+        )
     }
 }
 
@@ -173,8 +165,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "need 64 free 2 MiB hugepages on NUMA node 0 but only 0 are free; reserve them with: \
-             echo 64 > /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages \
-             (or: nvmf-tgt setup hugepages 64 --node 0)"
+             echo 64 > /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages"
         );
     }
 
@@ -191,8 +182,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "need 64 free 2 MiB hugepages but only 2 are free; reserve them with: \
-             echo 72 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages \
-             (or: nvmf-tgt setup hugepages 72)"
+             echo 72 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
         );
     }
 
