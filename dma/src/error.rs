@@ -206,7 +206,6 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("--node 1 --page-size 1G"), "{text}");
     }
 
     #[test]
