@@ -110,6 +110,8 @@ impl ControllerShared {
         self.state.store(v, Ordering::Release);
     }
 
+    /// Only `reactor` writes its slot, so a plain load and store suffice
+    /// (no locked read-modify-write on the I/O path).
     pub fn count_io(&self, reactor: usize, write: bool, bytes: u64) {
         let c = &self.counters[reactor.min(self.counters.len() - 1)];
         let (cmds, total) = if write {
@@ -117,8 +119,8 @@ impl ControllerShared {
         } else {
             (&c.read_commands, &c.read_bytes)
         };
-        cmds.fetch_add(1, Ordering::Relaxed);
-        total.fetch_add(bytes, Ordering::Relaxed);
+        cmds.store(cmds.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        total.store(total.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
     }
 
     /// (read commands, write commands, read bytes, write bytes) over all reactors.

@@ -125,7 +125,10 @@ impl PollGroup {
             );
             return Err(invalid_param(IATTR_COMMAND, connect_offset::QID));
         }
-        let listener = self.transports[t].listener(id.queue).clone();
+        let listener = &self.queues[t][usize::from(id.queue)]
+            .as_ref()
+            .expect("queue of a request")
+            .listener;
         let req = self.transports[t].request(id);
         let data = req.data();
         let Ok((data, _)) = ConnectData::read_from_prefix(data) else {
@@ -143,7 +146,7 @@ impl PollGroup {
             log::warn!("Connect refused: host {hostnqn} asked for unknown subsystem {subnqn:?}");
             return Err(invalid_param(IATTR_DATA, connect_offset::DATA_SUBNQN));
         };
-        if !subsystem.listener_allowed(&listener) {
+        if !subsystem.listener_allowed(listener) {
             log::warn!("Connect refused: subsystem {subnqn} does not listen on {listener}");
             return Err(invalid_param(IATTR_DATA, connect_offset::DATA_SUBNQN));
         }
@@ -384,7 +387,6 @@ impl PollGroup {
             self.transports[t].request(id).rsp.dw0 = 0.into();
             return self.finish(t, id, Status::SUCCESS);
         }
-        let listener = self.transports[t].listener(id.queue).clone();
         let caps = self.target.transports()[t].caps();
         let ctrl = self.controllers[slot]
             .as_mut()
@@ -395,7 +397,10 @@ impl PollGroup {
                 .subsystems
                 .get(ctrl.shared.subsystem.id)
                 .and_then(|s| s.as_ref()),
-            listener: &listener,
+            listener: &self.queues[t][usize::from(id.queue)]
+                .as_ref()
+                .expect("queue of a request")
+                .listener,
             caps,
             now: self.now,
         };

@@ -1,26 +1,20 @@
 //! NVM I/O commands: Read, Write, Compare, Flush, Write Zeroes, Dataset
 //! Management. This is the hot path: no allocation, lock or syscall.
 
-use std::sync::Arc;
-
 use bdev::{BdevIo, IoType};
 use nvme_spec::opcode::io as op;
 use nvme_spec::{Sqe, Status};
 
-use crate::controller::ControllerShared;
-use crate::poll_group::{tag_of, PollGroup};
+use crate::poll_group::{tag_of, PollGroup, QueueRole};
 use crate::transport::RequestId;
 
 /// Dataset Management carries at most 256 ranges of 16 bytes.
 const DSM_MAX_RANGES: usize = 256;
 
 impl PollGroup {
-    pub(crate) fn io(&mut self, t: usize, id: RequestId, ctrl: &Arc<ControllerShared>, cmd: &Sqe) {
-        if !ctrl.is_ready() {
-            return self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR);
-        }
-        let (sub_id, nsid, tag, reactor) =
-            (ctrl.subsystem.id, cmd.nsid(), tag_of(t, id), self.reactor);
+    /// Runs an I/O command of a ready controller of subsystem `sub_id`.
+    pub(crate) fn io(&mut self, t: usize, id: RequestId, sub_id: usize, cmd: &Sqe) {
+        let (nsid, tag) = (cmd.nsid(), tag_of(t, id));
         let Some(ch) = self.ns_channel(sub_id, nsid) else {
             return self.finish(t, id, Status::INVALID_NAMESPACE_OR_FORMAT);
         };
@@ -47,18 +41,19 @@ impl PollGroup {
                 if u64::from(req.length) < len_bytes || req.data.is_none() {
                     return self.finish(t, id, Status::DATA_SGL_LENGTH_INVALID);
                 }
-                if io_type != IoType::Compare {
-                    ctrl.count_io(reactor, io_type == IoType::Write, len_bytes);
-                }
                 req.ctx.pending_ops = 1;
-                BdevIo {
+                let io = BdevIo {
                     io_type,
                     offset_blocks: slba,
                     num_blocks: nlb,
                     buf: req.data.take(),
                     buf_offset: req.data_offset,
                     tag,
+                };
+                if io_type != IoType::Compare {
+                    self.count_io(t, id.queue, io_type == IoType::Write, len_bytes);
                 }
+                io
             }
             op::FLUSH => {
                 if !supported.contains(IoType::Flush) {
@@ -134,6 +129,15 @@ impl PollGroup {
                 nsid,
                 BdevIo::without_buf(IoType::Unmap, slba, nlb, tag),
             );
+        }
+    }
+
+    /// SMART counters, kept per reactor in the controller's shared state.
+    fn count_io(&self, t: usize, queue: u16, write: bool, bytes: u64) {
+        if let Some(QueueRole::Io { ctrl, .. }) =
+            self.queues[t][usize::from(queue)].as_ref().map(|q| &q.role)
+        {
+            ctrl.count_io(self.reactor, write, bytes);
         }
     }
 }

@@ -24,11 +24,8 @@ use crate::transport::{
 const ACCEPT_BACKLOG: usize = 1024;
 /// Queues one loopback poll group serves.
 const MAX_QUEUES_PER_POLL_GROUP: usize = 4096;
-/// Most buffers a reactor keeps in its local cache.
+/// Most buffers a reactor keeps in its local cache (one full queue).
 const POOL_CACHE_MAX_BUFFERS: usize = 128;
-/// A cache holds at most this fraction of the pool, so idle reactors cannot
-/// starve busy ones (every cache full at once still leaves half the pool).
-const POOL_CACHE_FRACTION: usize = 32;
 
 /// A command as it crosses the loopback wire.
 #[derive(Clone, Copy)]
@@ -131,6 +128,7 @@ impl LoopbackTransport {
             .map_err(|_| "connection refused: accept backlog full".to_string())?;
         Ok(HostQueue {
             icd_owner: vec![None; usize::from(depth)],
+            icd_in_use: 0,
             wire,
         })
     }
@@ -169,13 +167,16 @@ impl Transport for LoopbackTransport {
     fn create_poll_group(
         &self,
         _reactor: usize,
+        reactor_count: usize,
     ) -> Result<Box<dyn TransportPollGroup>, TransportError> {
+        // A cache deep enough for a full queue keeps buffers hot and off the
+        // shared list; all caches together hold at most half the pool, so an
+        // idle reactor cannot starve a busy one.
+        let cache =
+            (self.pool.count() / (2 * reactor_count.max(1))).clamp(1, POOL_CACHE_MAX_BUFFERS);
         Ok(Box::new(LoopbackPollGroup {
             queues: Vec::new(),
-            cache: PoolCache::new(
-                self.pool.clone(),
-                (self.pool.count() / POOL_CACHE_FRACTION).clamp(1, POOL_CACHE_MAX_BUFFERS),
-            ),
+            cache: PoolCache::new(self.pool.clone(), cache),
             in_capsule_bytes: self.caps.in_capsule_data_bytes,
             max_io_bytes: self.max_io_bytes,
             disconnected: VecDeque::new(),
@@ -200,7 +201,7 @@ struct Slot {
 
 struct LoopQueue {
     wire: Arc<Wire>,
-    listener: ListenAddress,
+
     slots: Vec<Slot>,
     free: Vec<u16>,
     awaiting_buffer: VecDeque<u16>,
@@ -287,7 +288,6 @@ impl TransportPollGroup for LoopbackPollGroup {
             free: (0..depth).rev().collect(),
             awaiting_buffer: VecDeque::with_capacity(usize::from(depth)),
             disconnected: false,
-            listener: pending.listener,
             wire,
         });
         Ok(idx as u16)
@@ -434,13 +434,6 @@ impl TransportPollGroup for LoopbackPollGroup {
         q.wire.target_closed.store(true, Ordering::Release);
     }
 
-    fn listener(&self, queue: u16) -> &ListenAddress {
-        &self.queues[usize::from(queue)]
-            .as_ref()
-            .expect("listener of an unknown queue")
-            .listener
-    }
-
     fn queue_count(&self) -> usize {
         self.queues.iter().flatten().count()
     }
@@ -465,6 +458,7 @@ pub struct HostQueue {
     wire: Arc<Wire>,
     /// Which command (cid) holds each in-capsule data slot.
     icd_owner: Vec<Option<u16>>,
+    icd_in_use: usize,
 }
 
 impl HostQueue {
@@ -517,14 +511,18 @@ impl HostQueue {
             })
             .map_err(|s| s.sqe)?;
         self.icd_owner[slot] = Some(sqe.cid());
+        self.icd_in_use += 1;
         Ok(())
     }
 
     /// Takes one completion, if any.
     pub fn poll_completion(&mut self) -> Option<Cqe> {
         let cqe = self.wire.completions.pop()?;
-        if let Some(o) = self.icd_owner.iter_mut().find(|o| **o == Some(cqe.cid())) {
-            *o = None;
+        if self.icd_in_use > 0 {
+            if let Some(o) = self.icd_owner.iter_mut().find(|o| **o == Some(cqe.cid())) {
+                *o = None;
+                self.icd_in_use -= 1;
+            }
         }
         Some(cqe)
     }

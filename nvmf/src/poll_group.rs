@@ -18,7 +18,9 @@ use reactor::{PollStatus, Poller, ReactorContext, ReactorHandle};
 use crate::controller::{Controller, ControllerShared, IoQueueRef};
 use crate::subsystem::{Namespace, Subsystem};
 use crate::target::{with_poll_group, Target};
-use crate::transport::{PendingQueue, RequestId, TransportEvent, TransportPollGroup};
+use crate::transport::{
+    ListenAddress, PendingQueue, RequestId, TransportEvent, TransportPollGroup,
+};
 use crate::ConfigError;
 
 /// Events taken from transports per poll.
@@ -56,6 +58,8 @@ pub(crate) struct QueueState {
     pub disconnected: bool,
     /// Queue id the host announced at transport level.
     pub announced_qid: u16,
+    /// The listener the queue arrived on.
+    pub listener: ListenAddress,
 }
 
 impl QueueState {
@@ -168,7 +172,7 @@ impl PollGroup {
         let transports = target
             .transports()
             .iter()
-            .map(|t| t.create_poll_group(reactor))
+            .map(|t| t.create_poll_group(reactor, reactors.reactor_count()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ConfigError::Invalid {
                 what: format!("poll group on reactor {reactor}"),
@@ -279,7 +283,7 @@ impl PollGroup {
             return; // dropping the connection refuses it
         }
         let qid = pending.qid;
-        let peer = pending.listener.clone();
+        let listener = pending.listener.clone();
         match self.transports[t].adopt(pending) {
             Ok(queue) => {
                 let slots = &mut self.queues[t];
@@ -303,15 +307,16 @@ impl PollGroup {
                     outstanding: 0,
                     disconnected: false,
                     announced_qid: qid,
+                    listener,
                 });
                 self.target.queue_opened(self.reactor);
                 log::debug!(
-                    "reactor {}: queue {queue} (qid {qid}) from {peer} adopted",
+                    "reactor {}: queue {queue} (qid {qid}) adopted",
                     self.reactor
                 );
             }
             Err(e) => log::error!(
-                "reactor {}: cannot adopt queue from {peer}: {e}",
+                "reactor {}: cannot adopt a queue (qid {qid}): {e}",
                 self.reactor
             ),
         }
@@ -352,8 +357,11 @@ impl PollGroup {
                 self.admin(t, id, slot, &cmd)
             }
             QueueRole::Io { ctrl, .. } => {
-                let ctrl = ctrl.clone();
-                self.io(t, id, &ctrl, &cmd)
+                if !ctrl.is_ready() {
+                    return self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR);
+                }
+                let sub_id = ctrl.subsystem.id;
+                self.io(t, id, sub_id, &cmd)
             }
         }
     }

@@ -310,9 +310,11 @@ pub trait Transport: Send + Sync + 'static {
     fn listen(&self, addr: &ListenAddress) -> Result<(), TransportError>;
     /// Takes newly connected queues (called by the acceptor poller).
     fn accept(&self, on_new: &mut dyn FnMut(PendingQueue)) -> usize;
+    /// The poll group of reactor `reactor` out of `reactor_count`.
     fn create_poll_group(
         &self,
         reactor: usize,
+        reactor_count: usize,
     ) -> Result<Box<dyn TransportPollGroup>, TransportError>;
 }
 
@@ -331,8 +333,7 @@ pub trait TransportPollGroup {
     fn disconnect(&mut self, queue: u16);
     /// The target holds no more requests of a disconnected queue: free it.
     fn close_queue(&mut self, queue: u16);
-    /// The listener the queue arrived on.
-    fn listener(&self, queue: u16) -> &ListenAddress;
+
     /// Queues still allocated (connected or draining).
     fn queue_count(&self) -> usize;
 }
