@@ -26,10 +26,6 @@ const ACCEPT_BACKLOG: usize = 1024;
 const MAX_QUEUES_PER_POLL_GROUP: usize = 4096;
 /// Most buffers a reactor keeps in its local cache (one full queue).
 const POOL_CACHE_MAX_BUFFERS: usize = 128;
-/// Small transfers start at one of this many 4 KiB offsets inside their
-/// buffer ("cache colouring"): buffers are max-I/O-size aligned, so without
-/// it the hot first pages of all buffers share a few L2 sets and thrash.
-const CACHE_COLOURS: usize = 16;
 
 /// A command as it crosses the loopback wire.
 #[derive(Clone, Copy)]
@@ -234,14 +230,7 @@ impl LoopbackPollGroup {
             let Some(mut buf) = cache.get() else {
                 return false;
             };
-            let colour = (buf.index() as usize % CACHE_COLOURS) * 4096;
-            let offset = if colour + len as usize <= buf.capacity() {
-                colour
-            } else {
-                0
-            };
-            slot.req.data_offset = offset as u32;
-            let dst = &mut buf.as_mut_slice()[offset..offset + len as usize];
+            let dst = &mut buf.as_mut_slice()[..len as usize];
             let copied = match slot.plan {
                 DataPlan::InCapsule { offset, .. } => {
                     let at =
