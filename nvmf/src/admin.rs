@@ -20,7 +20,7 @@ use nvme_spec::{
 use crate::controller::{
     Controller, ControllerState, ABORT_LIMIT, AER_LIMIT, ERROR_LOG_ENTRIES, KAS_100MS,
 };
-use crate::poll_group::SubsystemChannels;
+use crate::poll_group::{NsChannel, SubsystemChannels};
 use crate::target::Target;
 use crate::transport::{ListenAddress, Request, TransportCaps};
 
@@ -155,6 +155,12 @@ fn abort(req: &mut Request) -> Status {
     Status::SUCCESS
 }
 
+/// This reactor's channel to active namespace `nsid`, if there is one.
+fn active_namespace<'a>(env: &AdminEnv<'a>, nsid: u32) -> Option<&'a NsChannel> {
+    let idx = (nsid as usize).checked_sub(1)?;
+    env.channels?.namespaces.get(idx)?.as_ref()
+}
+
 // ---- Identify ---------------------------------------------------------------
 
 fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status {
@@ -171,11 +177,7 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
                 return Status::INVALID_NAMESPACE_OR_FORMAT;
             }
             let mut id = IdentifyNamespace::new_zeroed();
-            if let Some(ch) = env
-                .channels
-                .and_then(|c| c.namespaces.get(nsid as usize - 1))
-                .and_then(|c| c.as_ref())
-            {
+            if let Some(ch) = active_namespace(env, nsid) {
                 fill_identify_namespace(&mut id, ch.num_blocks, ch.block_size, &ch.ns.nguid);
             } else if nsid == NSID_ALL {
                 return Status::INVALID_NAMESPACE_OR_FORMAT;
@@ -202,11 +204,7 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
         }
         cns::NS_ID_DESCRIPTORS => {
             let nsid = cmd.nsid();
-            let Some(ch) = env
-                .channels
-                .and_then(|c| c.namespaces.get((nsid as usize).wrapping_sub(1)))
-                .and_then(|c| c.as_ref())
-            else {
+            let Some(ch) = active_namespace(env, nsid) else {
                 return Status::INVALID_NAMESPACE_OR_FORMAT;
             };
             let mut out = [0u8; identify::IDENTIFY_DATA_LEN];
@@ -240,13 +238,9 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
         }
         cns::INDEPENDENT_NAMESPACE => {
             let nsid = cmd.nsid();
-            let Some(_ch) = env
-                .channels
-                .and_then(|c| c.namespaces.get((nsid as usize).wrapping_sub(1)))
-                .and_then(|c| c.as_ref())
-            else {
+            if active_namespace(env, nsid).is_none() {
                 return Status::INVALID_NAMESPACE_OR_FORMAT;
-            };
+            }
             let mut out = [0u8; identify::IDENTIFY_DATA_LEN];
             out[0] = 1 << 3; // NSFEAT: deallocated blocks read as zeroes (via DLFEAT)
             out[1] = 1; // NMIC: may be shared by controllers
