@@ -39,6 +39,7 @@ const fn cap(kind: CapabilityKind, name: &'static str) -> Capability {
 /// Everything built into this binary, in the order `capabilities` prints it.
 pub const CAPABILITIES: &[Capability] = &[
     cap(CapabilityKind::Transport, "loopback"),
+    cap(CapabilityKind::Transport, "rdma"),
     cap(CapabilityKind::Bdev, "malloc"),
     cap(CapabilityKind::Bdev, "null"),
 ];
@@ -79,8 +80,13 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         // The VM scripts match these exact lines (grep -x).
         assert_eq!(
-            lines[..3],
-            ["transport loopback", "bdev malloc", "bdev null"]
+            lines[..4],
+            [
+                "transport loopback",
+                "transport rdma",
+                "bdev malloc",
+                "bdev null"
+            ]
         );
         assert_eq!(lines.len(), CAPABILITIES.len());
         assert!(text.ends_with('\n'));

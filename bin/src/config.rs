@@ -1847,15 +1847,16 @@ allow_any_host = true
     fn listener_errors() {
         let listener = |body: &str| with_subsystem(&format!("[[subsystem.listener]]\n{body}"));
         let e = error(
-            &listener("trtype = \"rdma\"\ntraddr = \"10.0.0.1\"\n"),
+            &listener("trtype = \"tcp\"\ntraddr = \"10.0.0.1\"\n"),
             10,
             Some("trtype"),
         );
         assert!(
-            e.contains("transport \"rdma\" is not built into this nvmf-tgt yet")
+            e.contains("transport \"tcp\" is not built into this nvmf-tgt yet")
                 && e.contains("trtype = \"loopback\""),
             "{e}"
         );
+        parse(&listener("trtype = \"rdma\"\ntraddr = \"10.0.0.1\"\n")).expect("rdma is built");
         let e = error(
             &listener("trtype = \"fc\"\ntraddr = \"x\"\n"),
             10,

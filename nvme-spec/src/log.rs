@@ -132,8 +132,8 @@ pub struct DiscoveryLogEntry {
     pub rsvd12: [u8; 20],
     pub trsvcid: [u8; 32],
     pub rsvd64: [u8; 192],
-    pub traddr: [u8; 256],
     pub subnqn: [u8; 256],
+    pub traddr: [u8; 256],
     /// Transport specific address subtype (RDMA: qptype, prtype, cms, pkey).
     pub tsas: [u8; 256],
 }
@@ -176,7 +176,8 @@ pub mod treq {
 pub mod rdma_tsas {
     pub const QPTYPE_CONNECTED: u8 = 1;
     pub const PRTYPE_NOT_SPECIFIED: u8 = 1;
-    pub const CMS_RDMA_CM: u8 = 2;
+    /// RDMA_IP_CM: sockets-based endpoint addressing (RDMA CM).
+    pub const CMS_RDMA_CM: u8 = 1;
 }
 
 #[cfg(test)]
@@ -189,8 +190,9 @@ mod tests {
         assert_eq!(offset_of!(SmartLog, data_units_read), 32);
         assert_eq!(offset_of!(SmartLog, warning_temp_time), 192);
         assert_eq!(offset_of!(DiscoveryLogEntry, trsvcid), 32);
-        assert_eq!(offset_of!(DiscoveryLogEntry, traddr), 256);
-        assert_eq!(offset_of!(DiscoveryLogEntry, subnqn), 512);
+        // NVMe-oF 1.1 figure 40; nvme-cli reads these offsets.
+        assert_eq!(offset_of!(DiscoveryLogEntry, subnqn), 256);
+        assert_eq!(offset_of!(DiscoveryLogEntry, traddr), 512);
         assert_eq!(offset_of!(DiscoveryLogEntry, tsas), 768);
         assert_eq!(offset_of!(ErrorLogEntry, nsid), 24);
         assert_eq!(offset_of!(ErrorLogEntry, trtype_specific), 40);

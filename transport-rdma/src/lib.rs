@@ -1,0 +1,389 @@
+//! The NVMe-oF RDMA transport (RoCEv2, iWARP, InfiniBand through RDMA CM).
+//!
+//! ## Design
+//! - `verbs`: the only `unsafe` code, thin wrappers over rdma-core.
+//! - The acceptor (`Transport::accept`, run by the target on reactor 0)
+//!   polls a non-blocking CM event channel. A connect request is checked
+//!   against the NVMe-oF private data and handed to the target, which places
+//!   it on a reactor; that reactor's poll group creates the QP and accepts.
+//!   Later CM events of a connection reach its poll group through a
+//!   lock-free inbox.
+//! - A poll group (`poll_group`) owns, per device, one PD, one CQ shared by
+//!   its QPs, and one MR over the whole data-buffer pool.
+//! - Each request slot runs the state machine in `request`.
+
+mod poll_group;
+pub mod request;
+mod verbs;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_queue::ArrayQueue;
+use dma::{BufPool, DmaMemory};
+use nvme_spec::fabrics::rdma::{reject, CmAccept, CmReject, CmRequest};
+use nvme_spec::identify::sgls;
+use nvme_spec::{FromBytes, IntoBytes};
+use nvmf::transport::{
+    ListenAddress, PendingQueue, Transport, TransportCaps, TransportError, TransportPollGroup,
+};
+
+use crate::verbs::{CmId, EventChannel};
+
+/// CM events handled per acceptor run.
+const CM_EVENT_BATCH: usize = 64;
+/// Notices each poll group's inbox holds.
+const INBOX_DEPTH: usize = 4096;
+/// Most RDMA READs a queue keeps in flight (also bounded by host and device).
+const MAX_READ_DEPTH: u8 = 16;
+
+/// rdma_cm event codes (rdma_cm_event_type).
+mod cm_event {
+    use rdma_sys::rdma_cm_event_type as t;
+    pub const CONNECT_REQUEST: u32 = t::RDMA_CM_EVENT_CONNECT_REQUEST;
+    pub const ESTABLISHED: u32 = t::RDMA_CM_EVENT_ESTABLISHED;
+    pub const DISCONNECTED: u32 = t::RDMA_CM_EVENT_DISCONNECTED;
+    pub const DEVICE_REMOVAL: u32 = t::RDMA_CM_EVENT_DEVICE_REMOVAL;
+    pub const ADDR_CHANGE: u32 = t::RDMA_CM_EVENT_ADDR_CHANGE;
+    pub const TIMEWAIT_EXIT: u32 = t::RDMA_CM_EVENT_TIMEWAIT_EXIT;
+    pub const CONNECT_ERROR: u32 = t::RDMA_CM_EVENT_CONNECT_ERROR;
+    pub const UNREACHABLE: u32 = t::RDMA_CM_EVENT_UNREACHABLE;
+    pub const REJECTED: u32 = t::RDMA_CM_EVENT_REJECTED;
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct RdmaOptions {
+    pub max_queue_depth: u16,
+    pub max_admin_queue_depth: u16,
+    pub in_capsule_data_bytes: u32,
+    pub max_io_bytes: u32,
+    /// Data buffers (each `max_io_bytes`) shared by all reactors.
+    pub buffer_count: usize,
+}
+
+/// What the acceptor tells a poll group about one of its connections.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Notice {
+    Disconnected(CmId),
+}
+
+/// A connect request on its way to a poll group. Dropped unaccepted, it is
+/// rejected and its id destroyed.
+pub(crate) struct ConnRequest {
+    pub id: CmId,
+    pub depth: u16,
+    pub responder_resources: u8,
+    pub initiator_depth: u8,
+    pub accepted: bool,
+}
+
+impl Drop for ConnRequest {
+    fn drop(&mut self) {
+        if !self.accepted {
+            let rej = CmReject {
+                recfmt: 0.into(),
+                status: reject::NO_RESOURCES.into(),
+            };
+            self.id.reject(rej.as_bytes());
+            self.id.destroy(false);
+        }
+    }
+}
+
+pub struct RdmaTransport {
+    options: RdmaOptions,
+    channel: EventChannel,
+    listeners: Mutex<Vec<(CmId, ListenAddress)>>,
+    pool: Arc<BufPool>,
+    inboxes: Mutex<Vec<Option<Arc<ArrayQueue<Notice>>>>>,
+    /// Which reactor owns each connection id.
+    owners: Arc<Mutex<HashMap<usize, usize>>>,
+}
+
+impl RdmaTransport {
+    pub fn new(options: RdmaOptions) -> Result<Arc<RdmaTransport>, TransportError> {
+        let channel = EventChannel::new().map_err(|e| TransportError::Other(e.to_string()))?;
+        let size = options.max_io_bytes as usize * options.buffer_count;
+        let memory = DmaMemory::allocate_prefer_hugepages("RDMA data buffers", size, None)
+            .map_err(|e| TransportError::Other(format!("RDMA data buffers: {e}")))?;
+        let pool = BufPool::new(memory, options.max_io_bytes as usize, options.buffer_count)
+            .map_err(|e| TransportError::Other(format!("RDMA data buffers: {e}")))?;
+        Ok(Arc::new(RdmaTransport {
+            options,
+            channel,
+            listeners: Mutex::new(Vec::new()),
+            pool,
+            inboxes: Mutex::new(Vec::new()),
+            owners: Arc::new(Mutex::new(HashMap::new())),
+        }))
+    }
+
+    fn notify_owner(&self, id: CmId, notice: Notice) {
+        let owner = self
+            .owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id.addr())
+            .copied();
+        let Some(r) = owner else { return };
+        let inbox = self
+            .inboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(r)
+            .cloned()
+            .flatten();
+        if let Some(inbox) = inbox {
+            if inbox.push(notice).is_err() {
+                log::error!("RDMA notice for reactor {r} dropped: inbox full");
+            }
+        }
+    }
+
+    /// Checks a connect request; Ok(qid, depth) or the reject status.
+    fn check_request(&self, data: &[u8]) -> Result<(u16, u16), u16> {
+        let Ok((req, _)) = CmRequest::read_from_prefix(data) else {
+            return Err(reject::INVALID_PRIVATE_DATA_LENGTH);
+        };
+        if req.recfmt.get() != 0 {
+            return Err(reject::INVALID_RECFMT);
+        }
+        let qid = req.qid.get();
+        let max = if qid == 0 {
+            self.options.max_admin_queue_depth
+        } else {
+            self.options.max_queue_depth
+        };
+        let depth = u32::from(req.hsqsize.get()) + 1;
+        if depth < 2 || depth > u32::from(max) {
+            return Err(reject::INVALID_HSQSIZE);
+        }
+        if req.hrqsize.get() == 0 {
+            return Err(reject::INVALID_HRQSIZE);
+        }
+        Ok((qid, depth as u16))
+    }
+
+    fn on_connect_request(&self, ev: verbs::CmEvent, on_new: &mut dyn FnMut(PendingQueue)) {
+        let id = ev.id();
+        let listener = {
+            let l = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+            l.iter()
+                .find(|(lid, _)| *lid == ev.listen_id())
+                .map(|(_, a)| a.clone())
+        };
+        let (data, host_responder_resources, host_initiator_depth) = ev.conn();
+        drop(ev); // ack before anything that may destroy the id
+        let Some(listener) = listener else {
+            id.reject(&[]);
+            id.destroy(false);
+            return;
+        };
+        let (qid, depth) = match self.check_request(&data) {
+            Ok(v) => v,
+            Err(status) => {
+                log::warn!("RDMA connect from {listener} rejected: reject status {status:#x}");
+                let rej = CmReject {
+                    recfmt: 0.into(),
+                    status: status.into(),
+                };
+                id.reject(rej.as_bytes());
+                id.destroy(false);
+                return;
+            }
+        };
+        let limits = verbs::query_device(id.context()).ok();
+        let dev_init = limits.map_or(1, |l| l.max_qp_init_rd_atom.max(1));
+        let dev_resp = limits.map_or(1, |l| l.max_qp_rd_atom.max(1));
+        let conn = ConnRequest {
+            id,
+            depth,
+            // We issue RDMA READs: at most what the host will answer.
+            initiator_depth: host_responder_resources
+                .min(dev_init)
+                .clamp(1, MAX_READ_DEPTH),
+            responder_resources: host_initiator_depth.min(dev_resp),
+            accepted: false,
+        };
+        log::debug!("RDMA connect request qid {qid} depth {depth} on {listener}");
+        on_new(PendingQueue {
+            qid,
+            listener,
+            conn: Box::new(conn),
+        });
+    }
+}
+
+/// The Linux host's private data on accept: record format and our RQ size.
+pub(crate) fn accept_private_data(depth: u16) -> CmAccept {
+    CmAccept {
+        recfmt: 0.into(),
+        crqsize: depth.into(),
+        rsvd: [0; 28],
+    }
+}
+
+impl Transport for RdmaTransport {
+    fn name(&self) -> &'static str {
+        "rdma"
+    }
+
+    fn caps(&self) -> TransportCaps {
+        let mut s = sgls::SUPPORTED | sgls::KEYED_DATA_BLOCK;
+        if self.options.in_capsule_data_bytes > 0 {
+            s |= sgls::OFFSET;
+        }
+        TransportCaps {
+            sgls: s,
+            in_capsule_data_bytes: self.options.in_capsule_data_bytes,
+            msdbd: 1,
+        }
+    }
+
+    fn listen(&self, addr: &ListenAddress) -> Result<(), TransportError> {
+        let ip: IpAddr = match addr.traddr.as_str() {
+            "*" => IpAddr::from([0, 0, 0, 0]),
+            s => s.parse().map_err(|_| {
+                TransportError::Listen(format!("traddr {s:?} is not an IP address"))
+            })?,
+        };
+        let port: u16 = addr.trsvcid.parse().map_err(|_| {
+            TransportError::Listen(format!("trsvcid {:?} is not a port number", addr.trsvcid))
+        })?;
+        let id = self.channel.listen(SocketAddr::new(ip, port), 128).map_err(|e| {
+            let devices = verbs::device_names();
+            let have = if devices.is_empty() { "no RDMA devices at all".to_string() } else { format!("RDMA devices: {}", devices.join(", ")) };
+            TransportError::Listen(format!(
+                "cannot listen on {ip}:{port}: {e}; the address must belong to a netdev with an RDMA device ({have}). \
+                 For Soft-RoCE: modprobe rdma_rxe && rdma link add rxe0 type rxe netdev <interface>"
+            ))
+        })?;
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, addr.clone()));
+        Ok(())
+    }
+
+    fn accept(&self, on_new: &mut dyn FnMut(PendingQueue)) -> usize {
+        let mut n = 0;
+        while n < CM_EVENT_BATCH {
+            let Some(ev) = self.channel.next_event() else {
+                break;
+            };
+            n += 1;
+            let kind = ev.kind();
+            match kind {
+                cm_event::CONNECT_REQUEST => self.on_connect_request(ev, on_new),
+                cm_event::ESTABLISHED => log::debug!("RDMA connection established"),
+                cm_event::DISCONNECTED
+                | cm_event::CONNECT_ERROR
+                | cm_event::UNREACHABLE
+                | cm_event::REJECTED
+                | cm_event::DEVICE_REMOVAL => {
+                    let id = ev.id();
+                    let is_listener = self
+                        .listeners
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .iter()
+                        .any(|(l, _)| *l == id);
+                    if is_listener {
+                        log::warn!(
+                            "RDMA listener event {} (status {}): the listener may stop working",
+                            ev.name(),
+                            ev.status()
+                        );
+                    } else {
+                        log::debug!("RDMA event {} on a connection", ev.name());
+                    }
+                    drop(ev);
+                    if !is_listener {
+                        self.notify_owner(id, Notice::Disconnected(id));
+                    }
+                }
+                cm_event::ADDR_CHANGE => {
+                    log::warn!("RDMA address change on a listener; reconfigure if it moved")
+                }
+                cm_event::TIMEWAIT_EXIT => {}
+                _ => log::debug!("RDMA CM event {} ignored", ev.name()),
+            }
+        }
+        n
+    }
+
+    fn create_poll_group(
+        &self,
+        reactor: usize,
+        reactor_count: usize,
+    ) -> Result<Box<dyn TransportPollGroup>, TransportError> {
+        let inbox = Arc::new(ArrayQueue::new(INBOX_DEPTH));
+        {
+            let mut inboxes = self.inboxes.lock().unwrap_or_else(|p| p.into_inner());
+            if inboxes.len() < reactor_count {
+                inboxes.resize(reactor_count, None);
+            }
+            inboxes[reactor] = Some(inbox.clone());
+        }
+        let cache = (self.pool.count() / (2 * reactor_count.max(1))).clamp(1, 128);
+        Ok(Box::new(poll_group::RdmaPollGroup::new(
+            self, reactor, inbox, cache,
+        )))
+    }
+}
+
+impl Drop for RdmaTransport {
+    fn drop(&mut self) {
+        for (id, _) in self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            id.destroy(false);
+        }
+    }
+}
+
+/// Local addresses that have an RDMA device (a probe bind succeeds and lands
+/// on a device), for the embedded default's listeners.
+pub fn rdma_capable_addresses() -> Vec<IpAddr> {
+    let Ok(channel) = EventChannel::new() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ip in local_addresses() {
+        if let Ok(id) = channel.listen(SocketAddr::new(ip, 0), 1) {
+            if !id.context().is_null() {
+                out.push(ip);
+            }
+            id.destroy(false);
+        }
+    }
+    out
+}
+
+fn local_addresses() -> Vec<IpAddr> {
+    // /proc/net lists are enough and need no unsafe getifaddrs walk.
+    let mut out = Vec::new();
+    if let Ok(text) = std::fs::read_to_string("/proc/net/fib_trie") {
+        let mut last: Option<IpAddr> = None;
+        for line in text.lines() {
+            let t = line.trim();
+            if let Some(ip) = t
+                .strip_prefix("|-- ")
+                .and_then(|s| s.parse::<IpAddr>().ok())
+            {
+                last = Some(ip);
+            } else if t.starts_with("/32 host LOCAL") {
+                if let Some(ip) = last.take() {
+                    if !ip.is_loopback() && !out.contains(&ip) {
+                        out.push(ip);
+                    }
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,462 @@
+//! Thin safe-ish wrappers over rdma-core. Every `unsafe` block of the RDMA
+//! transport lives in this file (the FFI module), each with a SAFETY note.
+//! Handles are raw pointers owned by their wrapper and freed on Drop.
+
+use std::ffi::CStr;
+use std::io;
+use std::net::SocketAddr;
+use std::ptr;
+
+use rdma_sys as sys;
+
+/// A CM id pointer that may move between threads (rdma_cm ids are
+/// thread-safe objects; ownership is tracked by whoever holds this).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CmId(pub *mut sys::rdma_cm_id);
+// SAFETY: rdma_cm ids may be used from any thread; the transport hands each
+// id to exactly one owner (acceptor, then one poll group) at a time.
+unsafe impl Send for CmId {}
+
+impl CmId {
+    pub fn addr(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The verbs context of the device the id is bound to.
+    pub fn context(self) -> *mut sys::ibv_context {
+        // SAFETY: the id is live (owned by the caller); reading a field.
+        unsafe { (*self.0).verbs }
+    }
+
+    pub fn accept(
+        self,
+        private_data: &[u8],
+        responder_resources: u8,
+        initiator_depth: u8,
+    ) -> io::Result<()> {
+        let mut param = sys::rdma_conn_param {
+            private_data: private_data.as_ptr().cast(),
+            private_data_len: private_data.len() as u8,
+            responder_resources,
+            initiator_depth,
+            flow_control: 1,
+            retry_count: 7,
+            rnr_retry_count: 7,
+            ..Default::default()
+        };
+        // SAFETY: live id; `param` and the private data outlive the call.
+        check(unsafe { sys::rdma_accept(self.0, &mut param) })
+    }
+
+    pub fn reject(self, private_data: &[u8]) {
+        // SAFETY: live id; the private data outlives the call.
+        unsafe {
+            sys::rdma_reject(
+                self.0,
+                private_data.as_ptr().cast(),
+                private_data.len() as u8,
+            )
+        };
+    }
+
+    pub fn disconnect(self) {
+        // SAFETY: live id. Moves its QP to the error state; an error return
+        // (already disconnected) is harmless.
+        unsafe { sys::rdma_disconnect(self.0) };
+    }
+
+    /// Creates an RC queue pair on the id using `pd` and one CQ for both directions.
+    pub fn create_qp(
+        self,
+        pd: *mut sys::ibv_pd,
+        cq: *mut sys::ibv_cq,
+        send_wr: u32,
+        recv_wr: u32,
+    ) -> io::Result<*mut sys::ibv_qp> {
+        let mut attr = sys::ibv_qp_init_attr {
+            send_cq: cq,
+            recv_cq: cq,
+            cap: sys::ibv_qp_cap {
+                max_send_wr: send_wr,
+                max_recv_wr: recv_wr,
+                max_send_sge: 1,
+                max_recv_sge: 1,
+                max_inline_data: 0,
+            },
+            qp_type: sys::ibv_qp_type::IBV_QPT_RC,
+            sq_sig_all: 0,
+            ..Default::default()
+        };
+        // SAFETY: live id, live PD and CQ of the id's device; attr outlives the call.
+        check(unsafe { sys::rdma_create_qp(self.0, pd, &mut attr) })?;
+        // SAFETY: rdma_create_qp succeeded, so id->qp is set.
+        Ok(unsafe { (*self.0).qp })
+    }
+
+    /// Destroys the id's QP (nothing posted to it may still be in flight).
+    pub fn destroy_qp(self) {
+        // SAFETY: live id with a QP whose work requests are all gone or flushed.
+        unsafe { sys::rdma_destroy_qp(self.0) };
+    }
+
+    /// Destroys the QP (if any) and the id itself.
+    pub fn destroy(self, with_qp: bool) {
+        // SAFETY: the caller owns the id and every event of it was acked; the
+        // QP has no posted work left (flushed), so destroying it is safe.
+        unsafe {
+            if with_qp {
+                sys::rdma_destroy_qp(self.0);
+            }
+            sys::rdma_destroy_id(self.0);
+        }
+    }
+}
+
+fn check(rc: i32) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A non-blocking RDMA CM event channel.
+pub struct EventChannel(*mut sys::rdma_event_channel);
+// SAFETY: the channel is only read by the acceptor (one reactor at a time);
+// creating ids on it from another thread is allowed by librdmacm.
+unsafe impl Send for EventChannel {}
+unsafe impl Sync for EventChannel {}
+
+impl EventChannel {
+    pub fn new() -> io::Result<EventChannel> {
+        // SAFETY: plain constructor call.
+        let ch = unsafe { sys::rdma_create_event_channel() };
+        if ch.is_null() {
+            return Err(io::Error::other(format!(
+                "cannot open the RDMA CM event channel ({}): is rdma_cm loaded and /dev/infiniband/rdma_cm present?",
+                io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: `ch` is a valid channel; its fd is an open file descriptor.
+        unsafe {
+            let fd = (*ch).fd;
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+        Ok(EventChannel(ch))
+    }
+
+    /// Listens on `addr`; returns the listening id.
+    pub fn listen(&self, addr: SocketAddr, backlog: i32) -> io::Result<CmId> {
+        let mut id = ptr::null_mut();
+        // SAFETY: valid channel; `id` receives a new id.
+        check(unsafe {
+            sys::rdma_create_id(
+                self.0,
+                &mut id,
+                ptr::null_mut(),
+                sys::rdma_port_space::RDMA_PS_TCP,
+            )
+        })?;
+        let mut storage: libc::sockaddr_storage = unsafe_zeroed_storage();
+        fill_sockaddr(&mut storage, addr);
+        // SAFETY: `storage` holds a sockaddr_in or sockaddr_in6 that outlives the call.
+        let bound = check(unsafe {
+            sys::rdma_bind_addr(id, (&mut storage as *mut libc::sockaddr_storage).cast())
+        })
+        .and_then(|_| check(unsafe { sys::rdma_listen(id, backlog) }));
+        if let Err(e) = bound {
+            // SAFETY: the id was created above and has no QP or events.
+            unsafe { sys::rdma_destroy_id(id) };
+            return Err(e);
+        }
+        Ok(CmId(id))
+    }
+
+    /// The next event, if one is waiting (never blocks).
+    pub fn next_event(&self) -> Option<CmEvent> {
+        let mut ev = ptr::null_mut();
+        // SAFETY: valid channel; the fd is non-blocking, so this returns at once.
+        let rc = unsafe { sys::rdma_get_cm_event(self.0, &mut ev) };
+        if rc != 0 || ev.is_null() {
+            return None;
+        }
+        Some(CmEvent(ev))
+    }
+}
+
+impl Drop for EventChannel {
+    fn drop(&mut self) {
+        // SAFETY: all ids of the channel were destroyed by their owners.
+        unsafe { sys::rdma_destroy_event_channel(self.0) };
+    }
+}
+
+fn unsafe_zeroed_storage() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+fn fill_sockaddr(storage: &mut libc::sockaddr_storage, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin) };
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin6) };
+        }
+    }
+}
+
+/// One CM event; acked when dropped.
+pub struct CmEvent(*mut sys::rdma_cm_event);
+
+impl CmEvent {
+    fn raw(&self) -> &sys::rdma_cm_event {
+        // SAFETY: the event stays valid until acked in Drop.
+        unsafe { &*self.0 }
+    }
+    pub fn kind(&self) -> u32 {
+        self.raw().event
+    }
+    pub fn name(&self) -> String {
+        // SAFETY: rdma_event_str returns a static string.
+        unsafe { CStr::from_ptr(sys::rdma_event_str(self.kind())) }
+            .to_string_lossy()
+            .into_owned()
+    }
+    pub fn id(&self) -> CmId {
+        CmId(self.raw().id)
+    }
+    pub fn listen_id(&self) -> CmId {
+        CmId(self.raw().listen_id)
+    }
+    pub fn status(&self) -> i32 {
+        self.raw().status
+    }
+    /// Connection parameters of a connect request.
+    pub fn conn(&self) -> (Vec<u8>, u8, u8) {
+        // SAFETY: for connection events the `conn` member of the union is the valid one.
+        let conn = unsafe { self.raw().param.conn };
+        let data = if conn.private_data.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: librdmacm gives private_data_len readable bytes, valid until ack.
+            unsafe {
+                std::slice::from_raw_parts(
+                    conn.private_data.cast::<u8>(),
+                    usize::from(conn.private_data_len),
+                )
+            }
+            .to_vec()
+        };
+        (data, conn.responder_resources, conn.initiator_depth)
+    }
+}
+
+impl Drop for CmEvent {
+    fn drop(&mut self) {
+        // SAFETY: acking the event we got from rdma_get_cm_event, once.
+        unsafe { sys::rdma_ack_cm_event(self.0) };
+    }
+}
+
+/// Device limits the transport needs.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceLimits {
+    pub max_qp_wr: u32,
+    pub max_cqe: u32,
+    pub max_qp_rd_atom: u8,
+    pub max_qp_init_rd_atom: u8,
+}
+
+pub fn query_device(ctx: *mut sys::ibv_context) -> io::Result<DeviceLimits> {
+    let mut attr = sys::ibv_device_attr::default();
+    // SAFETY: `ctx` is a live device context (from a CM id); attr is writable.
+    check(unsafe { sys::ibv_query_device(ctx, &mut attr) })?;
+    Ok(DeviceLimits {
+        max_qp_wr: attr.max_qp_wr.max(0) as u32,
+        max_cqe: attr.max_cqe.max(0) as u32,
+        max_qp_rd_atom: attr.max_qp_rd_atom.clamp(0, 255) as u8,
+        max_qp_init_rd_atom: attr.max_qp_init_rd_atom.clamp(0, 255) as u8,
+    })
+}
+
+/// The name of the device behind a context, for logs.
+pub fn device_name(ctx: *mut sys::ibv_context) -> String {
+    // SAFETY: live context; its device name is a NUL-terminated static buffer.
+    unsafe { CStr::from_ptr(sys::ibv_get_device_name((*ctx).device)) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Names of the RDMA devices present (for error messages).
+pub fn device_names() -> Vec<String> {
+    let mut n = 0;
+    // SAFETY: ibv_get_device_list returns an array of n devices or NULL.
+    let list = unsafe { sys::ibv_get_device_list(&mut n) };
+    if list.is_null() {
+        return Vec::new();
+    }
+    let names = (0..n.max(0) as usize)
+        // SAFETY: indexes within the returned array; names are NUL-terminated.
+        .map(|i| {
+            unsafe { CStr::from_ptr(sys::ibv_get_device_name(*list.add(i))) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    // SAFETY: freeing the list we got.
+    unsafe { sys::ibv_free_device_list(list) };
+    names
+}
+
+/// A protection domain, a CQ and memory regions of one device.
+pub struct Pd(pub *mut sys::ibv_pd);
+impl Pd {
+    pub fn new(ctx: *mut sys::ibv_context) -> io::Result<Pd> {
+        // SAFETY: live context.
+        let pd = unsafe { sys::ibv_alloc_pd(ctx) };
+        if pd.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Pd(pd))
+    }
+}
+impl Drop for Pd {
+    fn drop(&mut self) {
+        // SAFETY: every MR and QP of the PD is gone (they drop first).
+        unsafe { sys::ibv_dealloc_pd(self.0) };
+    }
+}
+
+pub struct Cq(pub *mut sys::ibv_cq);
+impl Cq {
+    pub fn new(ctx: *mut sys::ibv_context, entries: u32) -> io::Result<Cq> {
+        // SAFETY: live context; no completion channel (the CQ is polled).
+        let cq =
+            unsafe { sys::ibv_create_cq(ctx, entries as i32, ptr::null_mut(), ptr::null_mut(), 0) };
+        if cq.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Cq(cq))
+    }
+
+    /// Polls up to `wcs.len()` completions.
+    pub fn poll(&self, wcs: &mut [sys::ibv_wc]) -> usize {
+        // SAFETY: live CQ; `wcs` is writable for its length.
+        let n = unsafe { sys::nvmf_ibv_poll_cq(self.0, wcs.len() as i32, wcs.as_mut_ptr()) };
+        n.max(0) as usize
+    }
+}
+impl Drop for Cq {
+    fn drop(&mut self) {
+        // SAFETY: every QP using the CQ was destroyed first.
+        unsafe { sys::ibv_destroy_cq(self.0) };
+    }
+}
+
+pub struct Mr(*mut sys::ibv_mr);
+impl Mr {
+    /// Registers `len` bytes at `addr` for local writes (RDMA READ lands there)
+    /// and local reads (RDMA WRITE and SEND come from there).
+    pub fn register(pd: &Pd, addr: *mut u8, len: usize) -> io::Result<Mr> {
+        let access = sys::ibv_access_flags::IBV_ACCESS_LOCAL_WRITE as i32;
+        // SAFETY: live PD; the memory stays mapped while the MR lives (the
+        // owner keeps the region alive longer than the MR).
+        let mr = unsafe { sys::nvmf_ibv_reg_mr(pd.0, addr.cast(), len, access) };
+        if mr.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mr(mr))
+    }
+    pub fn lkey(&self) -> u32 {
+        // SAFETY: live MR.
+        unsafe { (*self.0).lkey }
+    }
+}
+impl Drop for Mr {
+    fn drop(&mut self) {
+        // SAFETY: no posted work request uses the MR any more.
+        unsafe { sys::ibv_dereg_mr(self.0) };
+    }
+}
+
+/// Posts a chain of send work requests.
+pub fn post_send(qp: *mut sys::ibv_qp, first: *mut sys::ibv_send_wr) -> io::Result<()> {
+    let mut bad = ptr::null_mut();
+    // SAFETY: live QP; the chain and its SGEs live in the queue's request slots,
+    // which stay in place until the work completes.
+    let rc = unsafe { sys::nvmf_ibv_post_send(qp, first, &mut bad) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Posts a chain of receive work requests.
+pub fn post_recv(qp: *mut sys::ibv_qp, first: *mut sys::ibv_recv_wr) -> io::Result<()> {
+    let mut bad = ptr::null_mut();
+    // SAFETY: live QP; the chain lives in the queue's receive table.
+    let rc = unsafe { sys::nvmf_ibv_post_recv(qp, first, &mut bad) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Links `wrs` into one chain (in order) and posts it with one call.
+pub fn post_send_chain(qp: *mut sys::ibv_qp, wrs: &[*mut sys::ibv_send_wr]) -> io::Result<()> {
+    let Some(&first) = wrs.first() else {
+        return Ok(());
+    };
+    for pair in wrs.windows(2) {
+        // SAFETY: each pointer is a work request in a live request slot of
+        // this queue; the slots do not move while the queue exists.
+        unsafe { (*pair[0]).next = pair[1] };
+    }
+    // SAFETY: as above; the last one ends the chain.
+    unsafe { (**wrs.last().expect("non-empty")).next = ptr::null_mut() };
+    post_send(qp, first)
+}
+
+/// Links `wrs` into one chain and posts it with one call.
+pub fn post_recv_chain(qp: *mut sys::ibv_qp, wrs: &[*mut sys::ibv_recv_wr]) -> io::Result<()> {
+    let Some(&first) = wrs.first() else {
+        return Ok(());
+    };
+    for pair in wrs.windows(2) {
+        // SAFETY: receive work requests of a live queue's receive table.
+        unsafe { (*pair[0]).next = pair[1] };
+    }
+    // SAFETY: as above.
+    unsafe { (**wrs.last().expect("non-empty")).next = ptr::null_mut() };
+    post_recv(qp, first)
+}
+
+/// The wr_id of a send work request (to identify unposted ones).
+pub fn send_wr_id(wr: *mut sys::ibv_send_wr) -> u64 {
+    // SAFETY: a work request in a live request slot.
+    unsafe { (*wr).wr_id }
+}
