@@ -146,19 +146,46 @@ fn check_config(cli: &Cli) -> ExitCode {
 
 fn run_target(cli: &Cli) -> ExitCode {
     logging::init(&cli.log);
-    if cli.config.is_none() {
-        log::info!(
-            "no -c given: running the built-in default config (64 MiB malloc namespace on a \
-             loopback listener); pass -c FILE to run your own, and see --print-default-config"
-        );
-    }
-    let cfg = match load_config(cli) {
+    let mut cfg = match load_config(cli) {
         Ok(cfg) => cfg,
         Err(e) => return fail(&e),
     };
+    if cli.config.is_none() {
+        listen_on_rdma_by_default(&mut cfg);
+    }
     match app::run(&cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// The built-in default serves every local address that has an RDMA device
+/// (port 4420); without one it keeps the in-process loopback listener.
+fn listen_on_rdma_by_default(cfg: &mut Config) {
+    let addrs = transport_rdma::rdma_capable_addresses();
+    if addrs.is_empty() {
+        log::warn!(
+            "no -c given and no local address has an RDMA device: the built-in default serves only \
+             the in-process loopback listener. For Soft-RoCE: modprobe rdma_rxe && rdma link add rxe0 \
+             type rxe netdev <interface>; or pass -c FILE (see --print-default-config)"
+        );
+        return;
+    }
+    let listeners: Vec<nvmf::ListenAddress> = addrs
+        .iter()
+        .map(|ip| nvmf::ListenAddress::new("rdma", &ip.to_string(), "4420"))
+        .collect();
+    log::info!(
+        "no -c given: running the built-in default (64 MiB malloc namespace) on RDMA {}; \
+         pass -c FILE to run your own (see --print-default-config)",
+        listeners
+            .iter()
+            .map(|l| format!("{}:{}", l.traddr, l.trsvcid))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for sub in cfg.subsystems.iter_mut() {
+        sub.listeners = listeners.clone();
     }
 }
 
