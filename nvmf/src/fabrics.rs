@@ -362,6 +362,7 @@ impl PollGroup {
                     ctrl: shared.clone(),
                     qid,
                 };
+                self.io_queues_connected += 1;
                 log::debug!(
                     "qid {qid} of controller {} connected on reactor {}",
                     shared.cntlid,

@@ -131,6 +131,11 @@ pub struct PollGroup {
     retry: VecDeque<RetryIo>,
     last_keep_alive_check: Instant,
     shutdown_started: bool,
+    /// Served since start; logged once at shutdown so an operator can see
+    /// how the work spread over the reactors.
+    pub(crate) io_commands: u64,
+    pub(crate) io_queues_connected: u64,
+    drained_reported: bool,
 }
 
 /// The poll group as stored in reactor-local storage and registered as a poller.
@@ -197,6 +202,9 @@ impl PollGroup {
             retry: VecDeque::with_capacity(4096),
             last_keep_alive_check: Instant::now(),
             shutdown_started: false,
+            io_commands: 0,
+            io_queues_connected: 0,
+            drained_reported: false,
         };
         for sub in target.subsystems() {
             pg.attach_subsystem(&sub);
@@ -275,7 +283,17 @@ impl PollGroup {
             .chain(self.draining.iter())
             .map(|ns| ns.channel.outstanding())
             .sum();
-        queues_left == 0 && io_left == 0 && self.retry.is_empty()
+        let drained = queues_left == 0 && io_left == 0 && self.retry.is_empty();
+        if drained && !self.drained_reported {
+            self.drained_reported = true;
+            log::info!(
+                "reactor {}: served {} I/O commands on {} I/O queues",
+                self.reactor,
+                self.io_commands,
+                self.io_queues_connected
+            );
+        }
+        drained
     }
 
     // ---- queues -------------------------------------------------------
@@ -312,7 +330,9 @@ impl PollGroup {
                     announced_qid: qid,
                     listener,
                 });
-                self.target.queue_opened(self.reactor);
+                if qid != 0 {
+                    self.target.io_queue_opened(self.reactor);
+                }
                 log::debug!(
                     "reactor {}: queue {queue} (qid {qid}) adopted",
                     self.reactor
@@ -364,6 +384,7 @@ impl PollGroup {
                     return self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR);
                 }
                 let sub_id = ctrl.subsystem.id;
+                self.io_commands += 1;
                 self.io(t, id, sub_id, &cmd)
             }
         }
@@ -429,9 +450,11 @@ impl PollGroup {
     }
 
     fn release_queue(&mut self, t: usize, queue: u16) {
-        if self.queues[t][usize::from(queue)].take().is_some() {
+        if let Some(q) = self.queues[t][usize::from(queue)].take() {
             self.transports[t].close_queue(queue);
-            self.target.queue_closed(self.reactor);
+            if q.announced_qid != 0 {
+                self.target.io_queue_closed(self.reactor);
+            }
         }
     }
 

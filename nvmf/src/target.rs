@@ -422,7 +422,9 @@ impl Target {
         }
     }
 
-    /// Admin queues go round-robin; I/O queues to the reactor with fewest queues.
+    /// Admin queues go round-robin; I/O queues to the reactor with the fewest
+    /// I/O queues (admin queues carry too little traffic to count), lowest
+    /// reactor first on a tie, so one controller's queues spread over all.
     fn place(&self, qid: u16, reactors: usize) -> usize {
         if qid == 0 {
             return self.next_admin_reactor.fetch_add(1, Ordering::Relaxed) % reactors;
@@ -436,19 +438,19 @@ impl Target {
             .unwrap_or(0)
     }
 
-    pub(crate) fn queue_opened(&self, reactor: usize) {
+    pub(crate) fn io_queue_opened(&self, reactor: usize) {
         if let Some(load) = self.queue_load.get() {
             load[reactor].fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    pub(crate) fn queue_closed(&self, reactor: usize) {
+    pub(crate) fn io_queue_closed(&self, reactor: usize) {
         if let Some(load) = self.queue_load.get() {
             load[reactor].fetch_sub(1, Ordering::Relaxed);
         }
     }
 
-    /// Queues open on each reactor (for placement and tests).
+    /// I/O queues open on each reactor (for placement and tests).
     pub fn queue_load(&self) -> Vec<usize> {
         self.queue_load
             .get()

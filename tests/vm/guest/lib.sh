@@ -133,12 +133,26 @@ listener_check() {
 }
 
 TGT_PID=''
-# start_target CONFIG: our target on reactor core 0, log in $R/target.log.
+TGT_MASK=${TGT_MASK:-0x1}
+# start_target CONFIG [ARGS...]: our target on the reactors of TGT_MASK (default
+# core 0), log appended to $R/target.log. CONFIG "-" runs the built-in default.
+# RUST_LOG defaults to the target's own default level (info).
 start_target() {
-    local conf=$1
-    RUST_LOG=${RUST_LOG:-info} "$NVMF_TGT_BIN" -m 0x1 -c "$conf" >"$R/target.log" 2>&1 &
+    local conf=$1 args=(-m "$TGT_MASK")
+    shift
+    [[ $conf != - ]] && args+=(-c "$conf")
+    echo "==== nvmf-tgt ${args[*]} $*" >>"$R/target.log"
+    "$NVMF_TGT_BIN" "${args[@]}" "$@" >>"$R/target.log" 2>&1 &
     TGT_PID=$!
-    echo "nvmf-tgt started, pid $TGT_PID"
+    echo "nvmf-tgt ${args[*]} $* started, pid $TGT_PID"
+}
+
+# Resources the target holds, from the kernel's view (rdma tool, /proc).
+tgt_rdma_count() { rdma resource show "$1" 2>/dev/null | grep -Ec "pid $TGT_PID( |$)" || true; }
+tgt_rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$TGT_PID/status"; }
+tgt_resources() {
+    printf 'qp=%s mr=%s cm_id=%s rss_kib=%s\n' "$(tgt_rdma_count qp)" "$(tgt_rdma_count mr)" \
+        "$(tgt_rdma_count cm_id)" "$(tgt_rss_kib)"
 }
 
 # wait_target_listening: until the target listens on TRSVCID (or exits).
@@ -262,9 +276,11 @@ _find_ctrl_ns() {
     [[ -n $NS && -b /dev/$NS ]]
 }
 
+# connect NQN [NVME_CONNECT_ARGS...]
 connect() {
     local nqn=$1
-    nvme connect -t rdma -a "$NVMF_VM_ADDR" -s "$TRSVCID" -n "$nqn" || return 1
+    shift
+    nvme connect -t rdma -a "$NVMF_VM_ADDR" -s "$TRSVCID" -n "$nqn" "$@" || return 1
     wait_for 20 _find_ctrl_ns "$nqn" || { echo "no live controller/namespace for $nqn after 20 s"; return 1; }
     echo "controller $CTRL, namespace /dev/$NS"
 }
@@ -277,6 +293,13 @@ check_id_ctrl() {
     grep -E '^(vid|sn|mn|fr|cntlid|ver|kas|ioccsz|iorcsz|sgls|subnqn) ' <<<"$out"
     [[ $sn == "$serial" ]] || { echo "serial is '$sn', expected '$serial'"; return 1; }
     [[ $mn == "$model" ]] || { echo "model is '$mn', expected '$model'"; return 1; }
+}
+
+check_smart_log() {
+    local out
+    out=$(nvme smart-log "/dev/$CTRL") || return 1
+    printf '%s\n' "$out"
+    grep -q '^critical_warning' <<<"$out" || { echo "no critical_warning field"; return 1; }
 }
 
 check_id_ns() {
@@ -419,6 +442,7 @@ initiator_suite() {
     step "nvme list" check_nvme_list "$serial"
     step "nvme id-ctrl: serial and model" check_id_ctrl "$serial" "$model"
     step "nvme id-ns: size" check_id_ns "$bytes"
+    step "nvme smart-log" check_smart_log
     fio_verify_suite
     fio_perf
     step "nvme disconnect" disconnect "$nqn"
