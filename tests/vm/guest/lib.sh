@@ -209,6 +209,71 @@ no_dmar_faults() {
 }
 
 # ---------------------------------------------------------------------------
+# The kernel's own target (nvmet + nvmet-rdma) through configfs, serving a
+# memory-backed null_blk device: the reference peer.
+
+NVMET=/sys/kernel/config/nvmet
+NULLB=/sys/kernel/config/nullb/nullb0
+NVMET_PORT=$NVMET/ports/1
+
+# nvmet_nullb MIB: /dev/nullb0, memory backed, 512-byte blocks.
+nvmet_nullb() {
+    mkdir "$NULLB" &&
+        echo 512 >"$NULLB/blocksize" &&
+        echo "$1" >"$NULLB/size" &&
+        echo 1 >"$NULLB/memory_backed" &&
+        echo 2 >"$NULLB/submit_queues" &&
+        echo 1 >"$NULLB/power" &&
+        wait_for 5 test -b /dev/nullb0 &&
+        echo "/dev/nullb0: $(blockdev --getsize64 /dev/nullb0) bytes"
+}
+
+# nvmet_subsystem NQN SERIAL MODEL: any host, namespace 1 = /dev/nullb0.
+nvmet_subsystem() {
+    local sub=$NVMET/subsystems/$1
+    mkdir "$sub" &&
+        echo 1 >"$sub/attr_allow_any_host" &&
+        echo "$2" >"$sub/attr_serial" &&
+        echo "$3" >"$sub/attr_model" &&
+        mkdir "$sub/namespaces/1" &&
+        echo /dev/nullb0 >"$sub/namespaces/1/device_path" &&
+        echo 1 >"$sub/namespaces/1/enable"
+}
+
+# nvmet_port NQN TRSVCID: an RDMA port on $NVMF_VM_ADDR exporting NQN.
+nvmet_port() {
+    mkdir "$NVMET_PORT" &&
+        echo rdma >"$NVMET_PORT/addr_trtype" &&
+        echo ipv4 >"$NVMET_PORT/addr_adrfam" &&
+        echo "$NVMF_VM_ADDR" >"$NVMET_PORT/addr_traddr" &&
+        echo "$2" >"$NVMET_PORT/addr_trsvcid" &&
+        ln -s "$NVMET/subsystems/$1" "$NVMET_PORT/subsystems/$1" &&
+        dmesg | grep nvmet | tail -n 3 &&
+        dmesg | grep "nvmet_rdma: enabling port" >/dev/null
+}
+
+# nvmet_teardown NQN: removes all of the above; fails if anything is left.
+nvmet_teardown() {
+    local ok=0 sub=$NVMET/subsystems/$1 left
+    rm -f "$NVMET_PORT/subsystems/$1" || ok=1
+    if [[ -d $NVMET_PORT ]]; then rmdir "$NVMET_PORT" || ok=1; fi
+    if [[ -d $sub/namespaces/1 ]]; then
+        echo 0 >"$sub/namespaces/1/enable" || ok=1
+        rmdir "$sub/namespaces/1" || ok=1
+    fi
+    if [[ -d $sub ]]; then rmdir "$sub" || ok=1; fi
+    if [[ -d $NULLB ]]; then
+        echo 0 >"$NULLB/power" || ok=1
+        rmdir "$NULLB" || ok=1
+    fi
+    left=$(find "$NVMET/ports" "$NVMET/subsystems" /sys/kernel/config/nullb \
+        -mindepth 1 -maxdepth 1 ! -name features)
+    [[ -z $left ]] || { echo "left in configfs: $left"; ok=1; }
+    [[ -b /dev/nullb0 ]] && { echo "/dev/nullb0 still exists"; ok=1; }
+    ((ok == 0))
+}
+
+# ---------------------------------------------------------------------------
 # Initiator-side suite: what a Linux host does against an NVMe-oF/RDMA target.
 # Shared by kernel-target (the kernel's nvmet, the reference) and rdma-basic
 # (our target), so both are held to exactly the same checks.
