@@ -19,6 +19,7 @@ mod verbs;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use dma::{BufPool, DmaMemory};
@@ -33,6 +34,9 @@ use crate::verbs::{CmId, EventChannel};
 
 /// CM events handled per acceptor run.
 const CM_EVENT_BATCH: usize = 64;
+/// How often a lost listener (device removed, address moved) is re-created.
+const RELISTEN_PERIOD: Duration = Duration::from_secs(1);
+const LISTEN_BACKLOG: i32 = 128;
 /// Notices each poll group's inbox holds.
 const INBOX_DEPTH: usize = 4096;
 /// Most RDMA READs a queue keeps in flight (also bounded by host and device).
@@ -60,6 +64,28 @@ pub struct RdmaOptions {
     pub max_io_bytes: u32,
     /// Data buffers (each `max_io_bytes`) shared by all reactors.
     pub buffer_count: usize,
+}
+
+/// One configured listen address and its CM id. The id is gone while the
+/// address has no usable RDMA device (removed, or the address moved); the
+/// acceptor then re-creates it every [`RELISTEN_PERIOD`].
+struct Listener {
+    addr: ListenAddress,
+    socket: SocketAddr,
+    id: Option<CmId>,
+    retry_at: Option<Instant>,
+}
+
+impl Listener {
+    /// Drops the id (the caller destroys it) and schedules a re-listen.
+    fn lose(&mut self, now: Instant) -> Option<CmId> {
+        self.retry_at = Some(now);
+        self.id.take()
+    }
+
+    fn relisten_due(&self, now: Instant) -> bool {
+        self.id.is_none() && self.retry_at.is_some_and(|t| t <= now)
+    }
 }
 
 /// What the acceptor tells a poll group about one of its connections.
@@ -94,7 +120,7 @@ impl Drop for ConnRequest {
 pub struct RdmaTransport {
     options: RdmaOptions,
     channel: EventChannel,
-    listeners: Mutex<Vec<(CmId, ListenAddress)>>,
+    listeners: Mutex<Vec<Listener>>,
     pool: Arc<BufPool>,
     inboxes: Mutex<Vec<Option<Arc<ArrayQueue<Notice>>>>>,
     /// Which reactor owns each connection id.
@@ -141,6 +167,42 @@ impl RdmaTransport {
         }
     }
 
+    /// A listener's device went away or its address moved: destroy its id and
+    /// re-listen from the acceptor. False when `id` is not a listener.
+    fn lose_listener(&self, id: CmId, event: &str, status: i32) -> bool {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(l) = listeners.iter_mut().find(|l| l.id == Some(id)) else {
+            return false;
+        };
+        log::warn!(
+            "RDMA listener {} lost ({event}, status {status}); re-listening every {} s until its address has an RDMA device again",
+            l.addr,
+            RELISTEN_PERIOD.as_secs()
+        );
+        if let Some(id) = l.lose(Instant::now()) {
+            id.destroy(false);
+        }
+        true
+    }
+
+    /// Re-creates lost listeners whose retry time has come.
+    fn relisten(&self, now: Instant) {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        for l in listeners.iter_mut().filter(|l| l.relisten_due(now)) {
+            match self.channel.listen(l.socket, LISTEN_BACKLOG) {
+                Ok(id) => {
+                    log::info!("RDMA listener {} restored", l.addr);
+                    l.id = Some(id);
+                    l.retry_at = None;
+                }
+                Err(e) => {
+                    log::debug!("RDMA listener {}: re-listen failed: {e}", l.addr);
+                    l.retry_at = Some(now + RELISTEN_PERIOD);
+                }
+            }
+        }
+    }
+
     /// Checks a connect request; Ok(qid, depth) or the reject status.
     fn check_request(&self, data: &[u8]) -> Result<(u16, u16), u16> {
         let Ok((req, _)) = CmRequest::read_from_prefix(data) else {
@@ -170,8 +232,8 @@ impl RdmaTransport {
         let listener = {
             let l = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
             l.iter()
-                .find(|(lid, _)| *lid == ev.listen_id())
-                .map(|(_, a)| a.clone())
+                .find(|l| l.id == Some(ev.listen_id()))
+                .map(|l| l.addr.clone())
         };
         let (data, host_responder_resources, host_initiator_depth) = ev.conn();
         drop(ev); // ack before anything that may destroy the id
@@ -251,7 +313,8 @@ impl Transport for RdmaTransport {
         let port: u16 = addr.trsvcid.parse().map_err(|_| {
             TransportError::Listen(format!("trsvcid {:?} is not a port number", addr.trsvcid))
         })?;
-        let id = self.channel.listen(SocketAddr::new(ip, port), 128).map_err(|e| {
+        let socket = SocketAddr::new(ip, port);
+        let id = self.channel.listen(socket, LISTEN_BACKLOG).map_err(|e| {
             let devices = verbs::device_names();
             let have = if devices.is_empty() { "no RDMA devices at all".to_string() } else { format!("RDMA devices: {}", devices.join(", ")) };
             TransportError::Listen(format!(
@@ -262,11 +325,17 @@ impl Transport for RdmaTransport {
         self.listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((id, addr.clone()));
+            .push(Listener {
+                addr: addr.clone(),
+                socket,
+                id: Some(id),
+                retry_at: None,
+            });
         Ok(())
     }
 
     fn accept(&self, on_new: &mut dyn FnMut(PendingQueue)) -> usize {
+        self.relisten(Instant::now());
         let mut n = 0;
         while n < CM_EVENT_BATCH {
             let Some(ev) = self.channel.next_event() else {
@@ -281,30 +350,15 @@ impl Transport for RdmaTransport {
                 | cm_event::CONNECT_ERROR
                 | cm_event::UNREACHABLE
                 | cm_event::REJECTED
-                | cm_event::DEVICE_REMOVAL => {
+                | cm_event::DEVICE_REMOVAL
+                | cm_event::ADDR_CHANGE => {
                     let id = ev.id();
-                    let is_listener = self
-                        .listeners
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .iter()
-                        .any(|(l, _)| *l == id);
-                    if is_listener {
-                        log::warn!(
-                            "RDMA listener event {} (status {}): the listener may stop working",
-                            ev.name(),
-                            ev.status()
-                        );
-                    } else {
-                        log::debug!("RDMA event {} on a connection", ev.name());
-                    }
-                    drop(ev);
-                    if !is_listener {
+                    let (name, status) = (ev.name(), ev.status());
+                    drop(ev); // ack before the id may be destroyed
+                    if !self.lose_listener(id, &name, status) && kind != cm_event::ADDR_CHANGE {
+                        log::debug!("RDMA event {name} on a connection");
                         self.notify_owner(id, Notice::Disconnected(id));
                     }
-                }
-                cm_event::ADDR_CHANGE => {
-                    log::warn!("RDMA address change on a listener; reconfigure if it moved")
                 }
                 cm_event::TIMEWAIT_EXIT => {}
                 _ => log::debug!("RDMA CM event {} ignored", ev.name()),
@@ -335,13 +389,15 @@ impl Transport for RdmaTransport {
 
 impl Drop for RdmaTransport {
     fn drop(&mut self) {
-        for (id, _) in self
+        for l in self
             .listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
         {
-            id.destroy(false);
+            if let Some(id) = l.id {
+                id.destroy(false);
+            }
         }
     }
 }
@@ -386,4 +442,26 @@ fn local_addresses() -> Vec<IpAddr> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_listener_is_retried_from_the_time_it_was_lost() {
+        let mut l = Listener {
+            addr: ListenAddress::new("rdma", "10.0.0.1", "4420"),
+            socket: "10.0.0.1:4420".parse().unwrap(),
+            id: None,
+            retry_at: None,
+        };
+        let t0 = Instant::now();
+        assert!(!l.relisten_due(t0), "never lost: nothing to retry");
+        assert!(l.lose(t0).is_none());
+        assert!(l.relisten_due(t0));
+        l.retry_at = Some(t0 + RELISTEN_PERIOD);
+        assert!(!l.relisten_due(t0));
+        assert!(l.relisten_due(t0 + RELISTEN_PERIOD));
+    }
 }
