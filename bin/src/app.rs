@@ -228,10 +228,14 @@ pub fn run(cfg: &Config) -> Result<(), AppError> {
     log_summary(cfg, &target);
 
     let init_failed = Arc::new(AtomicBool::new(false));
+    let reactor_config = ReactorConfig {
+        idle_sleep_us: cfg.idle_sleep_us,
+        ..ReactorConfig::default()
+    };
     let running = {
         let target = target.clone();
         let init_failed = init_failed.clone();
-        reactor::spawn_reactors(&cfg.reactor_mask, &ReactorConfig::default(), move |ctx| {
+        reactor::spawn_reactors(&cfg.reactor_mask, &reactor_config, move |ctx| {
             if let Err(e) = target.init_reactor(ctx) {
                 log::error!(
                     "reactor {}: cannot set up the NVMe-oF poll group: {e}; shutting down",

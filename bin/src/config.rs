@@ -30,6 +30,10 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# nvmf-tgt configuration (TOML). This i
 # CPUs that run a reactor: hex mask ("0x3", "3") or CPU list ("[0,1]", "0-1").
 # -m/--reactor-mask on the command line overrides it.
 reactor_mask = "0x1"
+# 0: reactors spin, as SPDK's do (lowest latency, each reactor keeps its core
+# 100% busy). N: an idle reactor sleeps N microseconds, leaving its core to
+# other work (sharing cores with the hosts or other services).
+idle_sleep_us = 0
 
 [transport]
 max_queue_depth = 128             # deepest I/O queue a host may create
@@ -73,6 +77,8 @@ pub const DEFAULT_CONFIG_NAME: &str = "<built-in default>";
 
 pub const DEFAULT_REACTOR_MASK: &str = "0x1";
 pub const DEFAULT_NUM_SHARED_BUFFERS: usize = 1024;
+/// An idle reactor sleeps at most this long (10 ms) per idle iteration.
+pub const MAX_IDLE_SLEEP_US: u64 = 10_000;
 /// Bounds the data buffer pool (at most 64 Ki buffers of max_io_size each).
 pub const MAX_NUM_SHARED_BUFFERS: usize = 65_536;
 pub const DEFAULT_TRSVCID: &str = "4420";
@@ -155,6 +161,7 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawGlobal {
     reactor_mask: Option<Spanned<String>>,
+    idle_sleep_us: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -240,6 +247,9 @@ pub struct Config {
     pub path: String,
     pub reactor_mask: ReactorMask,
     pub mask_origin: MaskOrigin,
+    /// 0: reactors spin (lowest latency). Otherwise an idle reactor sleeps
+    /// this long, giving its core to other work.
+    pub idle_sleep_us: u64,
     pub transport: TransportConfig,
     pub bdevs: Vec<BdevSpec>,
     pub subsystems: Vec<SubsystemSpec>,
@@ -490,10 +500,14 @@ impl fmt::Display for Config {
         let o = &self.transport.options;
         writeln!(
             f,
-            "reactor mask {} ({} reactor(s) on CPU(s) {})",
+            "reactor mask {} ({} reactor(s) on CPU(s) {}), {}",
             self.reactor_mask,
             self.reactor_mask.len(),
-            reactor::format_cpu_list(self.reactor_mask.cores())
+            reactor::format_cpu_list(self.reactor_mask.cores()),
+            match self.idle_sleep_us {
+                0 => "idle reactors spin".to_string(),
+                us => format!("idle reactors sleep {us} us"),
+            }
         )?;
         writeln!(
             f,
@@ -657,6 +671,7 @@ impl Doc<'_> {
 
     fn validate(&self, raw: RawFile) -> Result<Config, ConfigError> {
         let (reactor_mask, mask_origin) = self.mask(raw.global.as_ref())?;
+        let idle_sleep_us = self.idle_sleep_us(raw.global.as_ref())?;
         let transport = self.transport(raw.transport.as_ref())?;
         let bdevs = self.bdevs(&raw.bdev)?;
         let subsystems = self.subsystems(&raw.subsystem, &bdevs)?;
@@ -664,10 +679,28 @@ impl Doc<'_> {
             path: self.path.to_string(),
             reactor_mask,
             mask_origin,
+            idle_sleep_us,
             transport,
             bdevs,
             subsystems,
         })
+    }
+
+    fn idle_sleep_us(&self, global: Option<&RawGlobal>) -> Result<u64, ConfigError> {
+        let Some(v) = global.and_then(|g| g.idle_sleep_us.as_ref()) else {
+            return Ok(0);
+        };
+        match u64::try_from(*v.get_ref()) {
+            Ok(us) if us <= MAX_IDLE_SLEEP_US => Ok(us),
+            _ => Err(self.err(
+                v.span(),
+                "idle_sleep_us",
+                format!(
+                    "{} is out of range: use 0 (reactors spin) to {MAX_IDLE_SLEEP_US} microseconds",
+                    v.get_ref()
+                ),
+            )),
+        }
     }
 
     fn mask(&self, global: Option<&RawGlobal>) -> Result<(ReactorMask, MaskOrigin), ConfigError> {
@@ -1665,6 +1698,25 @@ allow_any_host = true
             2,
             Some("reactor_mask"),
         );
+    }
+
+    #[test]
+    fn idle_sleep_us_default_value_and_range() {
+        assert_eq!(parse("").unwrap().idle_sleep_us, 0);
+        assert_eq!(
+            parse("[global]\nidle_sleep_us = 50\n")
+                .unwrap()
+                .idle_sleep_us,
+            50
+        );
+        for bad in ["-1", "10001"] {
+            let e = error(
+                &format!("[global]\nidle_sleep_us = {bad}\n"),
+                2,
+                Some("idle_sleep_us"),
+            );
+            assert!(e.contains("use 0 (reactors spin) to 10000"), "{e}");
+        }
     }
 
     #[test]

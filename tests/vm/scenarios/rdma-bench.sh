@@ -21,6 +21,9 @@ CONF=$R/nvmf-tgt.toml
 require_capability "transport rdma"
 
 cat >"$CONF" <<EOF
+[global]
+idle_sleep_us = ${BENCH_IDLE_SLEEP_US:-0}
+
 [[bdev]]
 name = "Malloc0"
 kind = "malloc"
