@@ -1,11 +1,17 @@
 //! The per-reactor RDMA poll group: devices (PD, CQ, pool MR), queue pairs,
 //! CQ polling, and work requests batched per poll.
+//!
+//! Receives (`RecvRing`): each receive work request has two SGEs, the 64-byte
+//! command slot and an in-capsule data (ICD) buffer from a small pool of the
+//! queue. A capsule that carries data lends its ICD buffer to the request
+//! (zero copy) and the receive is re-armed at once with a fresh buffer; the
+//! lent buffer goes back to its pool when the request is done.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_queue::ArrayQueue;
-use dma::{BufPool, DmaMemory, PoolCache};
+use dma::{BufPool, DmaBuf, DmaMemory, PoolCache, SMALL_PAGE_BYTES};
 use nvme_spec::{FromBytes, IntoBytes, Sqe, Status};
 use nvmf::transport::{
     plan_data, DataPlan, PendingQueue, Request, RequestId, TransportError, TransportEvent,
@@ -23,6 +29,9 @@ const WC_BATCH: usize = 32;
 const CQ_ENTRIES: u32 = 16_384;
 const CAPSULE_HEADER: usize = 64;
 const RESPONSE_BYTES: usize = 16;
+
+/// ICD buffers of a queue per receive: one posted, one lent to a request.
+const ICD_BUFFERS_PER_RECV: usize = 2;
 
 const KIND_RECV: u64 = 1;
 const KIND_READ: u64 = 2;
@@ -50,16 +59,279 @@ struct Device {
 struct Slot {
     req: Request,
     plan: DataPlan,
-    recv_index: Option<u16>,
     data_sge: sys::ibv_sge,
     rsp_sge: sys::ibv_sge,
     data_wr: sys::ibv_send_wr,
     send_wr: sys::ibv_send_wr,
 }
 
+/// One receive work request: SGE 0 is its command slot, SGE 1 (when in-capsule
+/// data is on) the ICD buffer it holds.
 struct Recv {
-    sge: sys::ibv_sge,
+    sges: [sys::ibv_sge; 2],
     wr: sys::ibv_recv_wr,
+    icd: Option<DmaBuf>,
+}
+
+/// The ICD buffers of a receive ring and how the NIC reaches them.
+pub(crate) struct IcdBuffers {
+    pub pool: Arc<BufPool>,
+    pub lkey: u32,
+    /// Bytes the NIC may write into each buffer (the ICD size).
+    pub len_bytes: u32,
+}
+
+/// A set of receive work requests with their command slots and ICD buffers
+/// (pure bookkeeping: posting is the caller's). A receive is armed (in
+/// `batch`, then posted) while it holds an ICD buffer. Lending its buffer to a
+/// request re-arms it with a fresh one; if the pool is empty it starves until
+/// a buffer comes back and `refill` runs.
+pub(crate) struct RecvRing {
+    recvs: Box<[Recv]>,
+    icd: Option<IcdBuffers>,
+    /// Receives waiting for an ICD buffer, oldest first (capacity: all receives).
+    starved: VecDeque<u32>,
+    /// Armed receives not yet posted (capacity: all receives).
+    batch: Vec<*mut sys::ibv_recv_wr>,
+    /// Posted receives not yet completed.
+    posted: u32,
+    /// `recvs.len()` command slots of `CAPSULE_HEADER` bytes.
+    sqe_region: DmaMemory,
+}
+
+impl RecvRing {
+    /// `count` receives, all armed (in the batch); `wr_id(i)` names receive `i`.
+    pub(crate) fn new(
+        count: u32,
+        sqe_region: DmaMemory,
+        sqe_lkey: u32,
+        icd: Option<IcdBuffers>,
+        wr_id: impl Fn(u32) -> u64,
+    ) -> Result<RecvRing, String> {
+        let n = count as usize;
+        assert!(n > 0);
+        assert!(sqe_region.len() >= n * CAPSULE_HEADER, "command slots fit");
+        let base = sqe_region.as_ptr() as u64;
+        let mut recvs = Vec::with_capacity(n);
+        for i in 0..count {
+            let mut sges = [sys::ibv_sge::default(); 2];
+            sges[0] = sys::ibv_sge {
+                addr: base + u64::from(i) * CAPSULE_HEADER as u64,
+                length: CAPSULE_HEADER as u32,
+                lkey: sqe_lkey,
+            };
+            let buf = match &icd {
+                Some(b) => {
+                    let buf = b
+                        .pool
+                        .get()
+                        .ok_or("in-capsule data pool smaller than its receives")?;
+                    sges[1] = sys::ibv_sge {
+                        addr: buf.as_ptr() as u64,
+                        length: b.len_bytes,
+                        lkey: b.lkey,
+                    };
+                    Some(buf)
+                }
+                None => None,
+            };
+            recvs.push(Recv {
+                sges,
+                wr: sys::ibv_recv_wr {
+                    wr_id: wr_id(i),
+                    num_sge: if icd.is_some() { 2 } else { 1 },
+                    ..Default::default()
+                },
+                icd: buf,
+            });
+        }
+        let mut recvs = recvs.into_boxed_slice();
+        // The boxed table never moves again: point the WRs at their SGEs now.
+        for r in recvs.iter_mut() {
+            r.wr.sg_list = r.sges.as_mut_ptr();
+        }
+        let batch = recvs.iter_mut().map(|r| &mut r.wr as *mut _).collect();
+        Ok(RecvRing {
+            recvs,
+            icd,
+            starved: VecDeque::with_capacity(n),
+            batch,
+            posted: 0,
+            sqe_region,
+        })
+    }
+
+    /// The command a completed receive carries.
+    pub(crate) fn sqe(&self, index: u32) -> Sqe {
+        let mut bytes = [0u8; CAPSULE_HEADER];
+        self.sqe_region
+            .read_at(index as usize * CAPSULE_HEADER, &mut bytes)
+            .expect("command slot inside the region");
+        Sqe::read_from_bytes(&bytes).expect("64 bytes")
+    }
+
+    /// Re-arms a completed receive with the buffer it still holds.
+    pub(crate) fn rearm(&mut self, index: u32) {
+        let r = &mut self.recvs[index as usize];
+        debug_assert!(self.icd.is_none() || r.icd.is_some());
+        self.batch.push(&mut r.wr);
+    }
+
+    /// Takes a completed receive's ICD buffer (now holding the capsule's data)
+    /// and re-arms the receive with a fresh one, or starves it.
+    pub(crate) fn lend_icd(&mut self, index: u32) -> DmaBuf {
+        let buf = self.recvs[index as usize]
+            .icd
+            .take()
+            .expect("a completed receive holds its ICD buffer");
+        self.starved.push_back(index);
+        self.refill();
+        buf
+    }
+
+    /// Re-arms starved receives while the ICD pool has buffers.
+    pub(crate) fn refill(&mut self) {
+        let Some(icd) = &self.icd else { return };
+        while let Some(&index) = self.starved.front() {
+            let Some(buf) = icd.pool.get() else { break };
+            self.starved.pop_front();
+            let r = &mut self.recvs[index as usize];
+            r.sges[1].addr = buf.as_ptr() as u64;
+            r.icd = Some(buf);
+            self.batch.push(&mut r.wr);
+        }
+    }
+
+    /// Receives waiting for an ICD buffer.
+    #[cfg(test)]
+    pub(crate) fn starved(&self) -> usize {
+        self.starved.len()
+    }
+
+    /// Posts the armed receives with `post`; they count as posted on success
+    /// and stay in the batch on failure.
+    pub(crate) fn post(
+        &mut self,
+        post: impl FnOnce(&[*mut sys::ibv_recv_wr]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        post(&self.batch)?;
+        self.posted += self.batch.len() as u32;
+        self.batch.clear();
+        Ok(())
+    }
+
+    /// Forgets armed receives that will never be posted (the queue died).
+    pub(crate) fn discard_batch(&mut self) {
+        self.batch.clear();
+    }
+
+    /// A posted receive completed (successfully or flushed).
+    pub(crate) fn completed(&mut self) {
+        self.posted = self.posted.checked_sub(1).expect("a posted receive");
+    }
+
+    pub(crate) fn posted(&self) -> u32 {
+        self.posted
+    }
+}
+
+/// A receive ring with its memory registrations.
+struct RegisteredRing {
+    // Drop order: the MRs before the memory they cover (the ring's region;
+    // the ICD pool lives until its last buffer is dropped).
+    _sqe_mr: Mr,
+    _icd_mr: Option<Mr>,
+    ring: RecvRing,
+}
+
+impl RegisteredRing {
+    /// `count` receives with ICD buffers of `icd_bytes` (none if 0) from a
+    /// pool of `icd_count` buffers.
+    fn new(
+        pd: &Pd,
+        count: u32,
+        icd_bytes: u32,
+        icd_count: usize,
+        wr_id: impl Fn(u32) -> u64,
+    ) -> Result<RegisteredRing, String> {
+        let region = DmaMemory::allocate_ordinary(count as usize * CAPSULE_HEADER)
+            .map_err(|e| format!("command slots: {e}"))?;
+        let sqe_mr = Mr::register(pd, region.as_ptr(), region.len())
+            .map_err(|e| format!("register command slots: {e}"))?;
+        let (icd, icd_mr) = if icd_bytes == 0 {
+            (None, None)
+        } else {
+            let buf_bytes = (icd_bytes as usize).div_ceil(SMALL_PAGE_BYTES) * SMALL_PAGE_BYTES;
+            let pool = BufPool::with_ordinary_memory(buf_bytes, icd_count)
+                .map_err(|e| format!("in-capsule data buffers: {e}"))?;
+            let mem = pool.memory();
+            let mr = Mr::register(pd, mem.as_ptr(), mem.len())
+                .map_err(|e| format!("register in-capsule data buffers: {e}"))?;
+            let icd = IcdBuffers {
+                pool,
+                lkey: mr.lkey(),
+                len_bytes: icd_bytes,
+            };
+            (Some(icd), Some(mr))
+        };
+        let ring = RecvRing::new(count, region, sqe_mr.lkey(), icd, wr_id)?;
+        Ok(RegisteredRing {
+            _sqe_mr: sqe_mr,
+            _icd_mr: icd_mr,
+            ring,
+        })
+    }
+}
+
+/// Gives a request's data buffer back to where it came from: the shared
+/// pool (through this reactor's cache) or, by dropping it, the ICD pool of the
+/// receive it was lent by.
+fn release_buffer(cache: &mut PoolCache, buf: DmaBuf) {
+    if cache.pool().owns(&buf) {
+        cache.put(buf);
+    } else {
+        drop(buf);
+    }
+}
+
+/// The data plan of a capsule that arrived with `received_bytes` bytes.
+fn plan_capsule(
+    sqe: &Sqe,
+    received_bytes: u32,
+    in_capsule_limit_bytes: u32,
+    max_io_bytes: u32,
+) -> Result<DataPlan, Status> {
+    match plan_data(sqe, in_capsule_limit_bytes, max_io_bytes)? {
+        DataPlan::InCapsule { offset, len }
+            if CAPSULE_HEADER as u64 + u64::from(offset) + u64::from(len)
+                > u64::from(received_bytes) =>
+        {
+            Err(Status::DATA_SGL_LENGTH_INVALID)
+        }
+        plan => Ok(plan),
+    }
+}
+
+/// Prepares a request slot for a newly received command. `icd` is the
+/// receive's ICD buffer when the plan is in-capsule data.
+fn start_request(sl: &mut Slot, sqe: Sqe, plan: Result<DataPlan, Status>, icd: Option<DmaBuf>) {
+    sl.req.reset(sqe);
+    match plan {
+        Ok(plan) => {
+            sl.plan = plan;
+            if let DataPlan::InCapsule { offset, .. } = plan {
+                sl.req.data = Some(icd.expect("in-capsule data has its buffer"));
+                sl.req.data_offset = offset;
+            }
+        }
+        Err(status) => {
+            sl.plan = DataPlan::None;
+            sl.req.transport_status = Some(status);
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,28 +348,23 @@ struct Queue {
     qp: *mut sys::ibv_qp,
     device: usize,
     gen: u16,
-    capsule_bytes: usize,
     send_wrs: u32,
     recv_wrs: u32,
     table: RequestTable,
     slots: Box<[Slot]>,
-    recvs: Box<[Recv]>,
+    recvs: RegisteredRing,
     send_batch: Vec<*mut sys::ibv_send_wr>,
-    recv_batch: Vec<*mut sys::ibv_recv_wr>,
-    recv_posted: u32,
     sends_in_flight: u32,
     life: Life,
     // Drop order: the MR before the memory it covers.
-    _mr: Mr,
-    region: DmaMemory,
+    _rsp_mr: Mr,
+    /// One `RESPONSE_BYTES` response per request slot.
+    rsp_region: DmaMemory,
 }
 
 impl Queue {
-    fn recv_offset(&self, recv: u16) -> usize {
-        usize::from(recv) * self.capsule_bytes
-    }
-    fn response_offset(&self, slot: u16) -> usize {
-        self.recvs.len() * self.capsule_bytes + usize::from(slot) * RESPONSE_BYTES
+    fn response_offset(slot: u16) -> usize {
+        usize::from(slot) * RESPONSE_BYTES
     }
 }
 
@@ -175,6 +442,7 @@ impl RdmaPollGroup {
         let d = self.device_for(ctx)?;
         let depth = conn.depth;
         let (send_wrs, recv_wrs) = (2 * u32::from(depth) + 1, u32::from(depth));
+        let icd_bytes = self.options.in_capsule_data_bytes;
         let dev = &mut self.devices[d];
         if send_wrs > dev.limits.max_qp_wr {
             return Err(format!(
@@ -185,55 +453,37 @@ impl RdmaPollGroup {
         if dev.cqe_used + send_wrs + recv_wrs > CQ_ENTRIES.min(dev.limits.max_cqe) {
             return Err("completion queue budget of this reactor is used up".into());
         }
+        let gen = self.next_gen;
+        // Everything that needs no QP first: a failure then leaves nothing to undo.
+        let recvs = RegisteredRing::new(
+            &dev.pd,
+            u32::from(depth),
+            icd_bytes,
+            ICD_BUFFERS_PER_RECV * usize::from(depth),
+            |i| wr_id(KIND_RECV, gen, qi, i as u16),
+        )?;
+        let rsp_region = DmaMemory::allocate_ordinary(usize::from(depth) * RESPONSE_BYTES)
+            .map_err(|e| format!("response buffers: {e}"))?;
+        let rsp_mr = Mr::register(&dev.pd, rsp_region.as_ptr(), rsp_region.len())
+            .map_err(|e| format!("register response buffers: {e}"))?;
+        let recv_sges = if icd_bytes > 0 { 2 } else { 1 };
         let qp = conn
             .id
-            .create_qp(dev.pd.0, dev.cq.0, send_wrs, recv_wrs)
+            .create_qp(dev.pd.0, dev.cq.0, send_wrs, recv_wrs, recv_sges)
             .map_err(|e| format!("create QP: {e}"))?;
-        let capsule_bytes = CAPSULE_HEADER + self.options.in_capsule_data_bytes as usize;
-        let size = usize::from(depth) * (capsule_bytes + RESPONSE_BYTES);
-        let region_mr = DmaMemory::allocate_ordinary(size)
-            .map_err(|e| format!("capsule buffers: {e}"))
-            .and_then(|r| {
-                Mr::register(&dev.pd, r.as_ptr(), r.len())
-                    .map(|m| (r, m))
-                    .map_err(|e| format!("register capsule buffers: {e}"))
-            });
-        let (region, mr) = match region_mr {
-            Ok(v) => v,
-            Err(e) => {
-                conn.id.destroy_qp();
-                return Err(e);
-            }
-        };
         dev.cqe_used += send_wrs + recv_wrs;
-        let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
-        let base = region.as_ptr() as u64;
-        let lkey = mr.lkey();
-        let recvs: Box<[Recv]> = (0..depth)
-            .map(|i| Recv {
-                sge: sys::ibv_sge {
-                    addr: base + (usize::from(i) * capsule_bytes) as u64,
-                    length: capsule_bytes as u32,
-                    lkey,
-                },
-                wr: sys::ibv_recv_wr {
-                    wr_id: wr_id(KIND_RECV, gen, qi, i),
-                    ..Default::default()
-                },
-            })
-            .collect();
-        let resp_base = base + (usize::from(depth) * capsule_bytes) as u64;
+        let rsp_base = rsp_region.as_ptr() as u64;
+        let rsp_lkey = rsp_mr.lkey();
         let slots: Box<[Slot]> = (0..depth)
             .map(|i| Slot {
                 req: Request::new(),
                 plan: DataPlan::None,
-                recv_index: None,
                 data_sge: sys::ibv_sge::default(),
                 rsp_sge: sys::ibv_sge {
-                    addr: resp_base + (usize::from(i) * RESPONSE_BYTES) as u64,
+                    addr: rsp_base + Queue::response_offset(i) as u64,
                     length: RESPONSE_BYTES as u32,
-                    lkey,
+                    lkey: rsp_lkey,
                 },
                 data_wr: sys::ibv_send_wr::default(),
                 send_wr: sys::ibv_send_wr {
@@ -250,39 +500,29 @@ impl RdmaPollGroup {
             qp,
             device: d,
             gen,
-            capsule_bytes,
             send_wrs,
             recv_wrs,
             table: RequestTable::new(depth, u16::from(conn.initiator_depth.max(1))),
             slots,
             recvs,
             send_batch: Vec::with_capacity(2 * usize::from(depth) + 1),
-            recv_batch: Vec::with_capacity(usize::from(depth)),
-            recv_posted: 0,
             sends_in_flight: 0,
             life: Life::Live,
-            _mr: mr,
-            region,
+            _rsp_mr: rsp_mr,
+            rsp_region,
         };
-        // The boxed tables never move again: point the WRs at their SGEs now.
+        // The boxed table never moves again: point the WRs at their SGEs now.
         for s in q.slots.iter_mut() {
             s.send_wr.sg_list = &mut s.rsp_sge;
             s.data_wr.sg_list = &mut s.data_sge;
             s.data_wr.num_sge = 1;
         }
-        for r in q.recvs.iter_mut() {
-            r.wr.sg_list = &mut r.sge;
-            r.wr.num_sge = 1;
-        }
-        let all: Vec<*mut sys::ibv_recv_wr> =
-            q.recvs.iter_mut().map(|r| &mut r.wr as *mut _).collect();
-        if let Err(e) = verbs::post_recv_chain(qp, &all) {
+        if let Err(e) = q.recvs.ring.post(|wrs| verbs::post_recv_chain(qp, wrs)) {
             self.devices[d].cqe_used -= send_wrs + recv_wrs;
-            drop(q);
             conn.id.destroy_qp();
+            drop(q);
             return Err(format!("post receives: {e}"));
         }
-        q.recv_posted = u32::from(depth);
         Ok(q)
     }
 
@@ -305,20 +545,20 @@ impl RdmaPollGroup {
                     q.sends_in_flight -= 1;
                     q.table.free(slot);
                     if let Some(b) = s.req.data.take() {
-                        self.cache.put(b);
+                        release_buffer(&mut self.cache, b);
                     }
                 }
                 KIND_READ => {
                     q.table.read_flushed(slot);
                     if let Some(b) = s.req.data.take() {
-                        self.cache.put(b);
+                        release_buffer(&mut self.cache, b);
                     }
                 }
                 _ => {}
             }
         }
         q.send_batch.clear();
-        q.recv_batch.clear();
+        q.recvs.ring.discard_batch();
         for (i, s) in q.slots.iter_mut().enumerate() {
             let st = q.table.state(i as u16);
             if matches!(
@@ -328,9 +568,8 @@ impl RdmaPollGroup {
                     | RequestState::ReadyToExecute
             ) {
                 if let Some(b) = s.req.data.take() {
-                    self.cache.put(b);
+                    release_buffer(&mut self.cache, b);
                 }
-                s.recv_index = None;
             }
         }
         q.table.abandon_waiting();
@@ -350,7 +589,7 @@ impl RdmaPollGroup {
         let ok = wc.status == sys::ibv_wc_status::IBV_WC_SUCCESS;
         match kind {
             KIND_RECV => {
-                q.recv_posted -= 1;
+                q.recvs.ring.completed();
                 if !ok || q.life != Life::Live {
                     if !ok && q.life == Life::Live {
                         log::warn!(
@@ -369,35 +608,22 @@ impl RdmaPollGroup {
                     self.kill(qi);
                     return;
                 };
-                let mut sqe_bytes = [0u8; CAPSULE_HEADER];
-                let off = q.recv_offset(slot);
-                let _ = q.region.read_at(off, &mut sqe_bytes);
-                let sqe = Sqe::read_from_bytes(&sqe_bytes).expect("64 bytes");
-                let sl = &mut q.slots[usize::from(s)];
-                sl.req.reset(sqe);
-                sl.recv_index = Some(slot);
-                match plan_data(
+                let ring = &mut q.recvs.ring;
+                let index = u32::from(slot);
+                let sqe = ring.sqe(index);
+                let plan = plan_capsule(
                     &sqe,
+                    wc.byte_len,
                     self.options.in_capsule_data_bytes,
                     self.options.max_io_bytes,
-                ) {
-                    Ok(DataPlan::InCapsule { offset, len })
-                        if (CAPSULE_HEADER + offset as usize + len as usize)
-                            > wc.byte_len as usize =>
-                    {
-                        sl.plan = DataPlan::None;
-                        sl.req.transport_status = Some(Status::DATA_SGL_LENGTH_INVALID);
-                    }
-                    Ok(plan) => sl.plan = plan,
-                    Err(status) => {
-                        sl.plan = DataPlan::None;
-                        sl.req.transport_status = Some(status);
-                    }
-                }
-                if !matches!(sl.plan, DataPlan::InCapsule { .. }) {
-                    sl.recv_index = None;
-                    q.recv_batch.push(&mut q.recvs[usize::from(slot)].wr);
-                }
+                );
+                let icd = if let Ok(DataPlan::InCapsule { .. }) = plan {
+                    Some(ring.lend_icd(index))
+                } else {
+                    ring.rearm(index);
+                    None
+                };
+                start_request(&mut q.slots[usize::from(s)], sqe, plan, icd);
             }
             KIND_READ => {
                 if ok && q.life == Life::Live {
@@ -414,7 +640,7 @@ impl RdmaPollGroup {
                 if q.table.state(slot) == RequestState::ReadingFromHost {
                     q.table.read_flushed(slot);
                     if let Some(b) = q.slots[usize::from(slot)].req.data.take() {
-                        self.cache.put(b);
+                        release_buffer(&mut self.cache, b);
                     }
                 }
             }
@@ -422,7 +648,7 @@ impl RdmaPollGroup {
                 q.sends_in_flight -= 1;
                 q.table.free(slot);
                 if let Some(b) = q.slots[usize::from(slot)].req.data.take() {
-                    self.cache.put(b);
+                    release_buffer(&mut self.cache, b);
                 }
                 if !ok && q.life == Life::Live {
                     log::warn!("RDMA SEND failed (status {}); closing the queue", wc.status);
@@ -454,24 +680,14 @@ impl RdmaPollGroup {
             let plan = q.slots[usize::from(s)].plan;
             let (len, xfer) = match plan {
                 DataPlan::None => (0, Xfer::None),
+                // The data already sits in the ICD buffer lent by its receive.
                 DataPlan::InCapsule { len, .. } => (len, Xfer::HostToController),
                 DataPlan::Keyed { len, xfer, .. } => (len, xfer),
             };
-            if len > 0 {
-                let Some(mut buf) = self.cache.get() else {
+            if len > 0 && matches!(plan, DataPlan::Keyed { .. }) {
+                let Some(buf) = self.cache.get() else {
                     break;
                 };
-                if let DataPlan::InCapsule { offset, .. } = plan {
-                    let recv = q.slots[usize::from(s)]
-                        .recv_index
-                        .take()
-                        .expect("in-capsule data keeps its receive");
-                    let at = q.recv_offset(recv) + CAPSULE_HEADER + offset as usize;
-                    let _ = q
-                        .region
-                        .read_at(at, &mut buf.as_mut_slice()[..len as usize]);
-                    q.recv_batch.push(&mut q.recvs[usize::from(recv)].wr);
-                }
                 q.slots[usize::from(s)].req.data = Some(buf);
             }
             let sl = &mut q.slots[usize::from(s)];
@@ -515,7 +731,7 @@ impl RdmaPollGroup {
             return;
         };
         if q.life != Life::Closing
-            || q.recv_posted > 0
+            || q.recvs.ring.posted() > 0
             || q.sends_in_flight > 0
             || !q.table.all_free()
         {
@@ -528,8 +744,10 @@ impl RdmaPollGroup {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&q.id.addr());
         let id = q.id;
-        drop(q); // MR and capsule memory
-        id.destroy(true);
+        // The QP first: the NIC must be done with the memory before it is freed.
+        id.destroy_qp();
+        drop(q); // MRs, command slots, ICD and response buffers
+        id.destroy(false);
         log::debug!("reactor {}: RDMA queue {qi} destroyed", self.reactor);
     }
 }
@@ -617,14 +835,15 @@ impl TransportPollGroup for RdmaPollGroup {
         let s = id.slot;
         if q.life != Life::Live {
             if let Some(b) = q.slots[usize::from(s)].req.data.take() {
-                self.cache.put(b);
+                release_buffer(&mut self.cache, b);
             }
             q.table.free(s);
             return;
         }
-        let off = q.response_offset(s);
         let rsp = q.slots[usize::from(s)].req.rsp;
-        let _ = q.region.write_at(off, rsp.as_bytes());
+        q.rsp_region
+            .write_at(Queue::response_offset(s), rsp.as_bytes())
+            .expect("response slot inside the region");
         let pool_lkey = self.devices[q.device].pool_mr.lkey();
         let sl = &mut q.slots[usize::from(s)];
         if let DataPlan::Keyed {
@@ -669,11 +888,9 @@ impl TransportPollGroup for RdmaPollGroup {
             if q.life != Life::Live {
                 continue;
             }
-            let recvs = std::mem::take(&mut q.recv_batch);
-            let posted_recv = verbs::post_recv_chain(q.qp, &recvs);
-            q.recv_posted += recvs.len() as u32;
-            q.recv_batch = recvs;
-            q.recv_batch.clear();
+            let qp = q.qp;
+            q.recvs.ring.refill();
+            let posted_recv = q.recvs.ring.post(|wrs| verbs::post_recv_chain(qp, wrs));
             let sends = std::mem::take(&mut q.send_batch);
             let posted_send = verbs::post_send_chain(q.qp, &sends);
             q.send_batch = sends;
@@ -705,5 +922,215 @@ impl TransportPollGroup for RdmaPollGroup {
 
     fn queue_count(&self) -> usize {
         self.queues.iter().flatten().count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nvme_spec::opcode;
+    use nvme_spec::SglDescriptor;
+
+    const SQE_LKEY: u32 = 7;
+    const ICD_LKEY: u32 = 9;
+
+    fn ring(count: u32, icd_bytes: u32, icd_count: usize) -> (RecvRing, Option<Arc<BufPool>>) {
+        let region = DmaMemory::allocate_ordinary(count as usize * CAPSULE_HEADER).unwrap();
+        let pool = (icd_bytes > 0).then(|| BufPool::with_ordinary_memory(4096, icd_count).unwrap());
+        let icd = pool.clone().map(|pool| IcdBuffers {
+            pool,
+            lkey: ICD_LKEY,
+            len_bytes: icd_bytes,
+        });
+        let r = RecvRing::new(count, region, SQE_LKEY, icd, |i| 100 + u64::from(i)).unwrap();
+        (r, pool)
+    }
+
+    /// Posts the batch, returning the wr_ids and SGE lists posted (read from
+    /// the ring's own table, after checking the posted pointers name it).
+    fn post_all(r: &mut RecvRing) -> Vec<(u64, Vec<sys::ibv_sge>)> {
+        let mut ptrs = Vec::new();
+        r.post(|wrs| {
+            ptrs.extend_from_slice(wrs);
+            Ok(())
+        })
+        .unwrap();
+        ptrs.iter()
+            .map(|&p| {
+                let recv = r
+                    .recvs
+                    .iter()
+                    .find(|x| std::ptr::eq(&x.wr, p))
+                    .expect("a WR of this ring");
+                assert!(std::ptr::eq(recv.wr.sg_list, recv.sges.as_ptr()));
+                let n = recv.wr.num_sge as usize;
+                (recv.wr.wr_id, recv.sges[..n].to_vec())
+            })
+            .collect()
+    }
+
+    fn write_cmd(len: u32) -> Sqe {
+        let mut c = Sqe::new(opcode::io::WRITE, 1);
+        c.dptr = SglDescriptor::data_block(0, len);
+        c
+    }
+
+    #[test]
+    fn without_icd_a_receive_has_one_sge_and_keeps_it() {
+        let (mut r, _) = ring(3, 0, 0);
+        let posted = post_all(&mut r);
+        assert_eq!(r.posted(), 3);
+        let base = posted[0].1[0].addr;
+        for (i, (id, sges)) in posted.iter().enumerate() {
+            assert_eq!(*id, 100 + i as u64);
+            assert_eq!(sges.len(), 1);
+            assert_eq!(sges[0].addr, base + (i * CAPSULE_HEADER) as u64);
+            assert_eq!(
+                (sges[0].length, sges[0].lkey),
+                (CAPSULE_HEADER as u32, SQE_LKEY)
+            );
+        }
+        r.completed();
+        r.rearm(1);
+        assert_eq!(post_all(&mut r)[0].0, 101);
+        assert_eq!(r.posted(), 3);
+    }
+
+    #[test]
+    fn lent_icd_buffer_is_replaced_at_once_while_the_pool_lasts() {
+        let (mut r, pool) = ring(2, 4096, 4);
+        let pool = pool.unwrap();
+        let first = post_all(&mut r);
+        assert_eq!(first[0].1.len(), 2);
+        assert_eq!((first[0].1[1].length, first[0].1[1].lkey), (4096, ICD_LKEY));
+        assert_eq!(pool.available(), 2, "two receives armed, two spare");
+
+        // Receive 0 completes with data: its buffer is lent, a fresh one armed.
+        r.completed();
+        let lent = r.lend_icd(0);
+        assert_eq!(lent.as_ptr() as u64, first[0].1[1].addr);
+        let again = post_all(&mut r);
+        assert_eq!(again.len(), 1);
+        assert_ne!(again[0].1[1].addr, lent.as_ptr() as u64);
+        assert_eq!(r.starved(), 0);
+
+        // Both lent: the pool is empty, so the next receive with data starves...
+        r.completed();
+        let lent2 = r.lend_icd(1);
+        post_all(&mut r);
+        r.completed();
+        let lent3 = r.lend_icd(0);
+        assert_eq!(r.starved(), 1);
+        assert!(
+            post_all(&mut r).is_empty(),
+            "a starved receive is not posted"
+        );
+        assert_eq!(r.posted(), 1);
+
+        // ...until a lent buffer comes back (dropped into its pool) and refill runs.
+        drop(lent);
+        r.refill();
+        assert_eq!(r.starved(), 0);
+        let refilled = post_all(&mut r);
+        assert_eq!(refilled[0].0, 100);
+        assert_eq!(r.posted(), 2);
+        drop((lent2, lent3));
+        assert_eq!(pool.available(), 2);
+    }
+
+    #[test]
+    fn per_queue_pool_never_starves_at_full_depth() {
+        // Depth receives armed plus depth requests holding data: 2 * depth buffers.
+        let depth = 8;
+        let (mut r, _) = ring(depth, 4096, ICD_BUFFERS_PER_RECV * depth as usize);
+        post_all(&mut r);
+        let mut held = Vec::new();
+        for i in 0..depth {
+            r.completed();
+            held.push(r.lend_icd(i));
+        }
+        assert_eq!(r.starved(), 0);
+        assert_eq!(post_all(&mut r).len(), depth as usize);
+        // Requests finish, the next round of commands arrives.
+        held.clear();
+        for i in 0..depth {
+            r.completed();
+            held.push(r.lend_icd(i));
+        }
+        assert_eq!(r.starved(), 0);
+    }
+
+    #[test]
+    fn command_is_read_from_its_slot() {
+        let (r, _) = ring(4, 0, 0);
+        let cmd = write_cmd(512);
+        r.sqe_region
+            .write_at(2 * CAPSULE_HEADER, cmd.as_bytes())
+            .unwrap();
+        assert_eq!(r.sqe(2).as_bytes(), cmd.as_bytes());
+        assert_eq!(r.sqe(1).as_bytes(), Sqe::default().as_bytes());
+    }
+
+    #[test]
+    fn in_capsule_data_must_have_arrived() {
+        let cmd = write_cmd(4096);
+        assert_eq!(
+            plan_capsule(&cmd, 64 + 4096, 8192, 131072),
+            Ok(DataPlan::InCapsule {
+                offset: 0,
+                len: 4096
+            })
+        );
+        assert_eq!(
+            plan_capsule(&cmd, 64 + 4095, 8192, 131072),
+            Err(Status::DATA_SGL_LENGTH_INVALID)
+        );
+        assert_eq!(
+            plan_capsule(&cmd, 64, 0, 131072),
+            Err(Status::SGL_OFFSET_INVALID),
+            "no in-capsule data configured"
+        );
+    }
+
+    #[test]
+    fn buffers_go_back_where_they_came_from() {
+        let shared = BufPool::with_ordinary_memory(8192, 4).unwrap();
+        let icd = BufPool::with_ordinary_memory(4096, 2).unwrap();
+        let mut cache = PoolCache::new(shared.clone(), 4);
+        let b = cache.get().unwrap();
+        release_buffer(&mut cache, b);
+        assert_eq!(cache.len(), 2, "a shared buffer goes to the cache");
+        let b = icd.get().unwrap();
+        assert_eq!(icd.available(), 1);
+        release_buffer(&mut cache, b);
+        assert_eq!(
+            (icd.available(), cache.len()),
+            (2, 2),
+            "an ICD buffer to its pool"
+        );
+    }
+
+    #[test]
+    fn request_borrows_the_icd_buffer_at_the_sgl_offset() {
+        let icd = BufPool::with_ordinary_memory(4096, 1).unwrap();
+        let mut sl = Slot {
+            req: Request::new(),
+            plan: DataPlan::None,
+            data_sge: sys::ibv_sge::default(),
+            rsp_sge: sys::ibv_sge::default(),
+            data_wr: sys::ibv_send_wr::default(),
+            send_wr: sys::ibv_send_wr::default(),
+        };
+        let plan = Ok(DataPlan::InCapsule {
+            offset: 16,
+            len: 512,
+        });
+        start_request(&mut sl, write_cmd(512), plan, icd.get());
+        assert_eq!(sl.req.data_offset, 16);
+        assert!(sl.req.data.is_some());
+        sl.req.data = None;
+        start_request(&mut sl, write_cmd(512), Err(Status::INVALID_FIELD), None);
+        assert_eq!(sl.plan, DataPlan::None);
+        assert_eq!(sl.req.transport_status, Some(Status::INVALID_FIELD));
     }
 }

@@ -65,13 +65,15 @@ impl CmId {
         unsafe { sys::rdma_disconnect(self.0) };
     }
 
-    /// Creates an RC queue pair on the id using `pd` and one CQ for both directions.
+    /// Creates an RC queue pair on the id using `pd` and one CQ for both
+    /// directions; each receive has up to `recv_sge` SGEs.
     pub fn create_qp(
         self,
         pd: *mut sys::ibv_pd,
         cq: *mut sys::ibv_cq,
         send_wr: u32,
         recv_wr: u32,
+        recv_sge: u32,
     ) -> io::Result<*mut sys::ibv_qp> {
         let mut attr = sys::ibv_qp_init_attr {
             send_cq: cq,
@@ -80,7 +82,7 @@ impl CmId {
                 max_send_wr: send_wr,
                 max_recv_wr: recv_wr,
                 max_send_sge: 1,
-                max_recv_sge: 1,
+                max_recv_sge: recv_sge,
                 max_inline_data: 0,
             },
             qp_type: sys::ibv_qp_type::IBV_QPT_RC,
