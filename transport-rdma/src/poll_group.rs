@@ -20,7 +20,7 @@ use nvmf::transport::{
 use rdma_sys as sys;
 
 use crate::request::{RequestState, RequestTable};
-use crate::verbs::{self, CmId, Cq, DeviceLimits, Mr, Pd};
+use crate::verbs::{self, CmId, Cq, DeviceLimits, Mr, Pd, QpSpec};
 use crate::{accept_private_data, ConnRequest, Notice, RdmaOptions, RdmaTransport};
 
 /// Completions taken per CQ poll.
@@ -48,8 +48,11 @@ fn decode(id: u64) -> (u64, u16, u16, u16) {
 
 struct Device {
     ctx: *mut sys::ibv_context,
+    name: String,
     limits: DeviceLimits,
     cqe_used: u32,
+    /// Whether the last QP created took its responses inline (for the log).
+    responses_inline: Option<bool>,
     // Drop order: MR, CQ, then PD.
     pool_mr: Mr,
     cq: Cq,
@@ -286,6 +289,17 @@ impl RegisteredRing {
     }
 }
 
+/// Send flags of a response: signaled (its completion frees the request),
+/// and inline when the QP takes `RESPONSE_BYTES` of inline data, which spares
+/// the NIC a DMA read of the 16-byte CQE.
+fn response_send_flags(max_inline_bytes: u32) -> u32 {
+    let mut flags = sys::ibv_send_flags::IBV_SEND_SIGNALED;
+    if max_inline_bytes >= RESPONSE_BYTES as u32 {
+        flags |= sys::ibv_send_flags::IBV_SEND_INLINE;
+    }
+    flags
+}
+
 /// Gives a request's data buffer back to where it came from: the shared
 /// pool (through this reactor's cache) or, by dropping it, the ICD pool of the
 /// receive it was lent by.
@@ -425,8 +439,10 @@ impl RdmaPollGroup {
         );
         self.devices.push(Device {
             ctx,
+            name,
             limits,
             cqe_used: 0,
+            responses_inline: None,
             pool_mr,
             cq,
             pd,
@@ -466,11 +482,34 @@ impl RdmaPollGroup {
             .map_err(|e| format!("response buffers: {e}"))?;
         let rsp_mr = Mr::register(&dev.pd, rsp_region.as_ptr(), rsp_region.len())
             .map_err(|e| format!("register response buffers: {e}"))?;
-        let recv_sges = if icd_bytes > 0 { 2 } else { 1 };
-        let qp = conn
+        let spec = QpSpec {
+            send_wr: send_wrs,
+            recv_wr: recv_wrs,
+            recv_sge: if icd_bytes > 0 { 2 } else { 1 },
+            inline_bytes: RESPONSE_BYTES as u32,
+        };
+        let created = conn
             .id
-            .create_qp(dev.pd.0, dev.cq.0, send_wrs, recv_wrs, recv_sges)
+            .create_qp(dev.pd.0, dev.cq.0, &spec)
             .map_err(|e| format!("create QP: {e}"))?;
+        let qp = created.qp;
+        let send_flags = response_send_flags(created.max_inline_bytes);
+        let inline = send_flags & sys::ibv_send_flags::IBV_SEND_INLINE != 0;
+        if dev.responses_inline != Some(inline) {
+            // Said once per device (and again only if a QP is granted otherwise).
+            dev.responses_inline = Some(inline);
+            log::info!(
+                "reactor {}: RDMA device {}: responses sent {} ({} bytes of inline data granted)",
+                self.reactor,
+                dev.name,
+                if inline {
+                    "inline"
+                } else {
+                    "from registered memory"
+                },
+                created.max_inline_bytes
+            );
+        }
         dev.cqe_used += send_wrs + recv_wrs;
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
         let rsp_base = rsp_region.as_ptr() as u64;
@@ -490,7 +529,7 @@ impl RdmaPollGroup {
                     wr_id: wr_id(KIND_SEND, gen, qi, i),
                     num_sge: 1,
                     opcode: sys::ibv_wr_opcode::IBV_WR_SEND,
-                    send_flags: sys::ibv_send_flags::IBV_SEND_SIGNALED,
+                    send_flags,
                     ..Default::default()
                 },
             })
@@ -1089,6 +1128,18 @@ mod tests {
             plan_capsule(&cmd, 64, 0, 131072),
             Err(Status::SGL_OFFSET_INVALID),
             "no in-capsule data configured"
+        );
+    }
+
+    #[test]
+    fn responses_go_inline_only_when_granted() {
+        use sys::ibv_send_flags::{IBV_SEND_INLINE, IBV_SEND_SIGNALED};
+        assert_eq!(response_send_flags(0), IBV_SEND_SIGNALED);
+        assert_eq!(response_send_flags(15), IBV_SEND_SIGNALED);
+        assert_eq!(response_send_flags(16), IBV_SEND_SIGNALED | IBV_SEND_INLINE);
+        assert_eq!(
+            response_send_flags(256),
+            IBV_SEND_SIGNALED | IBV_SEND_INLINE
         );
     }
 

@@ -9,6 +9,25 @@ use std::ptr;
 
 use rdma_sys as sys;
 
+/// What a queue pair needs.
+#[derive(Clone, Copy, Debug)]
+pub struct QpSpec {
+    pub send_wr: u32,
+    pub recv_wr: u32,
+    /// SGEs per receive work request.
+    pub recv_sge: u32,
+    /// Inline data wanted per send work request.
+    pub inline_bytes: u32,
+}
+
+/// A created queue pair and what the device granted.
+#[derive(Clone, Copy, Debug)]
+pub struct Qp {
+    pub qp: *mut sys::ibv_qp,
+    /// Bytes a send work request may carry inline (may exceed what was asked).
+    pub max_inline_bytes: u32,
+}
+
 /// A CM id pointer that may move between threads (rdma_cm ids are
 /// thread-safe objects; ownership is tracked by whoever holds this).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -66,33 +85,55 @@ impl CmId {
     }
 
     /// Creates an RC queue pair on the id using `pd` and one CQ for both
-    /// directions; each receive has up to `recv_sge` SGEs.
+    /// directions. Inline data is asked for as `spec.inline_bytes`; a device
+    /// that refuses a QP with inline data gets a second request without.
     pub fn create_qp(
         self,
         pd: *mut sys::ibv_pd,
         cq: *mut sys::ibv_cq,
-        send_wr: u32,
-        recv_wr: u32,
-        recv_sge: u32,
-    ) -> io::Result<*mut sys::ibv_qp> {
+        spec: &QpSpec,
+    ) -> io::Result<Qp> {
+        match self.create_qp_once(pd, cq, spec, spec.inline_bytes) {
+            Err(e) if spec.inline_bytes > 0 => {
+                log::debug!(
+                    "QP with {} bytes of inline data refused ({e}); asking for none",
+                    spec.inline_bytes
+                );
+                self.create_qp_once(pd, cq, spec, 0)
+            }
+            r => r,
+        }
+    }
+
+    fn create_qp_once(
+        self,
+        pd: *mut sys::ibv_pd,
+        cq: *mut sys::ibv_cq,
+        spec: &QpSpec,
+        inline_bytes: u32,
+    ) -> io::Result<Qp> {
         let mut attr = sys::ibv_qp_init_attr {
             send_cq: cq,
             recv_cq: cq,
             cap: sys::ibv_qp_cap {
-                max_send_wr: send_wr,
-                max_recv_wr: recv_wr,
+                max_send_wr: spec.send_wr,
+                max_recv_wr: spec.recv_wr,
                 max_send_sge: 1,
-                max_recv_sge: recv_sge,
-                max_inline_data: 0,
+                max_recv_sge: spec.recv_sge,
+                max_inline_data: inline_bytes,
             },
             qp_type: sys::ibv_qp_type::IBV_QPT_RC,
             sq_sig_all: 0,
             ..Default::default()
         };
-        // SAFETY: live id, live PD and CQ of the id's device; attr outlives the call.
+        // SAFETY: live id, live PD and CQ of the id's device; attr outlives the
+        // call. On success librdmacm copies the granted capabilities back into it.
         check(unsafe { sys::rdma_create_qp(self.0, pd, &mut attr) })?;
-        // SAFETY: rdma_create_qp succeeded, so id->qp is set.
-        Ok(unsafe { (*self.0).qp })
+        Ok(Qp {
+            // SAFETY: rdma_create_qp succeeded, so id->qp is set.
+            qp: unsafe { (*self.0).qp },
+            max_inline_bytes: attr.cap.max_inline_data,
+        })
     }
 
     /// Destroys the id's QP (nothing posted to it may still be in flight).
