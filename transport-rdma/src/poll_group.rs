@@ -53,6 +53,8 @@ struct Device {
     cqe_used: u32,
     /// Whether the last QP created took its responses inline (for the log).
     responses_inline: Option<bool>,
+    /// Responses may invalidate the host's key (see `send_with_invalidate`).
+    send_with_invalidate: bool,
     // Drop order: MR, CQ, then PD.
     pool_mr: Mr,
     cq: Cq,
@@ -300,6 +302,51 @@ fn response_send_flags(max_inline_bytes: u32) -> u32 {
     flags
 }
 
+/// rxe's vendor ids: 0xFFFFFF today, 0 in older kernels (SPDK checks both).
+const RXE_VENDOR_IDS: [u32; 2] = [0xFF_FFFF, 0];
+
+/// Whether a device may send responses with IBV_WR_SEND_WITH_INV, or why not.
+/// Soft-RoCE (rxe) advertises the memory management extensions but
+/// misreports send-with-invalidate, so it is never used there (as in SPDK);
+/// rxe is known by its device name or its vendor id.
+fn send_with_invalidate(
+    device_name: &str,
+    vendor_id: u32,
+    device_cap_flags: u32,
+) -> Result<(), &'static str> {
+    if device_name.starts_with("rxe") || RXE_VENDOR_IDS.contains(&vendor_id) {
+        return Err("Soft-RoCE (rxe) misreports support for it");
+    }
+    if device_cap_flags & sys::ibv_device_cap_flags::IBV_DEVICE_MEM_MGT_EXTENSIONS == 0 {
+        return Err("the device has no memory management extensions");
+    }
+    Ok(())
+}
+
+/// The opcode and key to invalidate of a response: SEND_WITH_INV when the
+/// command's keyed SGL asked for invalidation and the device may do it.
+fn response_opcode(plan: &DataPlan, send_with_invalidate: bool) -> (u32, u32) {
+    match *plan {
+        DataPlan::Keyed {
+            invalidate: true,
+            key,
+            ..
+        } if send_with_invalidate => (sys::ibv_wr_opcode::IBV_WR_SEND_WITH_INV, key),
+        _ => (sys::ibv_wr_opcode::IBV_WR_SEND, 0),
+    }
+}
+
+/// Runs `log` the first time it is called for `device_name` in this process
+/// (every reactor sets each device up; one line says it).
+fn log_once_per_device(device_name: &str, log: impl FnOnce()) {
+    static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+    if !said.iter().any(|n| n == device_name) {
+        said.push(device_name.to_string());
+        log();
+    }
+}
+
 /// Gives a request's data buffer back to where it came from: the shared
 /// pool (through this reactor's cache) or, by dropping it, the ICD pool of the
 /// receive it was lent by.
@@ -370,6 +417,8 @@ struct Queue {
     send_batch: Vec<*mut sys::ibv_send_wr>,
     sends_in_flight: u32,
     life: Life,
+    /// The device's `send_with_invalidate`.
+    send_with_invalidate: bool,
     // Drop order: the MR before the memory it covers.
     _rsp_mr: Mr,
     /// One `RESPONSE_BYTES` response per request slot.
@@ -437,12 +486,23 @@ impl RdmaPollGroup {
             limits.max_qp_wr,
             limits.max_cqe
         );
+        let send_with_invalidate =
+            send_with_invalidate(&name, limits.vendor_id, limits.device_cap_flags);
+        if let Err(why) = send_with_invalidate {
+            log_once_per_device(&name, || {
+                log::info!(
+                    "RDMA device {name}: send-with-invalidate disabled: {why}; \
+                     hosts invalidate their keys themselves"
+                )
+            });
+        }
         self.devices.push(Device {
             ctx,
             name,
             limits,
             cqe_used: 0,
             responses_inline: None,
+            send_with_invalidate: send_with_invalidate.is_ok(),
             pool_mr,
             cq,
             pd,
@@ -547,6 +607,7 @@ impl RdmaPollGroup {
             send_batch: Vec::with_capacity(2 * usize::from(depth) + 1),
             sends_in_flight: 0,
             life: Life::Live,
+            send_with_invalidate: dev.send_with_invalidate,
             _rsp_mr: rsp_mr,
             rsp_region,
         };
@@ -914,6 +975,11 @@ impl TransportPollGroup for RdmaPollGroup {
                 q.send_batch.push(&mut sl.data_wr);
             }
         }
+        let (opcode, rkey) = response_opcode(&sl.plan, q.send_with_invalidate);
+        sl.send_wr.opcode = opcode;
+        sl.send_wr.__bindgen_anon_1 = sys::ibv_send_wr__bindgen_ty_1 {
+            invalidate_rkey: rkey,
+        };
         q.send_batch.push(&mut sl.send_wr);
         q.sends_in_flight += 1;
         q.table.completing(s);
@@ -1141,6 +1207,53 @@ mod tests {
             response_send_flags(256),
             IBV_SEND_SIGNALED | IBV_SEND_INLINE
         );
+    }
+
+    #[test]
+    fn send_with_invalidate_is_off_on_rxe_and_without_extensions() {
+        use sys::ibv_device_cap_flags::IBV_DEVICE_MEM_MGT_EXTENSIONS as MGT;
+        assert_eq!(send_with_invalidate("mlx5_0", 0x02c9, MGT), Ok(()));
+        assert!(send_with_invalidate("rxe0", 0xFF_FFFF, MGT).is_err());
+        assert!(
+            send_with_invalidate("rxe_eth1", 0x02c9, MGT).is_err(),
+            "by name"
+        );
+        assert!(
+            send_with_invalidate("roce0", 0xFF_FFFF, MGT).is_err(),
+            "a renamed rxe, by vendor id"
+        );
+        assert!(
+            send_with_invalidate("old", 0, MGT).is_err(),
+            "old rxe vendor id"
+        );
+        assert_eq!(
+            send_with_invalidate("mlx4_0", 0x02c9, 0),
+            Err("the device has no memory management extensions")
+        );
+    }
+
+    #[test]
+    fn response_invalidates_only_when_asked_and_allowed() {
+        use sys::ibv_wr_opcode::{IBV_WR_SEND, IBV_WR_SEND_WITH_INV};
+        let keyed = |invalidate| DataPlan::Keyed {
+            addr: 0x1000,
+            len: 4096,
+            key: 0xabcd,
+            invalidate,
+            xfer: Xfer::ControllerToHost,
+        };
+        assert_eq!(
+            response_opcode(&keyed(true), true),
+            (IBV_WR_SEND_WITH_INV, 0xabcd)
+        );
+        assert_eq!(response_opcode(&keyed(true), false), (IBV_WR_SEND, 0));
+        assert_eq!(response_opcode(&keyed(false), true), (IBV_WR_SEND, 0));
+        let icd = DataPlan::InCapsule {
+            offset: 0,
+            len: 512,
+        };
+        assert_eq!(response_opcode(&icd, true), (IBV_WR_SEND, 0));
+        assert_eq!(response_opcode(&DataPlan::None, true), (IBV_WR_SEND, 0));
     }
 
     #[test]

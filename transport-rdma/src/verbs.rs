@@ -326,6 +326,9 @@ impl Drop for CmEvent {
 /// Device limits the transport needs.
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceLimits {
+    pub vendor_id: u32,
+    /// IBV_DEVICE_* capability flags.
+    pub device_cap_flags: u32,
     pub max_qp_wr: u32,
     pub max_cqe: u32,
     pub max_qp_rd_atom: u8,
@@ -337,6 +340,8 @@ pub fn query_device(ctx: *mut sys::ibv_context) -> io::Result<DeviceLimits> {
     // SAFETY: `ctx` is a live device context (from a CM id); attr is writable.
     check(unsafe { sys::ibv_query_device(ctx, &mut attr) })?;
     Ok(DeviceLimits {
+        vendor_id: attr.vendor_id,
+        device_cap_flags: attr.device_cap_flags,
         max_qp_wr: attr.max_qp_wr.max(0) as u32,
         max_cqe: attr.max_cqe.max(0) as u32,
         max_qp_rd_atom: attr.max_qp_rd_atom.clamp(0, 255) as u8,
