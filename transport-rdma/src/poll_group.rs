@@ -6,6 +6,12 @@
 //! queue. A capsule that carries data lends its ICD buffer to the request
 //! (zero copy) and the receive is re-armed at once with a fresh buffer; the
 //! lent buffer goes back to its pool when the request is done.
+//!
+//! With `srq` on, each device gets one shared receive queue (SRQ) per poll
+//! group instead: its receives belong to the device, a completion names its
+//! queue by `qp_num`, and a receive whose ICD buffer is lent stays unposted
+//! until the request is done with the data (its buffer comes back), then it
+//! is re-posted to the SRQ.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -20,7 +26,7 @@ use nvmf::transport::{
 use rdma_sys as sys;
 
 use crate::request::{RequestState, RequestTable};
-use crate::verbs::{self, CmId, Cq, DeviceLimits, Mr, Pd, QpSpec};
+use crate::verbs::{self, CmId, Cq, DeviceLimits, Mr, Pd, QpSpec, Srq};
 use crate::{accept_private_data, ConnRequest, Notice, RdmaOptions, RdmaTransport};
 
 /// Completions taken per CQ poll.
@@ -30,6 +36,10 @@ const CQ_ENTRIES: u32 = 16_384;
 const CAPSULE_HEADER: usize = 64;
 const RESPONSE_BYTES: usize = 16;
 
+/// Queues on SRQs a poll group has room for before its qp_num map grows
+/// (it grows only when a queue is adopted, never per I/O).
+const SRQ_QUEUES_RESERVED: usize = 256;
+
 /// ICD buffers of a queue per receive: one posted, one lent to a request.
 const ICD_BUFFERS_PER_RECV: usize = 2;
 
@@ -37,6 +47,8 @@ const KIND_RECV: u64 = 1;
 const KIND_READ: u64 = 2;
 const KIND_SEND: u64 = 3;
 const KIND_WRITE: u64 = 4;
+/// A receive of a device's SRQ: named by device and receive index, not by queue.
+const KIND_SRQ_RECV: u64 = 5;
 
 fn wr_id(kind: u64, gen: u16, queue: u16, slot: u16) -> u64 {
     (kind << 56) | (u64::from(gen) << 32) | (u64::from(queue) << 16) | u64::from(slot)
@@ -46,16 +58,29 @@ fn decode(id: u64) -> (u64, u16, u16, u16) {
     (id >> 56, (id >> 32) as u16, (id >> 16) as u16, id as u16)
 }
 
+fn srq_wr_id(device: u16, index: u32) -> u64 {
+    (KIND_SRQ_RECV << 56) | (u64::from(device) << 32) | u64::from(index)
+}
+
+/// Device and receive index of an SRQ receive's wr_id.
+fn decode_srq(id: u64) -> (usize, u32) {
+    debug_assert_eq!(id >> 56, KIND_SRQ_RECV);
+    (usize::from((id >> 32) as u16), id as u32)
+}
+
 struct Device {
     ctx: *mut sys::ibv_context,
     name: String,
     limits: DeviceLimits,
+    /// Entries of `cq`: the budget its queues (and its SRQ) share.
+    cq_entries: u32,
     cqe_used: u32,
     /// Whether the last QP created took its responses inline (for the log).
     responses_inline: Option<bool>,
     /// Responses may invalidate the host's key (see `send_with_invalidate`).
     send_with_invalidate: bool,
-    // Drop order: MR, CQ, then PD.
+    // Drop order: SRQ, MR, CQ, then PD.
+    srq: Option<DeviceSrq>,
     pool_mr: Mr,
     cq: Cq,
     pd: Pd,
@@ -166,6 +191,10 @@ impl RecvRing {
         })
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.recvs.len()
+    }
+
     /// The command a completed receive carries.
     pub(crate) fn sqe(&self, index: u32) -> Sqe {
         let mut bytes = [0u8; CAPSULE_HEADER];
@@ -213,19 +242,26 @@ impl RecvRing {
         self.starved.len()
     }
 
-    /// Posts the armed receives with `post`; they count as posted on success
-    /// and stay in the batch on failure.
+    /// Posts the armed receives with `post`. Those the device took count as
+    /// posted; the rest stay in the batch.
     pub(crate) fn post(
         &mut self,
-        post: impl FnOnce(&[*mut sys::ibv_recv_wr]) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
+        post: impl FnOnce(&[*mut sys::ibv_recv_wr]) -> Result<(), verbs::PostError>,
+    ) -> Result<(), verbs::PostError> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        post(&self.batch)?;
-        self.posted += self.batch.len() as u32;
-        self.batch.clear();
-        Ok(())
+        let taken = match post(&self.batch) {
+            Ok(()) => Ok(self.batch.len()),
+            Err(e) => Err(e),
+        };
+        let n = match &taken {
+            Ok(n) => *n,
+            Err(e) => e.posted.min(self.batch.len()),
+        };
+        self.posted += n as u32;
+        self.batch.drain(..n);
+        taken.map(|_| ())
     }
 
     /// Forgets armed receives that will never be posted (the queue died).
@@ -289,6 +325,84 @@ impl RegisteredRing {
             ring,
         })
     }
+}
+
+/// A device's shared receive queue and the receives posted on it.
+struct DeviceSrq {
+    // Drop order: the SRQ before the memory of its receives.
+    srq: Srq,
+    recvs: RegisteredRing,
+    /// A failed post was logged (said once until posting works again).
+    post_failed: bool,
+}
+
+/// Queue index by qp_num: a sorted Vec searched by bisection, so a lookup
+/// (one per SRQ receive) neither allocates nor hashes. Changed only when a
+/// queue is adopted or destroyed.
+struct QpNumMap(Vec<(u32, u16)>);
+
+impl QpNumMap {
+    fn with_capacity(n: usize) -> QpNumMap {
+        QpNumMap(Vec::with_capacity(n))
+    }
+
+    /// Maps `qp_num` to `queue`. A live QP's number is unique, so an entry
+    /// already there can only be a stale one of a queue that is gone.
+    fn insert(&mut self, qp_num: u32, queue: u16) {
+        match self.0.binary_search_by_key(&qp_num, |e| e.0) {
+            Ok(i) => self.0[i].1 = queue,
+            Err(at) => self.0.insert(at, (qp_num, queue)),
+        }
+    }
+
+    fn remove(&mut self, qp_num: u32) {
+        if let Ok(i) = self.0.binary_search_by_key(&qp_num, |e| e.0) {
+            self.0.remove(i);
+        }
+    }
+
+    fn get(&self, qp_num: u32) -> Option<u16> {
+        self.0
+            .binary_search_by_key(&qp_num, |e| e.0)
+            .ok()
+            .map(|i| self.0[i].1)
+    }
+}
+
+/// The depth of a device's SRQ, with a note when it was capped; or why the
+/// device cannot have one (its queues then post their own receives).
+/// `recv_sge`: SGEs a receive needs. Half the CQ is left for send completions.
+fn srq_depth_for(
+    wanted_depth: u32,
+    recv_sge: u32,
+    limits: &DeviceLimits,
+) -> Result<(u32, Option<String>), String> {
+    if limits.max_srq == 0 || limits.max_srq_wr == 0 {
+        return Err("the device has no shared receive queues".into());
+    }
+    if limits.max_srq_sge < recv_sge {
+        return Err(format!(
+            "its shared receive queues take {} SGE(s) per receive; in-capsule data needs {recv_sge}",
+            limits.max_srq_sge
+        ));
+    }
+    let cap = limits.max_srq_wr.min(limits.max_cqe / 2);
+    if cap == 0 {
+        return Err(format!(
+            "its completion queues are too small ({} entries)",
+            limits.max_cqe
+        ));
+    }
+    if wanted_depth <= cap {
+        return Ok((wanted_depth, None));
+    }
+    Ok((
+        cap,
+        Some(format!(
+            "srq_depth {wanted_depth} capped to {cap} (max_srq_wr {}, half of max_cqe {})",
+            limits.max_srq_wr, limits.max_cqe
+        )),
+    ))
 }
 
 /// Send flags of a response: signaled (its completion frees the request),
@@ -407,13 +521,15 @@ enum Life {
 struct Queue {
     id: CmId,
     qp: *mut sys::ibv_qp,
+    qp_num: u32,
     device: usize,
     gen: u16,
     send_wrs: u32,
     recv_wrs: u32,
     table: RequestTable,
     slots: Box<[Slot]>,
-    recvs: RegisteredRing,
+    /// Receives of its own; None when it takes them from its device's SRQ.
+    recvs: Option<RegisteredRing>,
     send_batch: Vec<*mut sys::ibv_send_wr>,
     sends_in_flight: u32,
     life: Life,
@@ -438,8 +554,12 @@ pub(crate) struct RdmaPollGroup {
     cache: PoolCache,
     owners: Arc<Mutex<HashMap<usize, usize>>>,
     inbox: Arc<ArrayQueue<Notice>>,
-    devices: Vec<Device>,
+    // Drop order: queues before the devices they use.
     queues: Vec<Option<Queue>>,
+    devices: Vec<Device>,
+    /// The queues on an SRQ by qp_num: an SRQ receive completion names its
+    /// queue only so.
+    srq_queues: QpNumMap,
     to_report: VecDeque<u16>,
     wcs: Vec<sys::ibv_wc>,
     next_gen: u16,
@@ -459,8 +579,9 @@ impl RdmaPollGroup {
             cache: PoolCache::new(t.pool.clone(), cache),
             owners: t.owners.clone(),
             inbox,
-            devices: Vec::new(),
             queues: Vec::new(),
+            devices: Vec::new(),
+            srq_queues: QpNumMap::with_capacity(SRQ_QUEUES_RESERVED),
             to_report: VecDeque::new(),
             wcs: vec![sys::ibv_wc::default(); WC_BATCH],
             next_gen: 1,
@@ -471,20 +592,62 @@ impl RdmaPollGroup {
         if let Some(i) = self.devices.iter().position(|d| d.ctx == ctx) {
             return Ok(i);
         }
+        let d = self.devices.len();
         let name = verbs::device_name(ctx);
         let limits = verbs::query_device(ctx).map_err(|e| format!("{name}: query device: {e}"))?;
+        let icd_bytes = self.options.in_capsule_data_bytes;
+        let recv_sge = if icd_bytes > 0 { 2 } else { 1 };
+        let srq_depth = if self.options.srq {
+            match srq_depth_for(self.options.srq_depth, recv_sge, &limits) {
+                Ok((depth, note)) => {
+                    if let Some(note) = note {
+                        log::info!("reactor {}: RDMA device {name}: {note}", self.reactor);
+                    }
+                    Some(depth)
+                }
+                Err(why) => {
+                    log::warn!(
+                        "reactor {}: RDMA device {name}: srq = true but {why}; \
+                         its queues post their own receives",
+                        self.reactor
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let pd = Pd::new(ctx).map_err(|e| format!("{name}: allocate PD: {e}"))?;
-        let cq = Cq::new(ctx, CQ_ENTRIES.min(limits.max_cqe))
-            .map_err(|e| format!("{name}: create CQ: {e}"))?;
+        // SRQ receive completions land in the CQ too: room for all of them.
+        let cq_entries = (CQ_ENTRIES + srq_depth.unwrap_or(0)).min(limits.max_cqe);
+        let cq = Cq::new(ctx, cq_entries).map_err(|e| format!("{name}: create CQ: {e}"))?;
         let mem = self.pool.memory();
         // One MR over the whole pool, however many hugepages it spans.
         let pool_mr = Mr::register(&pd, mem.as_ptr(), mem.len())
             .map_err(|e| format!("{name}: register data buffers: {e}"))?;
+        let srq = match srq_depth {
+            Some(depth) => match self.create_srq(&pd, d, depth, recv_sge) {
+                Ok(srq) => Some(srq),
+                Err(e) => {
+                    log::warn!(
+                        "reactor {}: RDMA device {name}: cannot set up its shared receive \
+                         queue ({e}); its queues post their own receives",
+                        self.reactor
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         log::info!(
-            "reactor {}: RDMA device {name} ready (max_qp_wr {}, max_cqe {})",
+            "reactor {}: RDMA device {name} ready (max_qp_wr {}, max_cqe {}, {})",
             self.reactor,
             limits.max_qp_wr,
-            limits.max_cqe
+            limits.max_cqe,
+            match &srq {
+                Some(s) => format!("shared receive queue of {} receives", s.recvs.ring.len()),
+                None => "receives per queue".to_string(),
+            }
         );
         let send_with_invalidate =
             send_with_invalidate(&name, limits.vendor_id, limits.device_cap_flags);
@@ -500,14 +663,48 @@ impl RdmaPollGroup {
             ctx,
             name,
             limits,
-            cqe_used: 0,
+            cq_entries,
+            // The SRQ's receives may all complete at once.
+            cqe_used: srq.as_ref().map_or(0, |s| s.recvs.ring.len() as u32),
             responses_inline: None,
             send_with_invalidate: send_with_invalidate.is_ok(),
+            srq,
             pool_mr,
             cq,
             pd,
         });
-        Ok(self.devices.len() - 1)
+        Ok(d)
+    }
+
+    /// The SRQ of device `d` with `depth` receives, all posted.
+    fn create_srq(
+        &self,
+        pd: &Pd,
+        d: usize,
+        depth: u32,
+        recv_sge: u32,
+    ) -> Result<DeviceSrq, String> {
+        let device = u16::try_from(d).map_err(|_| "too many RDMA devices".to_string())?;
+        let srq = Srq::new(pd, depth, recv_sge).map_err(|e| format!("create SRQ: {e}"))?;
+        let mut recvs = RegisteredRing::new(
+            pd,
+            depth,
+            self.options.in_capsule_data_bytes,
+            // Exactly one per receive: a receive whose buffer is lent waits
+            // for it to come back, so requests cannot drain the memory.
+            depth as usize,
+            |i| srq_wr_id(device, i),
+        )?;
+        let raw = srq.0;
+        recvs
+            .ring
+            .post(|wrs| verbs::post_srq_recv_chain(raw, wrs))
+            .map_err(|e| format!("post receives: {e}"))?;
+        Ok(DeviceSrq {
+            srq,
+            recvs,
+            post_failed: false,
+        })
     }
 
     fn setup_queue(&mut self, conn: &ConnRequest, qi: u16) -> Result<Queue, String> {
@@ -517,27 +714,33 @@ impl RdmaPollGroup {
         }
         let d = self.device_for(ctx)?;
         let depth = conn.depth;
-        let (send_wrs, recv_wrs) = (2 * u32::from(depth) + 1, u32::from(depth));
         let icd_bytes = self.options.in_capsule_data_bytes;
         let dev = &mut self.devices[d];
+        let srq = dev.srq.as_ref().map(|s| s.srq.0);
+        // On an SRQ the receives (and their CQ entries) belong to the device.
+        let recv_wrs = if srq.is_some() { 0 } else { u32::from(depth) };
+        let send_wrs = 2 * u32::from(depth) + 1;
         if send_wrs > dev.limits.max_qp_wr {
             return Err(format!(
                 "queue depth {depth} needs {send_wrs} send WRs; the device allows {}",
                 dev.limits.max_qp_wr
             ));
         }
-        if dev.cqe_used + send_wrs + recv_wrs > CQ_ENTRIES.min(dev.limits.max_cqe) {
+        if dev.cqe_used + send_wrs + recv_wrs > dev.cq_entries {
             return Err("completion queue budget of this reactor is used up".into());
         }
         let gen = self.next_gen;
         // Everything that needs no QP first: a failure then leaves nothing to undo.
-        let recvs = RegisteredRing::new(
-            &dev.pd,
-            u32::from(depth),
-            icd_bytes,
-            ICD_BUFFERS_PER_RECV * usize::from(depth),
-            |i| wr_id(KIND_RECV, gen, qi, i as u16),
-        )?;
+        let recvs = match srq {
+            Some(_) => None,
+            None => Some(RegisteredRing::new(
+                &dev.pd,
+                u32::from(depth),
+                icd_bytes,
+                ICD_BUFFERS_PER_RECV * usize::from(depth),
+                |i| wr_id(KIND_RECV, gen, qi, i as u16),
+            )?),
+        };
         let rsp_region = DmaMemory::allocate_ordinary(usize::from(depth) * RESPONSE_BYTES)
             .map_err(|e| format!("response buffers: {e}"))?;
         let rsp_mr = Mr::register(&dev.pd, rsp_region.as_ptr(), rsp_region.len())
@@ -547,6 +750,7 @@ impl RdmaPollGroup {
             recv_wr: recv_wrs,
             recv_sge: if icd_bytes > 0 { 2 } else { 1 },
             inline_bytes: RESPONSE_BYTES as u32,
+            srq: srq.unwrap_or(std::ptr::null_mut()),
         };
         let created = conn
             .id
@@ -597,6 +801,7 @@ impl RdmaPollGroup {
         let mut q = Queue {
             id: conn.id,
             qp,
+            qp_num: verbs::qp_num(qp),
             device: d,
             gen,
             send_wrs,
@@ -617,7 +822,11 @@ impl RdmaPollGroup {
             s.data_wr.sg_list = &mut s.data_sge;
             s.data_wr.num_sge = 1;
         }
-        if let Err(e) = q.recvs.ring.post(|wrs| verbs::post_recv_chain(qp, wrs)) {
+        let posted = match q.recvs.as_mut() {
+            Some(r) => r.ring.post(|wrs| verbs::post_recv_chain(qp, wrs)),
+            None => Ok(()),
+        };
+        if let Err(e) = posted {
             self.devices[d].cqe_used -= send_wrs + recv_wrs;
             conn.id.destroy_qp();
             drop(q);
@@ -658,7 +867,9 @@ impl RdmaPollGroup {
             }
         }
         q.send_batch.clear();
-        q.recvs.ring.discard_batch();
+        if let Some(r) = q.recvs.as_mut() {
+            r.ring.discard_batch();
+        }
         for (i, s) in q.slots.iter_mut().enumerate() {
             let st = q.table.state(i as u16);
             if matches!(
@@ -677,6 +888,10 @@ impl RdmaPollGroup {
     }
 
     fn on_wc(&mut self, wc: &sys::ibv_wc) {
+        if wc.wr_id >> 56 == KIND_SRQ_RECV {
+            self.on_srq_recv(wc);
+            return;
+        }
         let (kind, gen, qi, slot) = decode(wc.wr_id);
         let Some(q) = self
             .queues
@@ -689,7 +904,10 @@ impl RdmaPollGroup {
         let ok = wc.status == sys::ibv_wc_status::IBV_WC_SUCCESS;
         match kind {
             KIND_RECV => {
-                q.recvs.ring.completed();
+                let Some(recvs) = q.recvs.as_mut() else {
+                    return; // cannot happen: its receives are on the SRQ
+                };
+                recvs.ring.completed();
                 if !ok || q.life != Life::Live {
                     if !ok && q.life == Life::Live {
                         log::warn!(
@@ -708,7 +926,10 @@ impl RdmaPollGroup {
                     self.kill(qi);
                     return;
                 };
-                let ring = &mut q.recvs.ring;
+                let Some(recvs) = q.recvs.as_mut() else {
+                    return;
+                };
+                let ring = &mut recvs.ring;
                 let index = u32::from(slot);
                 let sqe = ring.sqe(index);
                 let plan = plan_capsule(
@@ -763,6 +984,79 @@ impl RdmaPollGroup {
                     );
                     self.kill(qi);
                 }
+            }
+        }
+    }
+
+    /// A receive of a device's SRQ completed: it names its queue by qp_num.
+    /// The receive goes back to the SRQ at once, unless its ICD buffer is
+    /// lent to the request (then when the buffer comes back).
+    fn on_srq_recv(&mut self, wc: &sys::ibv_wc) {
+        let (d, index) = decode_srq(wc.wr_id);
+        let Some(srq) = self.devices.get_mut(d).and_then(|d| d.srq.as_mut()) else {
+            return; // cannot happen: SRQ wr_ids name a device with an SRQ
+        };
+        let ring = &mut srq.recvs.ring;
+        ring.completed();
+        let qi = self.srq_queues.get(wc.qp_num);
+        let q = qi
+            .and_then(|qi| self.queues[usize::from(qi)].as_mut())
+            .filter(|q| q.life == Life::Live);
+        if wc.status != sys::ibv_wc_status::IBV_WC_SUCCESS {
+            // A flushed SRQ receive means the SRQ itself is going away.
+            if wc.status != sys::ibv_wc_status::IBV_WC_WR_FLUSH_ERR {
+                ring.rearm(index);
+            }
+            if let (Some(qi), Some(_)) = (qi, q) {
+                log::warn!(
+                    "RDMA receive failed (status {}); closing the queue",
+                    wc.status
+                );
+                self.kill(qi);
+            }
+            return;
+        }
+        let (Some(qi), Some(q)) = (qi, q) else {
+            ring.rearm(index); // a queue already closing or gone
+            return;
+        };
+        let Some(s) = q.table.receive() else {
+            ring.rearm(index);
+            log::warn!(
+                "host overran an RDMA queue of depth {}; closing it",
+                q.slots.len()
+            );
+            self.kill(qi);
+            return;
+        };
+        let sqe = ring.sqe(index);
+        let plan = plan_capsule(
+            &sqe,
+            wc.byte_len,
+            self.options.in_capsule_data_bytes,
+            self.options.max_io_bytes,
+        );
+        let icd = if let Ok(DataPlan::InCapsule { .. }) = plan {
+            Some(ring.lend_icd(index))
+        } else {
+            ring.rearm(index);
+            None
+        };
+        start_request(&mut q.slots[usize::from(s)], sqe, plan, icd);
+    }
+
+    /// Handles every completion waiting in device `d`'s CQ (bounded by its size).
+    fn drain_cq(&mut self, d: usize) {
+        let rounds = self.devices[d].cq_entries as usize / WC_BATCH + 1;
+        for _ in 0..rounds {
+            let mut wcs = std::mem::take(&mut self.wcs);
+            let n = self.devices[d].cq.poll(&mut wcs);
+            for wc in &wcs[..n] {
+                self.on_wc(wc);
+            }
+            self.wcs = wcs;
+            if n < WC_BATCH {
+                break;
             }
         }
     }
@@ -831,7 +1125,7 @@ impl RdmaPollGroup {
             return;
         };
         if q.life != Life::Closing
-            || q.recvs.ring.posted() > 0
+            || q.recvs.as_ref().is_some_and(|r| r.ring.posted() > 0)
             || q.sends_in_flight > 0
             || !q.table.all_free()
         {
@@ -844,10 +1138,19 @@ impl RdmaPollGroup {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&q.id.addr());
         let id = q.id;
+        let on_srq = q.recvs.is_none();
+        let (device, qp_num) = (q.device, q.qp_num);
         // The QP first: the NIC must be done with the memory before it is freed.
         id.destroy_qp();
         drop(q); // MRs, command slots, ICD and response buffers
         id.destroy(false);
+        if on_srq {
+            // Receive completions of the QP may still sit in the CQ. Take them
+            // now, while its qp_num still names this (gone) queue: a new QP
+            // may get the same number.
+            self.drain_cq(device);
+            self.srq_queues.remove(qp_num);
+        }
         log::debug!("reactor {}: RDMA queue {qi} destroyed", self.reactor);
     }
 }
@@ -881,6 +1184,9 @@ impl TransportPollGroup for RdmaPollGroup {
             return Err(TransportError::Other(format!("RDMA accept: {e}")));
         }
         conn.accepted = true;
+        if q.recvs.is_none() {
+            self.srq_queues.insert(q.qp_num, qi as u16);
+        }
         self.owners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -986,6 +1292,33 @@ impl TransportPollGroup for RdmaPollGroup {
     }
 
     fn flush(&mut self) {
+        // SRQ receives first: a host answered below may send its next command at once.
+        for dev in self.devices.iter_mut() {
+            let Some(srq) = dev.srq.as_mut() else {
+                continue;
+            };
+            let raw = srq.srq.0;
+            srq.recvs.ring.refill();
+            match srq
+                .recvs
+                .ring
+                .post(|wrs| verbs::post_srq_recv_chain(raw, wrs))
+            {
+                Ok(()) => srq.post_failed = false,
+                Err(e) => {
+                    // The receives stay armed and are posted again next time.
+                    if !srq.post_failed {
+                        log::error!(
+                            "reactor {}: RDMA device {}: posting to its shared receive queue \
+                             failed ({e}); retrying every poll",
+                            self.reactor,
+                            dev.name
+                        );
+                    }
+                    srq.post_failed = true;
+                }
+            }
+        }
         for qi in 0..self.queues.len() {
             let Some(q) = self.queues[qi].as_mut() else {
                 continue;
@@ -994,14 +1327,20 @@ impl TransportPollGroup for RdmaPollGroup {
                 continue;
             }
             let qp = q.qp;
-            q.recvs.ring.refill();
-            let posted_recv = q.recvs.ring.post(|wrs| verbs::post_recv_chain(qp, wrs));
-            let sends = std::mem::take(&mut q.send_batch);
-            let posted_send = verbs::post_send_chain(q.qp, &sends);
-            q.send_batch = sends;
-            if posted_send.is_ok() {
-                q.send_batch.clear();
-            }
+            let posted_recv = match q.recvs.as_mut() {
+                Some(r) => {
+                    r.ring.refill();
+                    r.ring.post(|wrs| verbs::post_recv_chain(qp, wrs))
+                }
+                None => Ok(()),
+            };
+            let posted_send = verbs::post_send_chain(q.qp, &q.send_batch);
+            // What the device took completes later; kill settles the rest.
+            let taken = match &posted_send {
+                Ok(()) => q.send_batch.len(),
+                Err(e) => e.posted.min(q.send_batch.len()),
+            };
+            q.send_batch.drain(..taken);
             if let Err(e) = posted_recv.and(posted_send) {
                 log::warn!("RDMA post failed ({e}); closing the queue");
                 self.kill(qi as u16);
@@ -1254,6 +1593,106 @@ mod tests {
         };
         assert_eq!(response_opcode(&icd, true), (IBV_WR_SEND, 0));
         assert_eq!(response_opcode(&DataPlan::None, true), (IBV_WR_SEND, 0));
+    }
+
+    fn limits(max_srq: u32, max_srq_wr: u32, max_srq_sge: u32, max_cqe: u32) -> DeviceLimits {
+        DeviceLimits {
+            vendor_id: 0x02c9,
+            device_cap_flags: 0,
+            max_qp_wr: 16384,
+            max_cqe,
+            max_qp_rd_atom: 16,
+            max_qp_init_rd_atom: 16,
+            max_srq,
+            max_srq_wr,
+            max_srq_sge,
+        }
+    }
+
+    #[test]
+    fn srq_depth_is_capped_by_the_device_or_refused() {
+        assert_eq!(
+            srq_depth_for(4096, 2, &limits(1024, 1 << 20, 32, 32767)),
+            Ok((4096, None))
+        );
+        let (depth, note) = srq_depth_for(4096, 2, &limits(1024, 1024, 32, 32767)).unwrap();
+        assert_eq!(depth, 1024);
+        assert!(note.unwrap().contains("capped to 1024 (max_srq_wr 1024"));
+        // Half the CQ stays for send completions.
+        assert_eq!(
+            srq_depth_for(4096, 2, &limits(1024, 1 << 20, 32, 4096))
+                .unwrap()
+                .0,
+            2048
+        );
+        assert_eq!(
+            srq_depth_for(4096, 2, &limits(0, 0, 0, 32767)),
+            Err("the device has no shared receive queues".into())
+        );
+        let e = srq_depth_for(4096, 2, &limits(64, 4096, 1, 32767)).unwrap_err();
+        assert!(e.contains("in-capsule data needs 2"), "{e}");
+        assert!(srq_depth_for(4096, 1, &limits(64, 4096, 1, 32767)).is_ok());
+    }
+
+    #[test]
+    fn srq_wr_ids_name_device_and_receive() {
+        let id = srq_wr_id(3, 70_000);
+        assert_eq!(id >> 56, KIND_SRQ_RECV);
+        assert_eq!(decode_srq(id), (3, 70_000));
+        assert_ne!(id >> 56, decode(wr_id(KIND_RECV, 3, 1, 2)).0);
+    }
+
+    #[test]
+    fn qp_num_map_finds_queues_and_forgets_them() {
+        let mut m = QpNumMap::with_capacity(4);
+        for (qp, q) in [(900, 0), (17, 1), (4000, 2)] {
+            m.insert(qp, q);
+        }
+        assert_eq!(
+            (m.get(17), m.get(900), m.get(4000)),
+            (Some(1), Some(0), Some(2))
+        );
+        assert_eq!(m.get(18), None);
+        m.remove(900);
+        assert_eq!(m.get(900), None);
+        m.insert(17, 5); // a stale entry is replaced
+        assert_eq!(m.get(17), Some(5));
+        assert_eq!(m.0.len(), 2);
+    }
+
+    #[test]
+    fn a_partial_post_keeps_the_rest_armed() {
+        let (mut r, _) = ring(4, 0, 0);
+        let e = r
+            .post(|wrs| {
+                Err(verbs::PostError {
+                    posted: 3,
+                    error: std::io::Error::from_raw_os_error(libc::ENOMEM),
+                })
+                .map(|()| assert_eq!(wrs.len(), 4))
+            })
+            .unwrap_err();
+        assert_eq!(e.posted, 3);
+        assert_eq!(r.posted(), 3, "the first three were taken");
+        let rest = post_all(&mut r);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].0, 103, "only the one not taken is posted again");
+        assert_eq!(r.posted(), 4);
+    }
+
+    #[test]
+    fn srq_ring_holds_a_receive_until_its_data_comes_back() {
+        // An SRQ ring has one ICD buffer per receive: a lent buffer starves
+        // its receive until the request is done with the data.
+        let (mut r, _) = ring(2, 4096, 2);
+        post_all(&mut r);
+        r.completed();
+        let data = r.lend_icd(1);
+        assert_eq!(r.starved(), 1);
+        assert!(post_all(&mut r).is_empty());
+        drop(data); // the request finished: release_buffer drops it into its pool
+        r.refill();
+        assert_eq!(post_all(&mut r)[0].0, 101);
     }
 
     #[test]
