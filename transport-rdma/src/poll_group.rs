@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use dma::{BufPool, DmaBuf, DmaMemory, PoolCache, SMALL_PAGE_BYTES};
@@ -35,6 +36,17 @@ const WC_BATCH: usize = 32;
 const CQ_ENTRIES: u32 = 16_384;
 const CAPSULE_HEADER: usize = 64;
 const RESPONSE_BYTES: usize = 16;
+
+/// How long a closed queue waits for its posted work requests to come back
+/// (flushed) before it is destroyed anyway. A NIC flushes a QP in error in
+/// well under a second; 10 s leaves room for Soft-RoCE on a loaded or
+/// emulated CPU, yet bounds what a device that never flushes (broken,
+/// removed, or a driver bug) can leak: the QP, its MRs, command slots and
+/// buffers. It also matches the Linux host's reconnect delay, so leaked
+/// queues cannot pile up across its reconnect attempts. Destroying the QP
+/// makes the NIC drop what is left; late completions are ignored by the
+/// wr_id generation check (and SRQ ones by the CQ drain at destroy).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Queues on SRQs a poll group has room for before its qp_num map grows
 /// (it grows only when a queue is adopted, never per I/O).
@@ -509,6 +521,29 @@ fn start_request(sl: &mut Slot, sqe: Sqe, plan: Result<DataPlan, Status>, icd: O
     }
 }
 
+/// What to do with a queue the target has closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Teardown {
+    /// Work requests are still out and the flush deadline has not passed.
+    Wait,
+    /// Everything came back.
+    Destroy,
+    /// The flush deadline passed with work requests still out.
+    DestroyOverdue,
+}
+
+/// The teardown decision for a closed queue whose QP went to the error state
+/// (flushing began) at `flush_started`; `now` is passed in, not read here.
+fn teardown(drained: bool, flush_started: Instant, now: Instant) -> Teardown {
+    if drained {
+        Teardown::Destroy
+    } else if now.saturating_duration_since(flush_started) >= FLUSH_TIMEOUT {
+        Teardown::DestroyOverdue
+    } else {
+        Teardown::Wait
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Life {
     Live,
@@ -533,6 +568,9 @@ struct Queue {
     send_batch: Vec<*mut sys::ibv_send_wr>,
     sends_in_flight: u32,
     life: Life,
+    /// When the QP was moved to the error state (its work requests started
+    /// to flush); None while it is live.
+    flush_started: Option<Instant>,
     /// The device's `send_with_invalidate`.
     send_with_invalidate: bool,
     // Drop order: the MR before the memory it covers.
@@ -812,6 +850,7 @@ impl RdmaPollGroup {
             send_batch: Vec::with_capacity(2 * usize::from(depth) + 1),
             sends_in_flight: 0,
             life: Life::Live,
+            flush_started: None,
             send_with_invalidate: dev.send_with_invalidate,
             _rsp_mr: rsp_mr,
             rsp_region,
@@ -845,6 +884,7 @@ impl RdmaPollGroup {
         }
         q.life = Life::Dead;
         q.id.disconnect();
+        q.flush_started = Some(Instant::now());
         // Work requests never posted will never complete: settle them here.
         for &wr in &q.send_batch {
             let (kind, _, _, slot) = decode(verbs::send_wr_id(wr));
@@ -1119,17 +1159,37 @@ impl RdmaPollGroup {
         }
     }
 
-    /// Frees a closed queue once all its work requests have flushed.
+    /// Frees a closed queue once all its work requests have flushed, or once
+    /// `FLUSH_TIMEOUT` has passed since they started to.
     fn try_destroy(&mut self, qi: u16) {
         let Some(q) = self.queues[usize::from(qi)].as_ref() else {
             return;
         };
-        if q.life != Life::Closing
-            || q.recvs.as_ref().is_some_and(|r| r.ring.posted() > 0)
-            || q.sends_in_flight > 0
-            || !q.table.all_free()
-        {
+        if q.life != Life::Closing {
             return;
+        }
+        let recvs_out = q.recvs.as_ref().map_or(0, |r| r.ring.posted());
+        let requests_out = q.slots.len() - q.table.free_count();
+        let drained = recvs_out == 0 && q.sends_in_flight == 0 && requests_out == 0;
+        // The clock is read only while a closed queue waits, never per I/O.
+        let flush_started = q.flush_started.expect("a closing queue's QP is in error");
+        let now = if drained {
+            flush_started
+        } else {
+            Instant::now()
+        };
+        match teardown(drained, flush_started, now) {
+            Teardown::Wait => return,
+            Teardown::Destroy => {}
+            Teardown::DestroyOverdue => log::warn!(
+                "reactor {}: RDMA queue {qi} (qp_num {}) still has {recvs_out} receive(s), \
+                 {} send(s) and {requests_out} request(s) out {} s after it was closed; \
+                 destroying it anyway",
+                self.reactor,
+                q.qp_num,
+                q.sends_in_flight,
+                FLUSH_TIMEOUT.as_secs()
+            ),
         }
         let q = self.queues[usize::from(qi)].take().expect("checked");
         self.devices[q.device].cqe_used -= q.send_wrs + q.recv_wrs;
@@ -1359,6 +1419,11 @@ impl TransportPollGroup for RdmaPollGroup {
                 0,
                 "closing a queue whose requests the target holds"
             );
+            if q.life == Life::Live {
+                // Not killed first (the target always does): start the flush.
+                q.id.disconnect();
+                q.flush_started = Some(Instant::now());
+            }
             q.life = Life::Closing;
         }
         self.try_destroy(queue);
@@ -1693,6 +1758,23 @@ mod tests {
         drop(data); // the request finished: release_buffer drops it into its pool
         r.refill();
         assert_eq!(post_all(&mut r)[0].0, 101);
+    }
+
+    #[test]
+    fn closed_queue_waits_for_its_flush_until_the_deadline() {
+        let t0 = Instant::now();
+        let later = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(teardown(true, t0, t0), Teardown::Destroy);
+        assert_eq!(teardown(true, t0, later(60)), Teardown::Destroy);
+        assert_eq!(teardown(false, t0, t0), Teardown::Wait);
+        assert_eq!(teardown(false, t0, later(9)), Teardown::Wait);
+        assert_eq!(
+            teardown(false, t0, t0 + FLUSH_TIMEOUT),
+            Teardown::DestroyOverdue
+        );
+        assert_eq!(teardown(false, t0, later(3600)), Teardown::DestroyOverdue);
+        // A clock read before the flush started (cannot go backwards) still waits.
+        assert_eq!(teardown(false, later(5), t0), Teardown::Wait);
     }
 
     #[test]
