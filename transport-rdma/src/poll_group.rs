@@ -966,9 +966,6 @@ impl RdmaPollGroup {
                     self.kill(qi);
                     return;
                 };
-                let Some(recvs) = q.recvs.as_mut() else {
-                    return;
-                };
                 let ring = &mut recvs.ring;
                 let index = u32::from(slot);
                 let sqe = ring.sqe(index);
@@ -1215,6 +1212,30 @@ impl RdmaPollGroup {
     }
 }
 
+impl Drop for RdmaPollGroup {
+    fn drop(&mut self) {
+        // Queues still here: shutdown stopped waiting for their flush. Their
+        // QPs go first, before the memory they use and before the SRQ, CQ and
+        // PD of their device (dropped after this).
+        for (qi, slot) in self.queues.iter_mut().enumerate() {
+            let Some(q) = slot.take() else { continue };
+            log::warn!(
+                "reactor {}: RDMA queue {qi} (qp_num {}) still open at shutdown; destroying it",
+                self.reactor,
+                q.qp_num
+            );
+            self.owners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&q.id.addr());
+            let id = q.id;
+            id.destroy_qp();
+            drop(q);
+            id.destroy(false);
+        }
+    }
+}
+
 impl TransportPollGroup for RdmaPollGroup {
     fn adopt(&mut self, pending: PendingQueue) -> Result<u16, TransportError> {
         let mut conn = pending
@@ -1239,8 +1260,9 @@ impl TransportPollGroup for RdmaPollGroup {
             conn.initiator_depth,
         ) {
             self.devices[q.device].cqe_used -= q.send_wrs + q.recv_wrs;
-            drop(q);
+            // The QP before the memory its receives point at.
             conn.id.destroy_qp();
+            drop(q);
             return Err(TransportError::Other(format!("RDMA accept: {e}")));
         }
         conn.accepted = true;
