@@ -80,6 +80,8 @@ pub fn build_transport(name: &str, t: &TransportConfig) -> Result<Arc<dyn Transp
             in_capsule_data_bytes: t.options.in_capsule_data_bytes,
             max_io_bytes: t.options.max_io_bytes,
             buffer_count: t.num_shared_buffers,
+            srq: t.srq,
+            srq_depth: t.srq_depth,
         })
         .map(|r| r as Arc<dyn Transport>)
         .map_err(|e| e.to_string()),

@@ -43,6 +43,8 @@ in_capsule_data_size = 4096       # bytes of data a command capsule may carry
 max_io_size = 131072              # largest transfer of one command, in bytes
 acceptor_poll_period_us = 10000   # how often new connections are picked up
 num_shared_buffers = 1024         # data buffers of max_io_size bytes, shared by all reactors
+srq = false                       # RDMA: one shared receive queue per device and reactor
+srq_depth = 4096                  # RDMA: receives posted on it (capped by the device)
 
 [[bdev]]
 name = "Malloc0"
@@ -81,6 +83,10 @@ pub const DEFAULT_NUM_SHARED_BUFFERS: usize = 1024;
 pub const MAX_IDLE_SLEEP_US: u64 = 10_000;
 /// Bounds the data buffer pool (at most 64 Ki buffers of max_io_size each).
 pub const MAX_NUM_SHARED_BUFFERS: usize = 65_536;
+pub const DEFAULT_SRQ_DEPTH: u32 = 4096;
+/// Shared receive queue depths: each receive holds an in-capsule data buffer,
+/// so the upper bound also bounds that memory (64 Ki x in_capsule_data_size).
+pub const SRQ_DEPTH_RANGE: std::ops::RangeInclusive<u32> = 16..=65_536;
 pub const DEFAULT_TRSVCID: &str = "4420";
 pub const DEFAULT_MODEL: &str = "Rust NVMe-oF target";
 pub const DEFAULT_MAX_NAMESPACES: u32 = 32;
@@ -174,6 +180,8 @@ struct RawTransport {
     max_io_size: Option<Spanned<i64>>,
     acceptor_poll_period_us: Option<Spanned<i64>>,
     num_shared_buffers: Option<Spanned<i64>>,
+    srq: Option<Spanned<bool>>,
+    srq_depth: Option<Spanned<i64>>,
 }
 
 impl RawTransport {
@@ -271,6 +279,11 @@ pub struct TransportConfig {
     pub options: TargetOptions,
     /// Data buffers of `options.max_io_bytes` each, shared by all reactors.
     pub num_shared_buffers: usize,
+    /// RDMA: one shared receive queue per device and reactor instead of
+    /// receives posted per queue pair.
+    pub srq: bool,
+    /// RDMA: receives of each shared receive queue (the device may cap it).
+    pub srq_depth: u32,
 }
 
 impl TransportConfig {
@@ -284,6 +297,8 @@ impl Default for TransportConfig {
         TransportConfig {
             options: TargetOptions::default(),
             num_shared_buffers: DEFAULT_NUM_SHARED_BUFFERS,
+            srq: false,
+            srq_depth: DEFAULT_SRQ_DEPTH,
         }
     }
 }
@@ -513,7 +528,7 @@ impl fmt::Display for Config {
             f,
             "transport: max_queue_depth {}, max_admin_queue_depth {}, max_queues_per_controller {}, \
              in_capsule_data_size {}, max_io_size {}, acceptor_poll_period_us {}, \
-             num_shared_buffers {} ({})",
+             num_shared_buffers {} ({}), {}",
             o.max_queue_depth,
             o.max_admin_queue_depth,
             o.max_queues_per_controller,
@@ -522,6 +537,11 @@ impl fmt::Display for Config {
             o.acceptor_poll_period_us,
             self.transport.num_shared_buffers,
             format_mib(self.transport.shared_buffer_bytes()),
+            if self.transport.srq {
+                format!("srq on (srq_depth {})", self.transport.srq_depth)
+            } else {
+                "srq off".to_string()
+            },
         )?;
         for b in &self.bdevs {
             write!(
@@ -757,6 +777,24 @@ impl Doc<'_> {
                 ));
             }
             out.num_shared_buffers = n as usize;
+        }
+        if let Some(v) = &raw.srq {
+            out.srq = *v.get_ref();
+        }
+        if let Some(v) = &raw.srq_depth {
+            let n = *v.get_ref();
+            let (lo, hi) = (*SRQ_DEPTH_RANGE.start(), *SRQ_DEPTH_RANGE.end());
+            if !(i64::from(lo)..=i64::from(hi)).contains(&n) {
+                return Err(self.err(
+                    v.span(),
+                    "srq_depth",
+                    format!(
+                        "{n} is out of range; use {lo} to {hi} (receives of each shared \
+                         receive queue; the device's max_srq_wr caps it at run time)"
+                    ),
+                ));
+            }
+            out.srq_depth = n as u32;
         }
         out.options.validate().map_err(|e| {
             let nvmf::ConfigError::Invalid { what, msg } = e;
@@ -1523,6 +1561,10 @@ allow_any_host = true
         );
         assert_eq!(c.transport.num_shared_buffers, 256);
         assert_eq!(
+            (c.transport.srq, c.transport.srq_depth),
+            (false, DEFAULT_SRQ_DEPTH)
+        );
+        assert_eq!(
             c.bdevs[0],
             BdevSpec {
                 name: "Malloc0".into(),
@@ -1597,6 +1639,12 @@ allow_any_host = true
             )
         );
         assert_eq!(c.transport.num_shared_buffers, DEFAULT_NUM_SHARED_BUFFERS);
+        let d = TransportConfig::default();
+        assert_eq!(
+            (c.transport.srq, c.transport.srq_depth),
+            (d.srq, d.srq_depth)
+        );
+        assert_eq!((d.srq, d.srq_depth), (false, DEFAULT_SRQ_DEPTH));
         let b = &c.bdevs[0];
         assert_eq!(
             (b.name.as_str(), b.kind, b.block_size, b.size_bytes()),
@@ -1737,6 +1785,19 @@ allow_any_host = true
     }
 
     #[test]
+    fn srq_keys_parse() {
+        let c = parse(&format!(
+            "[transport]\nsrq = true\nsrq_depth = 1024\n{}",
+            with_bdev("")
+        ))
+        .unwrap();
+        assert_eq!((c.transport.srq, c.transport.srq_depth), (true, 1024));
+        assert!(c.to_string().contains("srq on (srq_depth 1024)"), "{c}");
+        let c = parse("[transport]\nsrq = true\n").unwrap();
+        assert_eq!(c.transport.srq_depth, DEFAULT_SRQ_DEPTH);
+    }
+
+    #[test]
     fn transport_errors_name_the_key() {
         let e = error(
             "[transport]\nmax_queue_depth = 5000\n",
@@ -1773,6 +1834,14 @@ allow_any_host = true
             2,
             Some("num_shared_buffers"),
         );
+        let e = error(
+            "[transport]\nsrq = true\nsrq_depth = 8\n",
+            3,
+            Some("srq_depth"),
+        );
+        assert!(e.contains("8 is out of range; use 16 to 65536"), "{e}");
+        error("[transport]\nsrq_depth = 65537\n", 2, Some("srq_depth"));
+        error("[transport]\nsrq = 1\n", 2, Some("srq"));
         error(
             "[transport]\nmax_queues_per_controller = 99999999999\n",
             2,
@@ -2078,7 +2147,7 @@ allow_any_host = true
         let s = c.to_string();
         for want in [
             "reactor mask 0x1 (1 reactor(s) on CPU(s) 0)",
-            "num_shared_buffers 256 (64 MiB)",
+            "num_shared_buffers 256 (64 MiB), srq off",
             "bdev Malloc0: malloc, 2048 blocks of 4096 bytes (8 MiB), NUMA node 0",
             "bdev Null0: null, 1000 blocks of 512 bytes (0.49 MiB)",
             "subsystem nqn.2016-06.io.spdk:cnode1: serial \"SN1\", model \"Model 1\", max_namespaces 4, 2 allowed host(s)",

@@ -9,7 +9,8 @@
 //!   Later CM events of a connection reach its poll group through a
 //!   lock-free inbox.
 //! - A poll group (`poll_group`) owns, per device, one PD, one CQ shared by
-//!   its QPs, and one MR over the whole data-buffer pool.
+//!   its QPs, one MR over the whole data-buffer pool and, with `srq`, one
+//!   shared receive queue.
 //! - Each request slot runs the state machine in `request`.
 
 mod poll_group;
@@ -64,6 +65,11 @@ pub struct RdmaOptions {
     pub max_io_bytes: u32,
     /// Data buffers (each `max_io_bytes`) shared by all reactors.
     pub buffer_count: usize,
+    /// One shared receive queue per device and reactor instead of receives
+    /// posted per queue pair (falls back when the device has no SRQ).
+    pub srq: bool,
+    /// Receives posted on each shared receive queue (capped by the device).
+    pub srq_depth: u32,
 }
 
 /// One configured listen address and its CM id. The id is gone while the

@@ -191,6 +191,11 @@ impl RequestTable {
     pub fn all_free(&self) -> bool {
         self.free.len() == self.states.len()
     }
+
+    /// Slots in the Free state.
+    pub fn free_count(&self) -> usize {
+        self.free.len()
+    }
 }
 
 #[cfg(test)]
@@ -249,8 +254,10 @@ mod tests {
         assert_eq!(t.abandon_waiting(), 2);
         assert_eq!(t.state(c), RequestState::Free);
         assert_eq!(t.held_by_target(), 1);
+        assert_eq!(t.free_count(), 3);
         t.free(a);
         assert!(t.all_free());
+        assert_eq!(t.free_count(), 4);
     }
 
     #[test]

@@ -9,6 +9,28 @@ use std::ptr;
 
 use rdma_sys as sys;
 
+/// What a queue pair needs.
+#[derive(Clone, Copy, Debug)]
+pub struct QpSpec {
+    pub send_wr: u32,
+    pub recv_wr: u32,
+    /// SGEs per receive work request.
+    pub recv_sge: u32,
+    /// Inline data wanted per send work request.
+    pub inline_bytes: u32,
+    /// The shared receive queue the QP takes its receives from, or null for
+    /// a receive queue of its own (`recv_wr`, `recv_sge`).
+    pub srq: *mut sys::ibv_srq,
+}
+
+/// A created queue pair and what the device granted.
+#[derive(Clone, Copy, Debug)]
+pub struct Qp {
+    pub qp: *mut sys::ibv_qp,
+    /// Bytes a send work request may carry inline (may exceed what was asked).
+    pub max_inline_bytes: u32,
+}
+
 /// A CM id pointer that may move between threads (rdma_cm ids are
 /// thread-safe objects; ownership is tracked by whoever holds this).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,32 +87,58 @@ impl CmId {
         unsafe { sys::rdma_disconnect(self.0) };
     }
 
-    /// Creates an RC queue pair on the id using `pd` and one CQ for both directions.
+    /// Creates an RC queue pair on the id using `pd` and one CQ for both
+    /// directions. Inline data is asked for as `spec.inline_bytes`; a device
+    /// that refuses a QP with inline data gets a second request without.
     pub fn create_qp(
         self,
         pd: *mut sys::ibv_pd,
         cq: *mut sys::ibv_cq,
-        send_wr: u32,
-        recv_wr: u32,
-    ) -> io::Result<*mut sys::ibv_qp> {
+        spec: &QpSpec,
+    ) -> io::Result<Qp> {
+        match self.create_qp_once(pd, cq, spec, spec.inline_bytes) {
+            Err(e) if spec.inline_bytes > 0 => {
+                log::debug!(
+                    "QP with {} bytes of inline data refused ({e}); asking for none",
+                    spec.inline_bytes
+                );
+                self.create_qp_once(pd, cq, spec, 0)
+            }
+            r => r,
+        }
+    }
+
+    fn create_qp_once(
+        self,
+        pd: *mut sys::ibv_pd,
+        cq: *mut sys::ibv_cq,
+        spec: &QpSpec,
+        inline_bytes: u32,
+    ) -> io::Result<Qp> {
+        let own_rq = spec.srq.is_null();
         let mut attr = sys::ibv_qp_init_attr {
             send_cq: cq,
             recv_cq: cq,
+            srq: spec.srq,
             cap: sys::ibv_qp_cap {
-                max_send_wr: send_wr,
-                max_recv_wr: recv_wr,
+                max_send_wr: spec.send_wr,
+                max_recv_wr: if own_rq { spec.recv_wr } else { 0 },
                 max_send_sge: 1,
-                max_recv_sge: 1,
-                max_inline_data: 0,
+                max_recv_sge: if own_rq { spec.recv_sge } else { 0 },
+                max_inline_data: inline_bytes,
             },
             qp_type: sys::ibv_qp_type::IBV_QPT_RC,
             sq_sig_all: 0,
             ..Default::default()
         };
-        // SAFETY: live id, live PD and CQ of the id's device; attr outlives the call.
+        // SAFETY: live id, live PD and CQ of the id's device; attr outlives the
+        // call. On success librdmacm copies the granted capabilities back into it.
         check(unsafe { sys::rdma_create_qp(self.0, pd, &mut attr) })?;
-        // SAFETY: rdma_create_qp succeeded, so id->qp is set.
-        Ok(unsafe { (*self.0).qp })
+        Ok(Qp {
+            // SAFETY: rdma_create_qp succeeded, so id->qp is set.
+            qp: unsafe { (*self.0).qp },
+            max_inline_bytes: attr.cap.max_inline_data,
+        })
     }
 
     /// Destroys the id's QP (nothing posted to it may still be in flight).
@@ -283,10 +331,17 @@ impl Drop for CmEvent {
 /// Device limits the transport needs.
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceLimits {
+    pub vendor_id: u32,
+    /// IBV_DEVICE_* capability flags.
+    pub device_cap_flags: u32,
     pub max_qp_wr: u32,
     pub max_cqe: u32,
     pub max_qp_rd_atom: u8,
     pub max_qp_init_rd_atom: u8,
+    /// Shared receive queues the device supports (0: none).
+    pub max_srq: u32,
+    pub max_srq_wr: u32,
+    pub max_srq_sge: u32,
 }
 
 pub fn query_device(ctx: *mut sys::ibv_context) -> io::Result<DeviceLimits> {
@@ -294,10 +349,15 @@ pub fn query_device(ctx: *mut sys::ibv_context) -> io::Result<DeviceLimits> {
     // SAFETY: `ctx` is a live device context (from a CM id); attr is writable.
     check(unsafe { sys::ibv_query_device(ctx, &mut attr) })?;
     Ok(DeviceLimits {
+        vendor_id: attr.vendor_id,
+        device_cap_flags: attr.device_cap_flags,
         max_qp_wr: attr.max_qp_wr.max(0) as u32,
         max_cqe: attr.max_cqe.max(0) as u32,
         max_qp_rd_atom: attr.max_qp_rd_atom.clamp(0, 255) as u8,
         max_qp_init_rd_atom: attr.max_qp_init_rd_atom.clamp(0, 255) as u8,
+        max_srq: attr.max_srq.max(0) as u32,
+        max_srq_wr: attr.max_srq_wr.max(0) as u32,
+        max_srq_sge: attr.max_srq_sge.max(0) as u32,
     })
 }
 
@@ -375,6 +435,40 @@ impl Drop for Cq {
     }
 }
 
+/// A shared receive queue of a PD.
+pub struct Srq(pub *mut sys::ibv_srq);
+impl Srq {
+    pub fn new(pd: &Pd, max_wr: u32, max_sge: u32) -> io::Result<Srq> {
+        let mut attr = sys::ibv_srq_init_attr {
+            srq_context: ptr::null_mut(),
+            attr: sys::ibv_srq_attr {
+                max_wr,
+                max_sge,
+                srq_limit: 0,
+            },
+        };
+        // SAFETY: live PD; attr outlives the call.
+        let srq = unsafe { sys::ibv_create_srq(pd.0, &mut attr) };
+        if srq.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Srq(srq))
+    }
+}
+impl Drop for Srq {
+    fn drop(&mut self) {
+        // SAFETY: every QP using the SRQ was destroyed first (queues go before
+        // their device); receives still posted on it are simply discarded.
+        unsafe { sys::ibv_destroy_srq(self.0) };
+    }
+}
+
+/// The number the device gives a QP (what a work completion's qp_num names).
+pub fn qp_num(qp: *mut sys::ibv_qp) -> u32 {
+    // SAFETY: a live QP; reading a field set at creation.
+    unsafe { (*qp).qp_num }
+}
+
 pub struct Mr(*mut sys::ibv_mr);
 impl Mr {
     /// Registers `len` bytes at `addr` for local writes (RDMA READ lands there)
@@ -401,33 +495,37 @@ impl Drop for Mr {
     }
 }
 
-/// Posts a chain of send work requests.
-pub fn post_send(qp: *mut sys::ibv_qp, first: *mut sys::ibv_send_wr) -> io::Result<()> {
-    let mut bad = ptr::null_mut();
-    // SAFETY: live QP; the chain and its SGEs live in the queue's request slots,
-    // which stay in place until the work completes.
-    let rc = unsafe { sys::nvmf_ibv_post_send(qp, first, &mut bad) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
+/// A chain post that stopped at `wrs[posted]`: the ones before it were
+/// posted (and will complete), the rest were not.
+#[derive(Debug)]
+pub struct PostError {
+    pub posted: usize,
+    pub error: io::Error,
+}
+
+impl std::fmt::Display for PostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (after {} work requests)", self.error, self.posted)
     }
 }
 
-/// Posts a chain of receive work requests.
-pub fn post_recv(qp: *mut sys::ibv_qp, first: *mut sys::ibv_recv_wr) -> io::Result<()> {
-    let mut bad = ptr::null_mut();
-    // SAFETY: live QP; the chain lives in the queue's receive table.
-    let rc = unsafe { sys::nvmf_ibv_post_recv(qp, first, &mut bad) };
+/// The outcome of a post of `wrs` that returned `rc` and named `bad`.
+fn chain_result<T>(rc: i32, wrs: &[*mut T], bad: *mut T) -> Result<(), PostError> {
     if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(rc))
+        return Ok(());
     }
+    Err(PostError {
+        // Providers name the first WR they did not take; none named: none taken.
+        posted: wrs.iter().position(|&w| w == bad).unwrap_or(0),
+        error: io::Error::from_raw_os_error(rc.abs()),
+    })
 }
 
-/// Links `wrs` into one chain (in order) and posts it with one call.
-pub fn post_send_chain(qp: *mut sys::ibv_qp, wrs: &[*mut sys::ibv_send_wr]) -> io::Result<()> {
+/// Links `wrs` into one chain (in order) and posts it to a QP with one call.
+pub fn post_send_chain(
+    qp: *mut sys::ibv_qp,
+    wrs: &[*mut sys::ibv_send_wr],
+) -> Result<(), PostError> {
     let Some(&first) = wrs.first() else {
         return Ok(());
     };
@@ -438,25 +536,82 @@ pub fn post_send_chain(qp: *mut sys::ibv_qp, wrs: &[*mut sys::ibv_send_wr]) -> i
     }
     // SAFETY: as above; the last one ends the chain.
     unsafe { (**wrs.last().expect("non-empty")).next = ptr::null_mut() };
-    post_send(qp, first)
+    let mut bad = ptr::null_mut();
+    // SAFETY: live QP; the chain and its SGEs live in the queue's request slots,
+    // which stay in place until the work completes.
+    let rc = unsafe { sys::nvmf_ibv_post_send(qp, first, &mut bad) };
+    chain_result(rc, wrs, bad)
 }
 
-/// Links `wrs` into one chain and posts it with one call.
-pub fn post_recv_chain(qp: *mut sys::ibv_qp, wrs: &[*mut sys::ibv_recv_wr]) -> io::Result<()> {
+/// Links `wrs` into one chain and posts it to a QP's receive queue with one call.
+pub fn post_recv_chain(
+    qp: *mut sys::ibv_qp,
+    wrs: &[*mut sys::ibv_recv_wr],
+) -> Result<(), PostError> {
     let Some(&first) = wrs.first() else {
         return Ok(());
     };
+    link_recv_chain(wrs);
+    let mut bad = ptr::null_mut();
+    // SAFETY: live QP; the chain lives in the queue's receive table.
+    let rc = unsafe { sys::nvmf_ibv_post_recv(qp, first, &mut bad) };
+    chain_result(rc, wrs, bad)
+}
+
+/// Links `wrs` into one chain and posts it to a shared receive queue with one call.
+pub fn post_srq_recv_chain(
+    srq: *mut sys::ibv_srq,
+    wrs: &[*mut sys::ibv_recv_wr],
+) -> Result<(), PostError> {
+    let Some(&first) = wrs.first() else {
+        return Ok(());
+    };
+    link_recv_chain(wrs);
+    let mut bad = ptr::null_mut();
+    // SAFETY: live SRQ, so its context is live. ibv_post_srq_recv is a static
+    // inline in verbs.h that does exactly this call through the context's ops
+    // table (the C shim has no wrapper for it). The chain lives in the
+    // device's receive table, which stays in place while the SRQ exists.
+    let rc = unsafe {
+        match (*(*srq).context).ops.post_srq_recv {
+            Some(post) => post(srq, first, &mut bad),
+            None => libc::EOPNOTSUPP,
+        }
+    };
+    chain_result(rc, wrs, bad)
+}
+
+/// Points each receive work request of `wrs` (non-empty) at the next one.
+fn link_recv_chain(wrs: &[*mut sys::ibv_recv_wr]) {
     for pair in wrs.windows(2) {
-        // SAFETY: receive work requests of a live queue's receive table.
+        // SAFETY: receive work requests of a live receive table (a queue's or
+        // a device's), which does not move while it exists.
         unsafe { (*pair[0]).next = pair[1] };
     }
     // SAFETY: as above.
     unsafe { (**wrs.last().expect("non-empty")).next = ptr::null_mut() };
-    post_recv(qp, first)
 }
 
 /// The wr_id of a send work request (to identify unposted ones).
 pub fn send_wr_id(wr: *mut sys::ibv_send_wr) -> u64 {
     // SAFETY: a work request in a live request slot.
     unsafe { (*wr).wr_id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_post_counts_what_went_before_the_bad_wr() {
+        let mut wrs = [sys::ibv_recv_wr::default(), sys::ibv_recv_wr::default()];
+        let ptrs: Vec<*mut sys::ibv_recv_wr> = wrs.iter_mut().map(|w| w as *mut _).collect();
+        assert!(chain_result(0, &ptrs, ptr::null_mut()).is_ok());
+        let e = chain_result(libc::ENOMEM, &ptrs, ptrs[1]).unwrap_err();
+        assert_eq!(e.posted, 1);
+        assert_eq!(e.error.raw_os_error(), Some(libc::ENOMEM));
+        let e = chain_result(-libc::EINVAL, &ptrs, ptr::null_mut()).unwrap_err();
+        assert_eq!((e.posted, e.error.raw_os_error()), (0, Some(libc::EINVAL)));
+        assert!(e.to_string().contains("after 0 work requests"), "{e}");
+    }
 }
