@@ -38,6 +38,10 @@ const CM_EVENT_BATCH: usize = 64;
 /// How often a lost listener (device removed, address moved) is re-created.
 const RELISTEN_PERIOD: Duration = Duration::from_secs(1);
 const LISTEN_BACKLOG: i32 = 128;
+/// How long after a device removal librdmacm is asked to re-read the device
+/// list: the kernel's side of the removal waits for every queue of the device
+/// to be torn down first, which takes at most the 10 s flush timeout.
+const DEVICE_REMOVAL_REFRESH: Duration = Duration::from_secs(60);
 /// Notices each poll group's inbox holds.
 const INBOX_DEPTH: usize = 4096;
 /// Most RDMA READs a queue keeps in flight (also bounded by host and device).
@@ -72,6 +76,13 @@ pub struct RdmaOptions {
     pub srq_depth: u32,
 }
 
+/// Device-list refreshes after a device removal (see `verbs::refresh_devices`).
+struct DeviceRefresh {
+    next: Instant,
+    until: Instant,
+    warned_no_device: bool,
+}
+
 /// One configured listen address and its CM id. The id is gone while the
 /// address has no usable RDMA device (removed, or the address moved); the
 /// acceptor then re-creates it every [`RELISTEN_PERIOD`].
@@ -98,6 +109,10 @@ impl Listener {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Notice {
     Disconnected(CmId),
+    /// The device (its `ibv_context` address) is being removed: every poll
+    /// group must let go of its PD, CQ, SRQ and MRs there, or the kernel
+    /// cannot finish the removal.
+    DeviceRemoved(usize),
 }
 
 /// A connect request on its way to a poll group. Dropped unaccepted, it is
@@ -131,6 +146,9 @@ pub struct RdmaTransport {
     inboxes: Mutex<Vec<Option<Arc<ArrayQueue<Notice>>>>>,
     /// Which reactor owns each connection id.
     owners: Arc<Mutex<HashMap<usize, usize>>>,
+    /// After a device removal: have librdmacm re-read the device list every
+    /// [`RELISTEN_PERIOD`] until then (see `verbs::refresh_devices`).
+    refresh_devices: Mutex<Option<DeviceRefresh>>,
 }
 
 impl RdmaTransport {
@@ -148,7 +166,19 @@ impl RdmaTransport {
             pool,
             inboxes: Mutex::new(Vec::new()),
             owners: Arc::new(Mutex::new(HashMap::new())),
+            refresh_devices: Mutex::new(None),
         }))
+    }
+
+    fn notify_all(&self, notice: Notice) {
+        let inboxes = self.inboxes.lock().unwrap_or_else(|p| p.into_inner());
+        for (r, inbox) in inboxes.iter().enumerate() {
+            if let Some(inbox) = inbox {
+                if inbox.push(notice).is_err() {
+                    log::error!("RDMA notice for reactor {r} dropped: inbox full");
+                }
+            }
+        }
     }
 
     fn notify_owner(&self, id: CmId, notice: Notice) {
@@ -189,6 +219,31 @@ impl RdmaTransport {
             id.destroy(false);
         }
         true
+    }
+
+    /// After a device removal, lets librdmacm notice the device is gone (once
+    /// per [`RELISTEN_PERIOD`], for [`DEVICE_REMOVAL_REFRESH`]).
+    fn refresh_devices_after_removal(&self, now: Instant) {
+        let mut pending = self
+            .refresh_devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(r) = pending.as_mut().filter(|r| now >= r.next) else {
+            return;
+        };
+        verbs::refresh_devices();
+        if !r.warned_no_device && verbs::device_names().is_empty() {
+            r.warned_no_device = true;
+            log::warn!(
+                "no RDMA device is left: librdmacm keeps its context of the removed device \
+                 open until another device appears or nvmf-tgt exits, so the kernel cannot \
+                 finish removing it until then (restart nvmf-tgt to complete the removal)"
+            );
+        }
+        r.next = now + RELISTEN_PERIOD;
+        if now >= r.until {
+            *pending = None;
+        }
     }
 
     /// Re-creates lost listeners whose retry time has come.
@@ -341,7 +396,9 @@ impl Transport for RdmaTransport {
     }
 
     fn accept(&self, on_new: &mut dyn FnMut(PendingQueue)) -> usize {
-        self.relisten(Instant::now());
+        let now = Instant::now();
+        self.refresh_devices_after_removal(now);
+        self.relisten(now);
         let mut n = 0;
         while n < CM_EVENT_BATCH {
             let Some(ev) = self.channel.next_event() else {
@@ -360,10 +417,23 @@ impl Transport for RdmaTransport {
                 | cm_event::ADDR_CHANGE => {
                     let id = ev.id();
                     let (name, status) = (ev.name(), ev.status());
+                    let removed_device = (kind == cm_event::DEVICE_REMOVAL).then(|| id.context());
                     drop(ev); // ack before the id may be destroyed
                     if !self.lose_listener(id, &name, status) && kind != cm_event::ADDR_CHANGE {
                         log::debug!("RDMA event {name} on a connection");
                         self.notify_owner(id, Notice::Disconnected(id));
+                    }
+                    if let Some(ctx) = removed_device.filter(|c| !c.is_null()) {
+                        self.notify_all(Notice::DeviceRemoved(ctx as usize));
+                        let now = Instant::now();
+                        *self
+                            .refresh_devices
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = Some(DeviceRefresh {
+                            next: now,
+                            until: now + DEVICE_REMOVAL_REFRESH,
+                            warned_no_device: false,
+                        });
                     }
                 }
                 cm_event::TIMEWAIT_EXIT => {}

@@ -84,6 +84,8 @@ struct Device {
     ctx: *mut sys::ibv_context,
     name: String,
     limits: DeviceLimits,
+    /// Being removed: no new queues; released once its last queue is gone.
+    removed: bool,
     /// Entries of `cq`: the budget its queues (and its SRQ) share.
     cq_entries: u32,
     cqe_used: u32,
@@ -626,8 +628,60 @@ impl RdmaPollGroup {
         }
     }
 
+    /// A device is going away: close its queues; it is released (see
+    /// `release_removed_devices`) once they are gone.
+    fn device_removed(&mut self, ctx: usize) {
+        let Some(d) = self
+            .devices
+            .iter()
+            .position(|d| d.ctx as usize == ctx && !d.removed)
+        else {
+            return;
+        };
+        log::warn!(
+            "reactor {}: RDMA device {} is being removed; closing its queues",
+            self.reactor,
+            self.devices[d].name
+        );
+        self.devices[d].removed = true;
+        for qi in 0..self.queues.len() {
+            if self.queues[qi].as_ref().is_some_and(|q| q.device == d) {
+                self.kill(qi as u16);
+            }
+        }
+    }
+
+    /// Drops removed devices with no queue left (SRQ, MRs, CQ, PD), so the
+    /// kernel can finish removing them.
+    fn release_removed_devices(&mut self) {
+        let mut d = 0;
+        while d < self.devices.len() {
+            if !self.devices[d].removed || self.queues.iter().flatten().any(|q| q.device == d) {
+                d += 1;
+                continue;
+            }
+            let dev = self.devices.remove(d);
+            for q in self.queues.iter_mut().flatten() {
+                if q.device > d {
+                    q.device -= 1;
+                }
+            }
+            log::info!(
+                "reactor {}: RDMA device {} released",
+                self.reactor,
+                dev.name
+            );
+        }
+    }
+
     fn device_for(&mut self, ctx: *mut sys::ibv_context) -> Result<usize, String> {
         if let Some(i) = self.devices.iter().position(|d| d.ctx == ctx) {
+            if self.devices[i].removed {
+                return Err(format!(
+                    "{}: the device is being removed",
+                    self.devices[i].name
+                ));
+            }
             return Ok(i);
         }
         let d = self.devices.len();
@@ -704,6 +758,7 @@ impl RdmaPollGroup {
             cq_entries,
             // The SRQ's receives may all complete at once.
             cqe_used: srq.as_ref().map_or(0, |s| s.recvs.ring.len() as u32),
+            removed: false,
             responses_inline: None,
             send_with_invalidate: send_with_invalidate.is_ok(),
             srq,
@@ -1279,13 +1334,18 @@ impl TransportPollGroup for RdmaPollGroup {
 
     fn poll(&mut self, events: &mut Vec<TransportEvent>) -> usize {
         let start = events.len();
-        while let Some(Notice::Disconnected(id)) = self.inbox.pop() {
-            if let Some(qi) = self
-                .queues
-                .iter()
-                .position(|q| q.as_ref().is_some_and(|q| q.id == id))
-            {
-                self.kill(qi as u16);
+        while let Some(notice) = self.inbox.pop() {
+            match notice {
+                Notice::Disconnected(id) => {
+                    if let Some(qi) = self
+                        .queues
+                        .iter()
+                        .position(|q| q.as_ref().is_some_and(|q| q.id == id))
+                    {
+                        self.kill(qi as u16);
+                    }
+                }
+                Notice::DeviceRemoved(ctx) => self.device_removed(ctx),
             }
         }
         for d in 0..self.devices.len() {
@@ -1300,6 +1360,7 @@ impl TransportPollGroup for RdmaPollGroup {
             self.progress(qi as u16, events);
             self.try_destroy(qi as u16);
         }
+        self.release_removed_devices();
         while events.len() < events.capacity() {
             let Some(qi) = self.to_report.pop_front() else {
                 break;

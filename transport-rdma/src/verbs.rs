@@ -369,6 +369,20 @@ pub fn device_name(ctx: *mut sys::ibv_context) -> String {
         .into_owned()
 }
 
+/// Makes librdmacm re-read the device list. It keeps each device's context
+/// open and closes the one of a removed device only when it notices the device
+/// is gone, here; until then the kernel cannot finish the removal.
+pub fn refresh_devices() {
+    let mut n = 0;
+    // SAFETY: plain library call; the returned list is handed straight back.
+    unsafe {
+        let list = sys::rdma_get_devices(&mut n);
+        if !list.is_null() {
+            sys::rdma_free_devices(list);
+        }
+    }
+}
+
 /// Names of the RDMA devices present (for error messages).
 pub fn device_names() -> Vec<String> {
     let mut n = 0;
