@@ -14,6 +14,7 @@
 //! is re-posted to the SRQ.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::{Index, IndexMut};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,6 +99,54 @@ struct Device {
     pool_mr: Mr,
     cq: Cq,
     pd: Pd,
+}
+
+/// Devices by index. A released device leaves its slot empty, so the device
+/// indices held by queues and encoded in SRQ wr_ids never change meaning.
+struct Devices(Vec<Option<Device>>);
+
+impl Devices {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn get_mut(&mut self, d: usize) -> Option<&mut Device> {
+        self.0.get_mut(d).and_then(Option::as_mut)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, &Device)> {
+        self.0
+            .iter()
+            .enumerate()
+            .filter_map(|(d, dev)| dev.as_ref().map(|dev| (d, dev)))
+    }
+
+    /// Adds a device; returns its index.
+    fn push(&mut self, dev: Device) -> usize {
+        self.0.push(Some(dev));
+        self.0.len() - 1
+    }
+
+    fn release(&mut self, d: usize) -> Option<Device> {
+        self.0.get_mut(d).and_then(Option::take)
+    }
+}
+
+impl Index<usize> for Devices {
+    type Output = Device;
+    fn index(&self, d: usize) -> &Device {
+        self.0[d]
+            .as_ref()
+            .expect("a queue's device is never released")
+    }
+}
+
+impl IndexMut<usize> for Devices {
+    fn index_mut(&mut self, d: usize) -> &mut Device {
+        self.0[d]
+            .as_mut()
+            .expect("a queue's device is never released")
+    }
 }
 
 struct Slot {
@@ -596,7 +645,7 @@ pub(crate) struct RdmaPollGroup {
     inbox: Arc<ArrayQueue<Notice>>,
     // Drop order: queues before the devices they use.
     queues: Vec<Option<Queue>>,
-    devices: Vec<Device>,
+    devices: Devices,
     /// The queues on an SRQ by qp_num: an SRQ receive completion names its
     /// queue only so.
     srq_queues: QpNumMap,
@@ -620,7 +669,7 @@ impl RdmaPollGroup {
             owners: t.owners.clone(),
             inbox,
             queues: Vec::new(),
-            devices: Vec::new(),
+            devices: Devices(Vec::new()),
             srq_queues: QpNumMap::with_capacity(SRQ_QUEUES_RESERVED),
             to_report: VecDeque::new(),
             wcs: vec![sys::ibv_wc::default(); WC_BATCH],
@@ -634,7 +683,8 @@ impl RdmaPollGroup {
         let Some(d) = self
             .devices
             .iter()
-            .position(|d| d.ctx as usize == ctx && !d.removed)
+            .find(|(_, dev)| dev.ctx as usize == ctx && !dev.removed)
+            .map(|(d, _)| d)
         else {
             return;
         };
@@ -654,28 +704,23 @@ impl RdmaPollGroup {
     /// Drops removed devices with no queue left (SRQ, MRs, CQ, PD), so the
     /// kernel can finish removing them.
     fn release_removed_devices(&mut self) {
-        let mut d = 0;
-        while d < self.devices.len() {
-            if !self.devices[d].removed || self.queues.iter().flatten().any(|q| q.device == d) {
-                d += 1;
+        for d in 0..self.devices.len() {
+            let removed = self.devices.get_mut(d).is_some_and(|dev| dev.removed);
+            if !removed || self.queues.iter().flatten().any(|q| q.device == d) {
                 continue;
             }
-            let dev = self.devices.remove(d);
-            for q in self.queues.iter_mut().flatten() {
-                if q.device > d {
-                    q.device -= 1;
-                }
+            if let Some(dev) = self.devices.release(d) {
+                log::info!(
+                    "reactor {}: RDMA device {} released",
+                    self.reactor,
+                    dev.name
+                );
             }
-            log::info!(
-                "reactor {}: RDMA device {} released",
-                self.reactor,
-                dev.name
-            );
         }
     }
 
     fn device_for(&mut self, ctx: *mut sys::ibv_context) -> Result<usize, String> {
-        if let Some(i) = self.devices.iter().position(|d| d.ctx == ctx) {
+        if let Some((i, _)) = self.devices.iter().find(|(_, dev)| dev.ctx == ctx) {
             if self.devices[i].removed {
                 return Err(format!(
                     "{}: the device is being removed",
@@ -751,7 +796,7 @@ impl RdmaPollGroup {
                 )
             });
         }
-        self.devices.push(Device {
+        let at = self.devices.push(Device {
             ctx,
             name,
             limits,
@@ -766,6 +811,7 @@ impl RdmaPollGroup {
             cq,
             pd,
         });
+        assert_eq!(at, d, "SRQ wr_ids were built with this device index");
         Ok(d)
     }
 
@@ -1349,8 +1395,11 @@ impl TransportPollGroup for RdmaPollGroup {
             }
         }
         for d in 0..self.devices.len() {
+            let Some(dev) = self.devices.get_mut(d) else {
+                continue; // released
+            };
             let mut wcs = std::mem::take(&mut self.wcs);
-            let n = self.devices[d].cq.poll(&mut wcs);
+            let n = dev.cq.poll(&mut wcs);
             for wc in &wcs[..n] {
                 self.on_wc(wc);
             }
@@ -1436,7 +1485,7 @@ impl TransportPollGroup for RdmaPollGroup {
 
     fn flush(&mut self) {
         // SRQ receives first: a host answered below may send its next command at once.
-        for dev in self.devices.iter_mut() {
+        for dev in self.devices.0.iter_mut().flatten() {
             let Some(srq) = dev.srq.as_mut() else {
                 continue;
             };
