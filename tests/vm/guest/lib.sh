@@ -148,7 +148,14 @@ start_target() {
 }
 
 # Resources the target holds, from the kernel's view (rdma tool, /proc).
-tgt_rdma_count() { rdma resource show "$1" 2>/dev/null | grep -Ec "pid $TGT_PID( |$)" || true; }
+# The rdma tool names the thread that created a resource (a reactor's for
+# QPs), so match every thread of the target.
+tgt_rdma_count() {
+    local t tids=()
+    for t in /proc/"$TGT_PID"/task/*; do tids+=("${t##*/}"); done
+    local IFS='|'
+    rdma resource show "$1" 2>/dev/null | grep -Ec "pid (${tids[*]})( |\$)" || true
+}
 tgt_rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$TGT_PID/status"; }
 tgt_resources() {
     printf 'qp=%s mr=%s cm_id=%s rss_kib=%s\n' "$(tgt_rdma_count qp)" "$(tgt_rdma_count mr)" \
