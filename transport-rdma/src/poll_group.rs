@@ -572,6 +572,32 @@ fn start_request(sl: &mut Slot, sqe: Sqe, plan: Result<DataPlan, Status>, icd: O
     }
 }
 
+/// Starts the request in `slot` from the capsule receive `index` of `ring`
+/// holds: the receive lends its ICD buffer when the command carries data in
+/// the capsule, and is re-armed at once otherwise.
+fn start_capsule(
+    ring: &mut RecvRing,
+    index: u32,
+    received_bytes: u32,
+    options: &RdmaOptions,
+    slot: &mut Slot,
+) {
+    let sqe = ring.sqe(index);
+    let plan = plan_capsule(
+        &sqe,
+        received_bytes,
+        options.in_capsule_data_bytes,
+        options.max_io_bytes,
+    );
+    let icd = if let Ok(DataPlan::InCapsule { .. }) = plan {
+        Some(ring.lend_icd(index))
+    } else {
+        ring.rearm(index);
+        None
+    };
+    start_request(slot, sqe, plan, icd);
+}
+
 /// What to do with a queue the target has closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Teardown {
@@ -1067,22 +1093,13 @@ impl RdmaPollGroup {
                     self.kill(qi);
                     return;
                 };
-                let ring = &mut recvs.ring;
-                let index = u32::from(slot);
-                let sqe = ring.sqe(index);
-                let plan = plan_capsule(
-                    &sqe,
+                start_capsule(
+                    &mut recvs.ring,
+                    u32::from(slot),
                     wc.byte_len,
-                    self.options.in_capsule_data_bytes,
-                    self.options.max_io_bytes,
+                    &self.options,
+                    &mut q.slots[usize::from(s)],
                 );
-                let icd = if let Ok(DataPlan::InCapsule { .. }) = plan {
-                    Some(ring.lend_icd(index))
-                } else {
-                    ring.rearm(index);
-                    None
-                };
-                start_request(&mut q.slots[usize::from(s)], sqe, plan, icd);
             }
             KIND_READ => {
                 if ok && q.life == Life::Live {
@@ -1167,20 +1184,13 @@ impl RdmaPollGroup {
             self.kill(qi);
             return;
         };
-        let sqe = ring.sqe(index);
-        let plan = plan_capsule(
-            &sqe,
+        start_capsule(
+            ring,
+            index,
             wc.byte_len,
-            self.options.in_capsule_data_bytes,
-            self.options.max_io_bytes,
+            &self.options,
+            &mut q.slots[usize::from(s)],
         );
-        let icd = if let Ok(DataPlan::InCapsule { .. }) = plan {
-            Some(ring.lend_icd(index))
-        } else {
-            ring.rearm(index);
-            None
-        };
-        start_request(&mut q.slots[usize::from(s)], sqe, plan, icd);
     }
 
     /// Handles every completion waiting in device `d`'s CQ (bounded by its size).

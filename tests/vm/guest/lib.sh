@@ -147,6 +147,32 @@ start_target() {
     echo "nvmf-tgt ${args[*]} $* started, pid $TGT_PID"
 }
 
+# malloc_subsystem_config NQN SERIAL NUM_BLOCKS: a config (stdout) with one
+# 512-byte-block RAM disk exported by one any-host subsystem on the RDMA
+# listener $NVMF_VM_ADDR:$TRSVCID.
+malloc_subsystem_config() {
+    cat <<EOF
+[[bdev]]
+name = "Malloc0"
+kind = "malloc"
+num_blocks = $3
+block_size = 512
+
+[[subsystem]]
+nqn = "$1"
+serial = "$2"
+allow_any_host = true
+
+[[subsystem.listener]]
+trtype = "rdma"
+traddr = "$NVMF_VM_ADDR"
+trsvcid = "$TRSVCID"
+
+[[subsystem.namespace]]
+bdev = "Malloc0"
+EOF
+}
+
 # Resources the target holds, from the kernel's view (rdma tool, /proc).
 # The rdma tool names the thread that created a resource (a reactor's for
 # QPs), so match every thread of the target.

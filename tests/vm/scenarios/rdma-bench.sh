@@ -20,29 +20,11 @@ CONF=$R/nvmf-tgt.toml
 
 require_capability "transport rdma"
 
-cat >"$CONF" <<EOF
-[global]
-idle_sleep_us = ${BENCH_IDLE_SLEEP_US:-0}
-
-[[bdev]]
-name = "Malloc0"
-kind = "malloc"
-num_blocks = 524288 # 256 MiB, as the kernel's null_blk
-block_size = 512
-
-[[subsystem]]
-nqn = "$OURS_NQN"
-serial = "NVMFTGTBENCH001"
-allow_any_host = true
-
-[[subsystem.listener]]
-trtype = "rdma"
-traddr = "$NVMF_VM_ADDR"
-trsvcid = "$OURS_PORT"
-
-[[subsystem.namespace]]
-bdev = "Malloc0"
-EOF
+{
+    printf '[global]\nidle_sleep_us = %s\n\n' "${BENCH_IDLE_SLEEP_US:-0}"
+    # 256 MiB, as the kernel's null_blk
+    TRSVCID=$OURS_PORT malloc_subsystem_config "$OURS_NQN" NVMFTGTBENCH001 524288
+} >"$CONF"
 
 cleanup() {
     nvme disconnect-all || true

@@ -20,26 +20,7 @@ REMOVE_MAX_S=${REMOVE_MAX_S:-60}
 
 require_capability "transport rdma"
 
-cat >"$CONF" <<EOF
-[[bdev]]
-name = "Malloc0"
-kind = "malloc"
-num_blocks = 131072
-block_size = 512
-
-[[subsystem]]
-nqn = "$NQN"
-serial = "NVMFTGTDEVR0001"
-allow_any_host = true
-
-[[subsystem.listener]]
-trtype = "rdma"
-traddr = "$NVMF_VM_ADDR"
-trsvcid = "$TRSVCID"
-
-[[subsystem.namespace]]
-bdev = "Malloc0"
-EOF
+malloc_subsystem_config "$NQN" NVMFTGTDEVR0001 131072 >"$CONF"
 
 cleanup() {
     nvme disconnect-all || true

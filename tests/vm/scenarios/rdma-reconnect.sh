@@ -18,26 +18,7 @@ RECONNECT_MAX_S=${RECONNECT_MAX_S:-60}
 
 require_capability "transport rdma"
 
-cat >"$CONF" <<EOF
-[[bdev]]
-name = "Malloc0"
-kind = "malloc"
-num_blocks = 131072
-block_size = 512
-
-[[subsystem]]
-nqn = "$NQN"
-serial = "NVMFTGTRECO0001"
-allow_any_host = true
-
-[[subsystem.listener]]
-trtype = "rdma"
-traddr = "$NVMF_VM_ADDR"
-trsvcid = "$TRSVCID"
-
-[[subsystem.namespace]]
-bdev = "Malloc0"
-EOF
+malloc_subsystem_config "$NQN" NVMFTGTRECO0001 131072 >"$CONF"
 
 FIO_PID=''
 cleanup() {
