@@ -18,6 +18,11 @@ int nvmf_ibv_poll_cq(struct ibv_cq *cq, int num_entries, struct ibv_wc *wc)
 	return ibv_poll_cq(cq, num_entries, wc);
 }
 
+int nvmf_ibv_req_notify_cq(struct ibv_cq *cq, int solicited_only)
+{
+	return ibv_req_notify_cq(cq, solicited_only);
+}
+
 struct ibv_mr *nvmf_ibv_reg_mr(struct ibv_pd *pd, void *addr, size_t length, int access)
 {
 	return ibv_reg_mr(pd, addr, length, access);

@@ -232,6 +232,7 @@ pub fn run(cfg: &Config) -> Result<(), AppError> {
     let init_failed = Arc::new(AtomicBool::new(false));
     let reactor_config = ReactorConfig {
         idle_sleep_us: cfg.idle_sleep_us,
+        interrupt_after_idle_us: cfg.interrupt_after_idle_us,
         ..ReactorConfig::default()
     };
     let running = {

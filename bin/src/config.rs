@@ -30,9 +30,14 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# nvmf-tgt configuration (TOML). This i
 # CPUs that run a reactor: hex mask ("0x3", "3") or CPU list ("[0,1]", "0-1").
 # -m/--reactor-mask on the command line overrides it.
 reactor_mask = "0x1"
-# 0: reactors spin, as SPDK's do (lowest latency, each reactor keeps its core
-# 100% busy). N: an idle reactor sleeps N microseconds, leaving its core to
-# other work (sharing cores with the hosts or other services).
+# true: a reactor spins while it has work; once idle for interrupt_after_idle_us
+# it sleeps until a completion, a new connection or a timer wakes it, so an
+# idle target uses no CPU. false: reactors always spin, as SPDK's do (each
+# keeps its core 100% busy; for cores given to the target alone).
+interrupt_mode = true
+interrupt_after_idle_us = 100
+# With interrupt_mode = false: 0 spins; N sleeps N microseconds after each
+# idle poll instead (coarser than interrupt mode, and slower).
 idle_sleep_us = 0
 
 [transport]
@@ -81,6 +86,9 @@ pub const DEFAULT_REACTOR_MASK: &str = "0x1";
 pub const DEFAULT_NUM_SHARED_BUFFERS: usize = 1024;
 /// An idle reactor sleeps at most this long (10 ms) per idle iteration.
 pub const MAX_IDLE_SLEEP_US: u64 = 10_000;
+/// Interrupt mode: how long a reactor stays idle, spinning, before it sleeps.
+pub const DEFAULT_INTERRUPT_AFTER_IDLE_US: u64 = 100;
+pub const MAX_INTERRUPT_AFTER_IDLE_US: u64 = 1_000_000;
 /// Bounds the data buffer pool (at most 64 Ki buffers of max_io_size each).
 pub const MAX_NUM_SHARED_BUFFERS: usize = 65_536;
 pub const DEFAULT_SRQ_DEPTH: u32 = 4096;
@@ -168,6 +176,8 @@ struct RawFile {
 struct RawGlobal {
     reactor_mask: Option<Spanned<String>>,
     idle_sleep_us: Option<Spanned<i64>>,
+    interrupt_mode: Option<Spanned<bool>>,
+    interrupt_after_idle_us: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -258,6 +268,9 @@ pub struct Config {
     /// 0: reactors spin (lowest latency). Otherwise an idle reactor sleeps
     /// this long, giving its core to other work.
     pub idle_sleep_us: u64,
+    /// Interrupt mode (the default): `Some(us)` = a reactor idle that long
+    /// sleeps until woken by work; `None` = reactors spin.
+    pub interrupt_after_idle_us: Option<u64>,
     pub transport: TransportConfig,
     pub bdevs: Vec<BdevSpec>,
     pub subsystems: Vec<SubsystemSpec>,
@@ -519,9 +532,10 @@ impl fmt::Display for Config {
             self.reactor_mask,
             self.reactor_mask.len(),
             reactor::format_cpu_list(self.reactor_mask.cores()),
-            match self.idle_sleep_us {
-                0 => "idle reactors spin".to_string(),
-                us => format!("idle reactors sleep {us} us"),
+            match (self.interrupt_after_idle_us, self.idle_sleep_us) {
+                (Some(after), _) => format!("interrupt mode: reactors sleep after {after} us idle"),
+                (None, 0) => "idle reactors spin".to_string(),
+                (None, us) => format!("idle reactors sleep {us} us"),
             }
         )?;
         writeln!(
@@ -692,6 +706,7 @@ impl Doc<'_> {
     fn validate(&self, raw: RawFile) -> Result<Config, ConfigError> {
         let (reactor_mask, mask_origin) = self.mask(raw.global.as_ref())?;
         let idle_sleep_us = self.idle_sleep_us(raw.global.as_ref())?;
+        let interrupt_after_idle_us = self.interrupt_after_idle_us(raw.global.as_ref())?;
         let transport = self.transport(raw.transport.as_ref())?;
         let bdevs = self.bdevs(&raw.bdev)?;
         let subsystems = self.subsystems(&raw.subsystem, &bdevs)?;
@@ -700,6 +715,7 @@ impl Doc<'_> {
             reactor_mask,
             mask_origin,
             idle_sleep_us,
+            interrupt_after_idle_us,
             transport,
             bdevs,
             subsystems,
@@ -718,6 +734,37 @@ impl Doc<'_> {
                 format!(
                     "{} is out of range: use 0 (reactors spin) to {MAX_IDLE_SLEEP_US} microseconds",
                     v.get_ref()
+                ),
+            )),
+        }
+    }
+
+    fn interrupt_after_idle_us(
+        &self,
+        global: Option<&RawGlobal>,
+    ) -> Result<Option<u64>, ConfigError> {
+        let mode = global.and_then(|g| g.interrupt_mode.as_ref());
+        let after = global.and_then(|g| g.interrupt_after_idle_us.as_ref());
+        let on = mode.is_none_or(|m| *m.get_ref());
+        let Some(after) = after else {
+            return Ok(on.then_some(DEFAULT_INTERRUPT_AFTER_IDLE_US));
+        };
+        if !on {
+            return Err(self.err(
+                after.span(),
+                "interrupt_after_idle_us",
+                "has no effect while interrupt_mode is off: set interrupt_mode = true, or remove it"
+                    .to_string(),
+            ));
+        }
+        match u64::try_from(*after.get_ref()) {
+            Ok(us) if us <= MAX_INTERRUPT_AFTER_IDLE_US => Ok(Some(us)),
+            _ => Err(self.err(
+                after.span(),
+                "interrupt_after_idle_us",
+                format!(
+                    "{} is out of range: use 0 to {MAX_INTERRUPT_AFTER_IDLE_US} microseconds",
+                    after.get_ref()
                 ),
             )),
         }
@@ -1764,6 +1811,46 @@ allow_any_host = true
                 Some("idle_sleep_us"),
             );
             assert!(e.contains("use 0 (reactors spin) to 10000"), "{e}");
+        }
+    }
+
+    #[test]
+    fn interrupt_mode_default_switch_and_range() {
+        assert_eq!(
+            parse("").unwrap().interrupt_after_idle_us,
+            Some(DEFAULT_INTERRUPT_AFTER_IDLE_US)
+        );
+        assert_eq!(
+            parse("[global]\ninterrupt_mode = false\n")
+                .unwrap()
+                .interrupt_after_idle_us,
+            None
+        );
+        assert_eq!(
+            parse("[global]\ninterrupt_mode = true\n")
+                .unwrap()
+                .interrupt_after_idle_us,
+            Some(DEFAULT_INTERRUPT_AFTER_IDLE_US)
+        );
+        assert_eq!(
+            parse("[global]\ninterrupt_mode = true\ninterrupt_after_idle_us = 0\n")
+                .unwrap()
+                .interrupt_after_idle_us,
+            Some(0)
+        );
+        let e = error(
+            "[global]\ninterrupt_mode = false\ninterrupt_after_idle_us = 50\n",
+            3,
+            Some("interrupt_after_idle_us"),
+        );
+        assert!(e.contains("set interrupt_mode = true"), "{e}");
+        for bad in ["-1", "1000001"] {
+            let e = error(
+                &format!("[global]\ninterrupt_mode = true\ninterrupt_after_idle_us = {bad}\n"),
+                3,
+                Some("interrupt_after_idle_us"),
+            );
+            assert!(e.contains("use 0 to 1000000"), "{e}");
         }
     }
 

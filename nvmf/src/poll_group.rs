@@ -154,6 +154,16 @@ impl Poller for PollGroupHandle {
         pg.now = ctx.now();
         pg.drain()
     }
+
+    fn arm_wakeup(&mut self, _ctx: &mut ReactorContext) -> bool {
+        self.0.borrow_mut().arm_wakeup()
+    }
+
+    fn woke(&mut self, _ctx: &mut ReactorContext) {
+        for t in self.0.borrow_mut().transports.iter_mut() {
+            t.woke();
+        }
+    }
 }
 
 /// Packs a request's address into a bdev tag.
@@ -253,6 +263,20 @@ impl PollGroup {
             t.flush();
         }
         PollStatus::from_work(work > 0)
+    }
+
+    /// Interrupt mode: idle when no bdev I/O is in flight or waiting (bdevs
+    /// are polled) and every transport armed its wake-up.
+    fn arm_wakeup(&mut self) -> bool {
+        let bdev_idle = self.retry.is_empty()
+            && self
+                .subsystems
+                .iter()
+                .flatten()
+                .flat_map(|s| s.namespaces.iter().flatten())
+                .chain(self.draining.iter())
+                .all(|ns| ns.channel.outstanding() == 0);
+        bdev_idle && self.transports.iter_mut().all(|t| t.arm_wakeup())
     }
 
     /// Shutdown: disconnect every queue once, then report drained when all

@@ -389,6 +389,12 @@ impl Target {
                 .collect(),
         );
         let pg = PollGroup::new(self.clone(), ctx.id(), handle)?;
+        for fd in pg.transports.iter().filter_map(|t| t.wakeup_fd()) {
+            ctx.watch_fd(fd).map_err(|e| ConfigError::Invalid {
+                what: format!("interrupt mode on reactor {}", ctx.id()),
+                msg: format!("cannot watch a transport's completion fd: {e}"),
+            })?;
+        }
         let pg: PollGroupHandle = PollGroupHandle(Rc::new(RefCell::new(pg)));
         ctx.insert_local(pg.clone());
         ctx.register_poller("nvmf_poll_group", pg);

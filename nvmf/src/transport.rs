@@ -10,6 +10,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::os::fd::RawFd;
 
 use dma::DmaBuf;
 use nvme_spec::opcode::{self, DataDirection};
@@ -336,6 +337,19 @@ pub trait TransportPollGroup {
 
     /// Queues still allocated (connected or draining).
     fn queue_count(&self) -> usize;
+
+    /// Interrupt mode: an fd that turns readable when work arrives (after
+    /// `arm_wakeup`). None: this poll group can only be polled.
+    fn wakeup_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Interrupt mode: arms `wakeup_fd`; true only if armed and idle (see
+    /// `reactor::Poller::arm_wakeup`).
+    fn arm_wakeup(&mut self) -> bool {
+        false
+    }
+    /// Interrupt mode: the reactor woke; consume `wakeup_fd`'s events.
+    fn woke(&mut self) {}
 }
 
 #[cfg(test)]

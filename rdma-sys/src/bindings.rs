@@ -4023,6 +4023,12 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
+    pub fn nvmf_ibv_req_notify_cq(
+        cq: *mut ibv_cq,
+        solicited_only: ::std::os::raw::c_int,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
     pub fn nvmf_ibv_reg_mr(
         pd: *mut ibv_pd,
         addr: *mut ::std::os::raw::c_void,

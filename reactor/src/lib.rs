@@ -24,22 +24,28 @@
 //! - **Signals** only set an atomic flag; [`forward_signals_to`] turns it into a shutdown
 //!   request from a small helper thread.
 //!
-//! Only the libc calls (`sched_{get,set}affinity`, `sigaction`) use `unsafe`.
+//! - **Interrupt mode** (`interrupt_after_idle_us`): after that long idle, a reactor blocks in
+//!   epoll on its pollers' fds and a wake eventfd (see [`interrupt`]), for shared cores.
+//!
+//! Only the libc calls (`sched_{get,set}affinity`, `sigaction`, epoll, eventfd) use `unsafe`.
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod interrupt;
 pub mod mask;
 pub mod poller;
 pub mod reactor;
 pub mod signal;
 pub mod topology;
 
+pub use interrupt::Epoll;
 pub use mask::{MaskError, ReactorMask};
 pub use poller::{PollStatus, Poller, PollerId};
 pub use reactor::{
     create_reactors, spawn_reactors, Message, Reactor, ReactorConfig, ReactorContext,
-    ReactorHandle, ReactorStats, RunningReactors, SendError, MAX_LOCALS, MAX_POLLERS, MSG_BATCH,
+    ReactorHandle, ReactorStats, RunningReactors, SendError, INTERRUPT_MAX_SLEEP, MAX_LOCALS,
+    MAX_POLLERS, MSG_BATCH,
 };
 pub use signal::{
     forward_signals_to, install_shutdown_signal_handlers, shutdown_signal_received,

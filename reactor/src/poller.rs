@@ -34,6 +34,20 @@ pub trait Poller: 'static {
     fn drain(&mut self, _ctx: &mut ReactorContext) -> bool {
         true
     }
+
+    /// Interrupt mode: the reactor has been idle and wants to block. Arm whatever makes an fd
+    /// this poller watches ([`ReactorContext::watch_fd`]) readable when work arrives, then look
+    /// once more for work that raced the arming. Return true only if armed and idle: every way
+    /// work can reach this poller will now wake the reactor (a watched fd, a message, or the
+    /// reactor's bounded sleep). Default: false, so a poller that can only be polled keeps its
+    /// reactor spinning.
+    fn arm_wakeup(&mut self, _ctx: &mut ReactorContext) -> bool {
+        false
+    }
+
+    /// Interrupt mode: the reactor woke from a block. Consume the events of watched fds, so a
+    /// level-triggered fd does not wake it again. Default: nothing.
+    fn woke(&mut self, _ctx: &mut ReactorContext) {}
 }
 
 impl<F: FnMut(&mut ReactorContext) -> PollStatus + 'static> Poller for F {

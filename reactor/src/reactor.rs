@@ -3,7 +3,8 @@
 use std::any::{Any, TypeId};
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::os::fd::RawFd;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 
+use crate::interrupt::{Epoll, WakeFd};
 use crate::mask::ReactorMask;
 use crate::poller::{PollStatus, Poller, PollerId};
 use crate::topology::{numa_node_of_cpu, pin_current_thread};
@@ -26,6 +28,12 @@ pub const MAX_POLLERS: usize = 4096;
 pub const MAX_LOCALS: usize = 64;
 /// Deferred (un)registrations per iteration at most; exceeding it is a bug and panics.
 const MAX_PENDING_OPS: usize = 2 * MAX_POLLERS;
+/// Longest block in interrupt mode. Bounds how late work that signals no fd is seen (a notice
+/// from the acceptor thread) and keeps periodic checks inside pollers (keep-alive, flush
+/// timeouts) running. Each wake-up costs a poll and a few syscalls, so not much shorter.
+pub const INTERRUPT_MAX_SLEEP: Duration = Duration::from_millis(50);
+/// The epoll token of a reactor's own wake eventfd; watched fds get 1, 2, ...
+const WAKE_TOKEN: u64 = 0;
 
 /// Why a message could not be queued. The message is dropped in either case.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
@@ -46,6 +54,11 @@ pub struct ReactorConfig {
     /// 0 = pure spin (default). > 0 = sleep that long after an iteration in which nothing was
     /// busy and no message arrived (tests use it so spinning reactors do not starve the machine).
     pub idle_sleep_us: u64,
+    /// Interrupt mode: `Some(us)` = after that long idle, block until a poller's fd, a message
+    /// or a timed poller wakes the reactor (see [`Poller::arm_wakeup`]); for cores shared with
+    /// other work. `None` (default) = never block. Pollers that cannot arm keep it spinning
+    /// (or sleeping `idle_sleep_us`).
+    pub interrupt_after_idle_us: Option<u64>,
     /// After shutdown is requested, how long a reactor waits for pollers to drain. Default 5000.
     pub drain_timeout_ms: u64,
     /// Pin each reactor thread to its core. Default true.
@@ -57,6 +70,7 @@ impl Default for ReactorConfig {
         ReactorConfig {
             msg_ring_capacity: 4096,
             idle_sleep_us: 0,
+            interrupt_after_idle_us: None,
             drain_timeout_ms: 5000,
             pin_threads: true,
         }
@@ -74,6 +88,8 @@ pub struct ReactorStats {
     pub iterations: u64,
     /// Messages run.
     pub messages: u64,
+    /// Blocks in interrupt mode.
+    pub sleeps: u64,
 }
 
 /// Per-reactor counters: written only by the owning reactor, read by anyone.
@@ -83,6 +99,7 @@ struct AtomicStats {
     idle_ns: AtomicU64,
     iterations: AtomicU64,
     messages: AtomicU64,
+    sleeps: AtomicU64,
 }
 
 impl AtomicStats {
@@ -92,6 +109,7 @@ impl AtomicStats {
         self.idle_ns.store(s.idle_ns, Ordering::Relaxed);
         self.iterations.store(s.iterations, Ordering::Relaxed);
         self.messages.store(s.messages, Ordering::Relaxed);
+        self.sleeps.store(s.sleeps, Ordering::Relaxed);
     }
 
     fn snapshot(&self) -> ReactorStats {
@@ -100,6 +118,7 @@ impl AtomicStats {
             idle_ns: self.idle_ns.load(Ordering::Relaxed),
             iterations: self.iterations.load(Ordering::Relaxed),
             messages: self.messages.load(Ordering::Relaxed),
+            sleeps: self.sleeps.load(Ordering::Relaxed),
         }
     }
 }
@@ -109,6 +128,11 @@ struct Shared {
     stats: Box<[CachePadded<AtomicStats>]>,
     cores: Box<[usize]>,
     shutdown: CachePadded<AtomicBool>,
+    /// Interrupt mode only: each reactor's doorbell, rung when a message is sent to it while
+    /// it sleeps.
+    wake: Option<Box<[WakeFd]>>,
+    /// Set by a reactor just before it blocks, cleared when it wakes.
+    sleeping: Box<[CachePadded<AtomicBool>]>,
     /// Live pollers on all reactors plus messages queued or running. Shutdown completes when it
     /// reaches zero, so no reactor exits while another may still send it work: a message is
     /// counted before its sender's own count (poller or message) can go away.
@@ -122,9 +146,19 @@ pub struct ReactorHandle {
 }
 
 impl ReactorHandle {
-    fn new(cores: &[usize], ring_capacity: usize) -> ReactorHandle {
+    fn new(cores: &[usize], ring_capacity: usize, interrupt: bool) -> io::Result<ReactorHandle> {
         assert!(ring_capacity > 0, "msg_ring_capacity must be > 0");
         assert!(!cores.is_empty(), "at least one reactor is required");
+        let wake = if interrupt {
+            Some(
+                cores
+                    .iter()
+                    .map(|_| WakeFd::new())
+                    .collect::<io::Result<_>>()?,
+            )
+        } else {
+            None
+        };
         let shared = Shared {
             rings: cores
                 .iter()
@@ -133,10 +167,25 @@ impl ReactorHandle {
             stats: cores.iter().map(|_| CachePadded::default()).collect(),
             cores: cores.into(),
             shutdown: CachePadded::new(AtomicBool::new(false)),
+            wake,
+            sleeping: cores.iter().map(|_| CachePadded::default()).collect(),
             outstanding: CachePadded::new(AtomicUsize::new(0)),
         };
-        ReactorHandle {
+        Ok(ReactorHandle {
             shared: Arc::new(shared),
+        })
+    }
+
+    /// Interrupt mode: rings reactor `to`'s doorbell if it is asleep. Pairs with the fence in
+    /// `Reactor::sleep_until_woken` (store sleeping, fence, check ring): either the sleeper
+    /// sees our message or we see it sleeping.
+    fn wake(&self, to: usize) {
+        let Some(wake) = &self.shared.wake else {
+            return;
+        };
+        fence(Ordering::SeqCst);
+        if self.shared.sleeping[to].load(Ordering::SeqCst) {
+            wake[to].ring();
         }
     }
 
@@ -154,6 +203,7 @@ impl ReactorHandle {
             self.shared.outstanding.fetch_sub(1, Ordering::AcqRel);
             return Err(SendError::Full);
         }
+        self.wake(to);
         Ok(())
     }
 
@@ -171,6 +221,9 @@ impl ReactorHandle {
     pub fn request_shutdown(&self) {
         if !self.shared.shutdown.swap(true, Ordering::AcqRel) {
             log::info!("reactor shutdown requested");
+        }
+        for reactor in 0..self.reactor_count() {
+            self.wake(reactor);
         }
     }
 
@@ -253,6 +306,9 @@ pub struct ReactorContext {
     next_poller_seq: u64,
     /// A Vec beats a map for the handful of types a reactor keeps.
     locals: Vec<(TypeId, Box<dyn Any>)>,
+    /// Interrupt mode only: the reactor's wake fd and every fd pollers watch.
+    epoll: Option<Epoll>,
+    next_fd_token: u64,
 }
 
 impl ReactorContext {
@@ -407,6 +463,29 @@ impl ReactorContext {
         self.handle.is_shutting_down()
     }
 
+    /// Whether this reactor blocks when idle (`interrupt_after_idle_us`).
+    pub fn interrupt_mode(&self) -> bool {
+        self.epoll.is_some()
+    }
+
+    /// Interrupt mode: a readable `fd` wakes the reactor. The caller keeps `fd` open until
+    /// [`unwatch_fd`](Self::unwatch_fd) and consumes its events in [`Poller::woke`]. A no-op
+    /// when not in interrupt mode.
+    pub fn watch_fd(&mut self, fd: RawFd) -> io::Result<()> {
+        let Some(epoll) = self.epoll.as_mut() else {
+            return Ok(());
+        };
+        self.next_fd_token += 1;
+        epoll.add(fd, self.next_fd_token)
+    }
+
+    /// Stops watching `fd` (see [`watch_fd`](Self::watch_fd)).
+    pub fn unwatch_fd(&mut self, fd: RawFd) {
+        if let Some(epoll) = self.epoll.as_mut() {
+            epoll.remove(fd);
+        }
+    }
+
     fn ring(&self) -> &ArrayQueue<Message> {
         &self.handle.shared.rings[self.id]
     }
@@ -422,13 +501,25 @@ pub struct Reactor {
     timed: Vec<PollerEntry>,
     stats: ReactorStats,
     idle_sleep: Duration,
+    /// Interrupt mode: how long idle before blocking.
+    interrupt_after_idle: Option<Duration>,
+    /// Start of the current run of idle iterations.
+    idle_since: Option<Instant>,
     drain_timeout: Duration,
 }
 
 impl Reactor {
-    fn new(id: usize, handle: ReactorHandle, config: &ReactorConfig) -> Reactor {
+    fn new(id: usize, handle: ReactorHandle, config: &ReactorConfig) -> io::Result<Reactor> {
         let core = handle.shared.cores[id];
-        Reactor {
+        let epoll = match &handle.shared.wake {
+            Some(wake) => {
+                let mut epoll = Epoll::new()?;
+                epoll.add(wake[id].raw(), WAKE_TOKEN)?;
+                Some(epoll)
+            }
+            None => None,
+        };
+        Ok(Reactor {
             ctx: ReactorContext {
                 id,
                 core,
@@ -439,13 +530,17 @@ impl Reactor {
                 poller_total: 0,
                 next_poller_seq: 0,
                 locals: Vec::with_capacity(8),
+                epoll,
+                next_fd_token: WAKE_TOKEN,
             },
             pollers: Vec::with_capacity(64),
             timed: Vec::with_capacity(16),
             stats: ReactorStats::default(),
             idle_sleep: Duration::from_micros(config.idle_sleep_us),
+            interrupt_after_idle: config.interrupt_after_idle_us.map(Duration::from_micros),
+            idle_since: None,
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
-        }
+        })
     }
 
     /// One iteration: run up to [`MSG_BATCH`] messages, every-iteration pollers, due timed
@@ -578,10 +673,75 @@ impl Reactor {
                     return false;
                 }
             }
-            if status == PollStatus::Idle && !self.idle_sleep.is_zero() {
+            if status == PollStatus::Busy {
+                self.idle_since = None;
+                continue;
+            }
+            let idle_since = *self.idle_since.get_or_insert(self.ctx.now);
+            let slept = match self.interrupt_after_idle {
+                Some(after) if self.ctx.now.saturating_duration_since(idle_since) >= after => {
+                    self.sleep_until_woken()
+                }
+                _ => false,
+            };
+            if !slept && !self.idle_sleep.is_zero() {
                 self.sleep_idle();
             }
         }
+    }
+
+    /// Interrupt mode: blocks until a watched fd is readable, a message arrives, the next
+    /// timed poller is due or [`INTERRUPT_MAX_SLEEP`] passes, if no message is queued and
+    /// every poller armed its wake-up. Returns whether it blocked.
+    fn sleep_until_woken(&mut self) -> bool {
+        if self.ctx.is_shutting_down() {
+            return false; // draining wants prompt polls, and shutdown is brief
+        }
+        let sleeping = &self.ctx.handle.shared.sleeping[self.ctx.id];
+        sleeping.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `ReactorHandle::wake`.
+        fence(Ordering::SeqCst);
+        let ctx = &mut self.ctx;
+        let armed =
+            ctx.ring().is_empty() && self.pollers.iter_mut().all(|e| e.poller.arm_wakeup(ctx));
+        if !armed {
+            self.ctx.handle.shared.sleeping[self.ctx.id].store(false, Ordering::SeqCst);
+            return false;
+        }
+        let start = Instant::now();
+        let timeout = self
+            .timed
+            .iter()
+            .map(|e| e.next_due.saturating_duration_since(start))
+            .fold(INTERRUPT_MAX_SLEEP, Duration::min);
+        let epoll = self
+            .ctx
+            .epoll
+            .as_mut()
+            .expect("interrupt mode has an epoll set");
+        let (mut woken_by_fd, mut woken_by_message) = (false, false);
+        for token in epoll.wait(timeout) {
+            woken_by_fd = true;
+            woken_by_message |= token == WAKE_TOKEN;
+        }
+        self.ctx.handle.shared.sleeping[self.ctx.id].store(false, Ordering::SeqCst);
+        if woken_by_message {
+            let wake = self.ctx.handle.shared.wake.as_ref();
+            wake.expect("interrupt mode has wake fds")[self.ctx.id].clear();
+        }
+        let ctx = &mut self.ctx;
+        for entry in &mut self.pollers {
+            entry.poller.woke(ctx);
+        }
+        self.stats.idle_ns += duration_ns(start.elapsed());
+        self.stats.sleeps += 1;
+        if woken_by_fd {
+            // Work is likely to come in a burst: spin again before the next sleep. After a
+            // timeout, sleep again as soon as a poll finds nothing.
+            self.idle_since = None;
+        }
+        self.publish_stats();
+        true
     }
 
     fn give_up_draining(&mut self) {
@@ -656,14 +816,19 @@ fn duration_ns(d: Duration) -> u64 {
 /// Builds one reactor per core in the mask, without threads. Tests drive them with `run_once()`.
 ///
 /// # Panics
-/// If `config.msg_ring_capacity` is 0.
+/// If `config.msg_ring_capacity` is 0, or interrupt mode cannot get its eventfd or epoll set.
 pub fn create_reactors(
     mask: &ReactorMask,
     config: &ReactorConfig,
 ) -> (Vec<Reactor>, ReactorHandle) {
-    let handle = ReactorHandle::new(mask.cores(), config.msg_ring_capacity);
+    let interrupt = config.interrupt_after_idle_us.is_some();
+    let handle = ReactorHandle::new(mask.cores(), config.msg_ring_capacity, interrupt)
+        .expect("interrupt mode: cannot create an eventfd");
     let reactors = (0..mask.len())
-        .map(|id| Reactor::new(id, handle.clone(), config))
+        .map(|id| {
+            Reactor::new(id, handle.clone(), config)
+                .expect("interrupt mode: cannot create an epoll set")
+        })
         .collect();
     (reactors, handle)
 }
@@ -741,7 +906,9 @@ pub fn spawn_reactors(
             "msg_ring_capacity must be > 0",
         ));
     }
-    let handle = ReactorHandle::new(mask.cores(), config.msg_ring_capacity);
+    let interrupt = config.interrupt_after_idle_us.is_some();
+    let handle = ReactorHandle::new(mask.cores(), config.msg_ring_capacity, interrupt)
+        .map_err(|e| io::Error::new(e.kind(), format!("interrupt mode: eventfd: {e}")))?;
     let init = Arc::new(init);
     let (ready_tx, ready_rx) = mpsc::channel::<(usize, io::Result<()>)>();
     let mut go_txs = Vec::with_capacity(mask.len());
@@ -761,16 +928,24 @@ pub fn spawn_reactors(
                 } else {
                     Ok(())
                 };
-                let pinned_ok = pinned.is_ok();
-                let reported = ready_tx.send((id, pinned)).is_ok();
+                let (report, reactor) = match pinned.and_then(|()| {
+                    Reactor::new(id, handle.clone(), &config).map_err(|e| {
+                        io::Error::new(e.kind(), format!("interrupt mode: epoll: {e}"))
+                    })
+                }) {
+                    Ok(reactor) => (Ok(()), Some(reactor)),
+                    Err(e) => (Err(e), None),
+                };
+                let reported = ready_tx.send((id, report)).is_ok();
                 // Drop our sender now: if a peer dies before reporting, the spawner's recv()
                 // must see a closed channel rather than wait for us.
                 drop(ready_tx);
-                // Proceed only when every thread is pinned; a closed channel means abort.
-                if !reported || !pinned_ok || go_rx.recv() != Ok(true) {
+                // Proceed only when every thread is ready; a closed channel means abort.
+                let Some(reactor) = reactor else { return };
+                if !reported || go_rx.recv() != Ok(true) {
                     return;
                 }
-                reactor_thread_main(id, handle, &config, &*init);
+                reactor_thread_main(reactor, handle, &config, &*init);
             });
         match spawned {
             Ok(thread) => {
@@ -792,7 +967,10 @@ pub fn spawn_reactors(
             Ok((_, Ok(()))) => continue,
             Ok((id, Err(e))) => io::Error::new(
                 e.kind(),
-                format!("cannot pin reactor {id} to core {}: {e}", mask.cores()[id]),
+                format!(
+                    "cannot start reactor {id} on core {}: {e}",
+                    mask.cores()[id]
+                ),
             ),
             Err(_) => io::Error::other("a reactor thread died during startup"),
         };
@@ -810,17 +988,16 @@ pub fn spawn_reactors(
 }
 
 fn reactor_thread_main(
-    id: usize,
+    mut reactor: Reactor,
     handle: ReactorHandle,
     config: &ReactorConfig,
     init: &dyn Fn(&mut ReactorContext),
 ) {
-    let guard_handle = handle.clone();
+    let id = reactor.ctx.id;
     let _guard = PanicGuard {
-        handle: &guard_handle,
+        handle: &handle,
         id,
     };
-    let mut reactor = Reactor::new(id, handle, config);
     let core = reactor.ctx.core;
     match reactor.ctx.numa_node {
         Some(node) => log::info!("reactor {id} started on core {core} (NUMA node {node})"),
@@ -831,9 +1008,17 @@ fn reactor_thread_main(
     }
     init(&mut reactor.ctx);
     let drained = reactor.run();
+    let stats = reactor.stats();
+    let busy_pct = 100 * stats.busy_ns / (stats.busy_ns + stats.idle_ns).max(1);
     log::info!(
-        "reactor {id} on core {core} stopped{}",
-        if drained { "" } else { " (drain timed out)" }
+        "reactor {id} on core {core} stopped{}: busy {busy_pct}% of {:.1} s{}",
+        if drained { "" } else { " (drain timed out)" },
+        (stats.busy_ns + stats.idle_ns) as f64 / 1e9,
+        if reactor.ctx.interrupt_mode() {
+            format!(", slept {} times", stats.sleeps)
+        } else {
+            String::new()
+        }
     );
     // Pollers and locals drop here, on their own thread.
 }
@@ -1179,6 +1364,7 @@ mod tests {
         ReactorConfig {
             msg_ring_capacity: 64,
             idle_sleep_us: 100,
+            interrupt_after_idle_us: None,
             drain_timeout_ms: 1000,
             pin_threads: true,
         }
@@ -1366,5 +1552,167 @@ mod tests {
         drop(running);
         assert!(handle.is_shutting_down());
         assert!(handle.stats(0).iterations > 0);
+    }
+
+    /// A poller that can arm its wake-up (or not) and counts the calls.
+    struct Armable {
+        arms: bool,
+        watched: Option<Rc<WakeFd>>,
+        armed: Rc<Cell<u32>>,
+        woke: Rc<Cell<u32>>,
+    }
+
+    impl Poller for Armable {
+        fn poll(&mut self, _ctx: &mut ReactorContext) -> PollStatus {
+            PollStatus::Idle
+        }
+        fn arm_wakeup(&mut self, _ctx: &mut ReactorContext) -> bool {
+            self.armed.set(self.armed.get() + 1);
+            self.arms
+        }
+        fn woke(&mut self, _ctx: &mut ReactorContext) {
+            self.woke.set(self.woke.get() + 1);
+            if let Some(fd) = &self.watched {
+                fd.clear();
+            }
+        }
+    }
+
+    fn interrupt_reactor(arms: &[bool]) -> (Reactor, Rc<Cell<u32>>, Rc<Cell<u32>>) {
+        let config = ReactorConfig {
+            interrupt_after_idle_us: Some(0),
+            ..ReactorConfig::default()
+        };
+        let (mut reactors, _) = create_reactors(&ReactorMask::from_cores(&[0]).unwrap(), &config);
+        let mut reactor = reactors.pop().unwrap();
+        let (armed, woke) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        for &arms in arms {
+            let poller = Armable {
+                arms,
+                watched: None,
+                armed: armed.clone(),
+                woke: woke.clone(),
+            };
+            reactor.context().register_poller("armable", poller);
+        }
+        reactor.run_once(); // applies the registrations
+        (reactor, armed, woke)
+    }
+
+    #[test]
+    fn a_reactor_blocks_only_when_every_poller_armed_and_no_message_waits() {
+        let (mut reactor, armed, woke) = interrupt_reactor(&[true, false]);
+        assert!(reactor.context().interrupt_mode());
+        assert!(!reactor.sleep_until_woken(), "the second poller cannot arm");
+        assert_eq!((armed.get(), woke.get(), reactor.stats().sleeps), (2, 0, 0));
+
+        let (mut reactor, armed, woke) = interrupt_reactor(&[true, true]);
+        reactor.context().send(0, |_| {}).unwrap();
+        assert!(!reactor.sleep_until_woken(), "a queued message is work");
+        assert_eq!(
+            armed.get(),
+            0,
+            "nobody is asked to arm while a message waits"
+        );
+        reactor.run_once();
+        assert!(reactor.sleep_until_woken());
+        assert_eq!((armed.get(), woke.get(), reactor.stats().sleeps), (2, 2, 1));
+    }
+
+    #[test]
+    fn a_readable_watched_fd_ends_the_block_at_once() {
+        let (mut reactor, _, woke) = interrupt_reactor(&[]);
+        let fd = Rc::new(WakeFd::new().unwrap());
+        reactor.context().watch_fd(fd.raw()).unwrap();
+        let poller = Armable {
+            arms: true,
+            watched: Some(fd.clone()),
+            armed: Rc::new(Cell::new(0)),
+            woke: woke.clone(),
+        };
+        reactor.context().register_poller("watcher", poller);
+        reactor.run_once();
+        fd.ring();
+        reactor.idle_since = Some(Instant::now());
+        let start = Instant::now();
+        assert!(reactor.sleep_until_woken());
+        assert!(
+            reactor.idle_since.is_none(),
+            "woken by work: spin again first"
+        );
+        assert!(
+            start.elapsed() < INTERRUPT_MAX_SLEEP / 2,
+            "woken by the fd, not the timeout: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(woke.get(), 1);
+        reactor.context().unwatch_fd(fd.raw());
+    }
+
+    #[test]
+    fn a_timed_poller_bounds_the_block() {
+        let (mut reactor, _, _) = interrupt_reactor(&[true]);
+        reactor.context().register_timed_poller(
+            "tick",
+            Duration::from_millis(2),
+            |_: &mut ReactorContext| PollStatus::Idle,
+        );
+        reactor.run_once();
+        reactor.idle_since = Some(Instant::now());
+        let start = Instant::now();
+        assert!(reactor.sleep_until_woken());
+        // Due in 2 ms, well before INTERRUPT_MAX_SLEEP; rounding adds at most 1 ms.
+        assert!(
+            start.elapsed() < INTERRUPT_MAX_SLEEP,
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(
+            reactor.idle_since.is_some(),
+            "woken by the clock, not by work: sleep again without spinning first"
+        );
+    }
+
+    #[test]
+    fn a_message_wakes_a_sleeping_reactor_thread() {
+        let (mask, config) = test_mask_and_config();
+        let config = ReactorConfig {
+            idle_sleep_us: 0,
+            interrupt_after_idle_us: Some(0),
+            ..config
+        };
+        let running = spawn_reactors(&mask, &config, |ctx| {
+            let poller = Armable {
+                arms: true,
+                watched: None,
+                armed: Rc::new(Cell::new(0)),
+                woke: Rc::new(Cell::new(0)),
+            };
+            ctx.register_poller("armable", poller);
+        })
+        .unwrap();
+        let handle = running.handle().clone();
+        let mut round_trips = Vec::new();
+        for _ in 0..9 {
+            // Let reactor 1 fall asleep, then time a message to it and back.
+            let sleeps = handle.stats(1).sleeps;
+            while handle.stats(1).sleeps == sleeps {
+                thread::sleep(Duration::from_micros(200));
+            }
+            let (tx, rx) = mpsc::channel();
+            let start = Instant::now();
+            handle.send(1, move |_| tx.send(()).unwrap()).unwrap();
+            rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            round_trips.push(start.elapsed());
+        }
+        round_trips.sort();
+        // A reactor that only woke at its timeout would take up to INTERRUPT_MAX_SLEEP.
+        assert!(
+            round_trips[4] < INTERRUPT_MAX_SLEEP / 4,
+            "median wake-up {:?}",
+            round_trips[4]
+        );
+        handle.request_shutdown();
+        running.join().unwrap();
     }
 }

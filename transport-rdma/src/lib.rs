@@ -457,9 +457,10 @@ impl Transport for RdmaTransport {
             inboxes[reactor] = Some(inbox.clone());
         }
         let cache = (self.pool.count() / (2 * reactor_count.max(1))).clamp(1, 128);
-        Ok(Box::new(poll_group::RdmaPollGroup::new(
-            self, reactor, inbox, cache,
-        )))
+        let pg = poll_group::RdmaPollGroup::new(self, reactor, inbox, cache).map_err(|e| {
+            TransportError::Other(format!("RDMA poll group: cannot create an epoll set: {e}"))
+        })?;
+        Ok(Box::new(pg))
     }
 }
 

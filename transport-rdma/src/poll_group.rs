@@ -14,7 +14,9 @@
 //! is re-posted to the SRQ.
 
 use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::ops::{Index, IndexMut};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,7 @@ use nvmf::transport::{
     TransportPollGroup, Xfer,
 };
 use rdma_sys as sys;
+use reactor::Epoll;
 
 use crate::request::{RequestState, RequestTable};
 use crate::verbs::{self, CmId, Cq, DeviceLimits, Mr, Pd, QpSpec, Srq};
@@ -678,6 +681,9 @@ pub(crate) struct RdmaPollGroup {
     to_report: VecDeque<u16>,
     wcs: Vec<sys::ibv_wc>,
     next_gen: u16,
+    /// The completion channels of the devices' CQs, as one fd the reactor
+    /// watches in interrupt mode.
+    wakeups: Epoll,
 }
 
 impl RdmaPollGroup {
@@ -686,8 +692,8 @@ impl RdmaPollGroup {
         reactor: usize,
         inbox: Arc<ArrayQueue<Notice>>,
         cache: usize,
-    ) -> RdmaPollGroup {
-        RdmaPollGroup {
+    ) -> io::Result<RdmaPollGroup> {
+        Ok(RdmaPollGroup {
             reactor,
             options: t.options,
             pool: t.pool.clone(),
@@ -700,7 +706,8 @@ impl RdmaPollGroup {
             to_report: VecDeque::new(),
             wcs: vec![sys::ibv_wc::default(); WC_BATCH],
             next_gen: 1,
-        }
+            wakeups: Epoll::new()?,
+        })
     }
 
     /// A device is going away: close its queues; it is released (see
@@ -736,6 +743,7 @@ impl RdmaPollGroup {
                 continue;
             }
             if let Some(dev) = self.devices.release(d) {
+                self.wakeups.remove(dev.cq.event_fd());
                 log::info!(
                     "reactor {}: RDMA device {} released",
                     self.reactor,
@@ -784,6 +792,9 @@ impl RdmaPollGroup {
         // SRQ receive completions land in the CQ too: room for all of them.
         let cq_entries = (CQ_ENTRIES + srq_depth.unwrap_or(0)).min(limits.max_cqe);
         let cq = Cq::new(ctx, cq_entries).map_err(|e| format!("{name}: create CQ: {e}"))?;
+        self.wakeups
+            .add(cq.event_fd(), d as u64)
+            .map_err(|e| format!("{name}: watch the CQ's completion channel: {e}"))?;
         let mem = self.pool.memory();
         // One MR over the whole pool, however many hugepages it spans.
         let pool_mr = Mr::register(&pd, mem.as_ptr(), mem.len())
@@ -919,7 +930,7 @@ impl RdmaPollGroup {
         };
         let created = conn
             .id
-            .create_qp(dev.pd.0, dev.cq.0, &spec)
+            .create_qp(dev.pd.0, dev.cq.as_ptr(), &spec)
             .map_err(|e| format!("create QP: {e}"))?;
         let qp = created.qp;
         let send_flags = response_send_flags(created.max_inline_bytes);
@@ -1193,17 +1204,26 @@ impl RdmaPollGroup {
         );
     }
 
+    /// Handles up to `WC_BATCH` completions of device `d`'s CQ; returns how
+    /// many. A released device has none.
+    fn poll_cq(&mut self, d: usize) -> usize {
+        let Some(dev) = self.devices.get_mut(d) else {
+            return 0;
+        };
+        let mut wcs = std::mem::take(&mut self.wcs);
+        let n = dev.cq.poll(&mut wcs);
+        for wc in &wcs[..n] {
+            self.on_wc(wc);
+        }
+        self.wcs = wcs;
+        n
+    }
+
     /// Handles every completion waiting in device `d`'s CQ (bounded by its size).
     fn drain_cq(&mut self, d: usize) {
         let rounds = self.devices[d].cq_entries as usize / WC_BATCH + 1;
         for _ in 0..rounds {
-            let mut wcs = std::mem::take(&mut self.wcs);
-            let n = self.devices[d].cq.poll(&mut wcs);
-            for wc in &wcs[..n] {
-                self.on_wc(wc);
-            }
-            self.wcs = wcs;
-            if n < WC_BATCH {
+            if self.poll_cq(d) < WC_BATCH {
                 break;
             }
         }
@@ -1405,15 +1425,7 @@ impl TransportPollGroup for RdmaPollGroup {
             }
         }
         for d in 0..self.devices.len() {
-            let Some(dev) = self.devices.get_mut(d) else {
-                continue; // released
-            };
-            let mut wcs = std::mem::take(&mut self.wcs);
-            let n = dev.cq.poll(&mut wcs);
-            for wc in &wcs[..n] {
-                self.on_wc(wc);
-            }
-            self.wcs = wcs;
+            self.poll_cq(d);
         }
         for qi in 0..self.queues.len() {
             self.progress(qi as u16, events);
@@ -1569,6 +1581,52 @@ impl TransportPollGroup for RdmaPollGroup {
             q.life = Life::Closing;
         }
         self.try_destroy(queue);
+    }
+
+    fn wakeup_fd(&self) -> Option<RawFd> {
+        Some(self.wakeups.as_raw_fd())
+    }
+
+    fn arm_wakeup(&mut self) -> bool {
+        if !self.inbox.is_empty() || !self.to_report.is_empty() {
+            return false;
+        }
+        // A request waiting for a data buffer is woken by a buffer coming
+        // back, which may come from another reactor and signals no fd.
+        let waiting_for_buffer = self
+            .queues
+            .iter()
+            .flatten()
+            .any(|q| q.life == Life::Live && q.table.next_needing_buffer().is_some());
+        if waiting_for_buffer {
+            return false;
+        }
+        for d in 0..self.devices.len() {
+            let Some(dev) = self.devices.get_mut(d) else {
+                continue;
+            };
+            if let Err(e) = dev.cq.arm() {
+                log::debug!(
+                    "reactor {}: {}: cannot arm the CQ: {e}",
+                    self.reactor,
+                    dev.name
+                );
+                return false;
+            }
+            // A completion that came before the arm raises no event.
+            if self.poll_cq(d) > 0 {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn woke(&mut self) {
+        for d in 0..self.devices.len() {
+            if let Some(dev) = self.devices.get_mut(d) {
+                dev.cq.take_event();
+            }
+        }
     }
 
     fn queue_count(&self) -> usize {

@@ -423,29 +423,108 @@ impl Drop for Pd {
     }
 }
 
-pub struct Cq(pub *mut sys::ibv_cq);
+/// A CQ with its own completion channel. It is polled; the channel's fd
+/// only wakes a sleeping reactor in interrupt mode, after `arm`.
+pub struct Cq {
+    cq: *mut sys::ibv_cq,
+    channel: *mut sys::ibv_comp_channel,
+    /// A notification was requested and its event not yet taken.
+    armed: bool,
+}
 impl Cq {
     pub fn new(ctx: *mut sys::ibv_context, entries: u32) -> io::Result<Cq> {
-        // SAFETY: live context; no completion channel (the CQ is polled).
-        let cq =
-            unsafe { sys::ibv_create_cq(ctx, entries as i32, ptr::null_mut(), ptr::null_mut(), 0) };
-        if cq.is_null() {
+        // SAFETY: live context.
+        let channel = unsafe { sys::ibv_create_comp_channel(ctx) };
+        if channel.is_null() {
             return Err(io::Error::last_os_error());
         }
-        Ok(Cq(cq))
+        // SAFETY: `channel` is live; its fd is the channel's own.
+        let fd = unsafe { (*channel).fd };
+        // Non-blocking, so taking an event that has not come returns at once.
+        // SAFETY: fcntl on a valid fd.
+        let rc = unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK)
+        };
+        // SAFETY: live context and channel.
+        let cq = unsafe { sys::ibv_create_cq(ctx, entries as i32, ptr::null_mut(), channel, 0) };
+        if rc < 0 || cq.is_null() {
+            let e = io::Error::last_os_error();
+            if !cq.is_null() {
+                // SAFETY: created above, used by nothing yet.
+                unsafe { sys::ibv_destroy_cq(cq) };
+            }
+            // SAFETY: created above; no CQ uses it any more.
+            unsafe { sys::ibv_destroy_comp_channel(channel) };
+            return Err(e);
+        }
+        Ok(Cq {
+            cq,
+            channel,
+            armed: false,
+        })
+    }
+
+    pub fn as_ptr(&self) -> *mut sys::ibv_cq {
+        self.cq
+    }
+
+    /// The completion channel's fd: readable once an armed CQ gets a completion.
+    pub fn event_fd(&self) -> std::os::fd::RawFd {
+        // SAFETY: the channel lives as long as self.
+        unsafe { (*self.channel).fd }
+    }
+
+    /// Requests one event on the channel for the next completion (a syscall
+    /// on most providers: only on the way to sleep). Idempotent until the
+    /// event is taken.
+    pub fn arm(&mut self) -> io::Result<()> {
+        if self.armed {
+            return Ok(());
+        }
+        // SAFETY: live CQ.
+        let rc = unsafe { sys::nvmf_ibv_req_notify_cq(self.cq, 0) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        self.armed = true;
+        Ok(())
+    }
+
+    /// Takes and acknowledges the channel's event, if it came; the CQ must
+    /// then be armed again. Every event taken is acknowledged at once, so
+    /// destroying the CQ never waits.
+    pub fn take_event(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut cq = ptr::null_mut();
+        let mut cq_context = ptr::null_mut();
+        // SAFETY: live channel (non-blocking); out-pointers are live locals.
+        let rc = unsafe { sys::ibv_get_cq_event(self.channel, &mut cq, &mut cq_context) };
+        if rc == 0 {
+            debug_assert_eq!(cq, self.cq, "one CQ per channel");
+            // SAFETY: `cq` is ours and the event was just taken.
+            unsafe { sys::ibv_ack_cq_events(cq, 1) };
+            self.armed = false;
+        }
     }
 
     /// Polls up to `wcs.len()` completions.
     pub fn poll(&self, wcs: &mut [sys::ibv_wc]) -> usize {
         // SAFETY: live CQ; `wcs` is writable for its length.
-        let n = unsafe { sys::nvmf_ibv_poll_cq(self.0, wcs.len() as i32, wcs.as_mut_ptr()) };
+        let n = unsafe { sys::nvmf_ibv_poll_cq(self.cq, wcs.len() as i32, wcs.as_mut_ptr()) };
         n.max(0) as usize
     }
 }
 impl Drop for Cq {
     fn drop(&mut self) {
-        // SAFETY: every QP using the CQ was destroyed first.
-        unsafe { sys::ibv_destroy_cq(self.0) };
+        // SAFETY: every QP and SRQ using the CQ was destroyed first, and
+        // every event taken was acknowledged; the channel outlives the CQ.
+        unsafe {
+            sys::ibv_destroy_cq(self.cq);
+            sys::ibv_destroy_comp_channel(self.channel);
+        }
     }
 }
 
