@@ -37,6 +37,10 @@ vm_stage_in() {
         cp "$bin" "$dir/bin/nvmf-tgt"
         chmod 0755 "$dir/bin/nvmf-tgt"
     fi
+    # Extra tools for a session by hand (a profiler, say), seen as /mnt/in/extra.
+    if [[ -n ${NVMF_VM_EXTRA_IN:-} ]]; then
+        cp -r "$NVMF_VM_EXTRA_IN" "$dir/extra"
+    fi
     cat >"$dir/run.env" <<EOF
 SCENARIO=$scenario
 SCENARIO_TIMEOUT=$timeout_s
