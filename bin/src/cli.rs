@@ -1,5 +1,6 @@
 //! The command line: `nvmf-tgt [-m MASK] [-c CONFIG] [-L COMPONENT]...` runs the target;
-//! `capabilities`, `check-config` and `--print-default-config` inspect things without running.
+//! `capabilities`, `check-config` and `--print-default-config` inspect things without running;
+//! `setup` prepares the machine (hugepages, NVMe devices on vfio-pci).
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use crate::app;
 use crate::capabilities::capabilities_text;
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_TOML};
 use crate::logging::{self, Component};
+use crate::setup::{self, SetupCommand};
 
 /// Exit status for a usage mistake, as clap uses.
 const EXIT_USAGE: u8 = 2;
@@ -28,6 +30,7 @@ Examples:
                                            start your own config from the default
   nvmf-tgt check-config -c nvmf.toml       validate a config and print what it sets up
   nvmf-tgt capabilities                    list the built transports and bdev kinds
+  nvmf-tgt setup status                    show hugepages and NVMe devices (setup --help: more)
 
 Stop the target with SIGINT (Ctrl-C) or SIGTERM: it disconnects hosts, drains I/O and exits 0.
 RUST_LOG (e.g. RUST_LOG=warn) sets the base log filter; -L raises one component to debug.";
@@ -73,7 +76,26 @@ pub enum Command {
     Capabilities,
     /// Parse and validate the file given with -c, print a summary; exit 0 if valid, 1 if not
     CheckConfig,
+    /// Prepare the machine: show hugepages and NVMe devices, bind NVMe devices to vfio-pci and
+    /// back, reserve hugepages (what SPDK's scripts/setup.sh does)
+    #[command(after_help = SETUP_EXAMPLES)]
+    Setup {
+        #[command(subcommand)]
+        command: SetupCommand,
+    },
 }
+
+const SETUP_EXAMPLES: &str = "\
+Examples:
+  nvmf-tgt setup status                    hugepages per NUMA node; NVMe devices with driver,
+                                           IOMMU group, block devices and what uses them
+  sudo nvmf-tgt setup hugepages 1024 --node 0
+                                           reserve 1024 2 MiB pages on NUMA node 0
+  sudo nvmf-tgt setup bind 0000:04:00.0    give one SSD to vfio-pci (for the target)
+  sudo nvmf-tgt setup bind                 ... every NVMe SSD that is not in use
+  sudo nvmf-tgt setup reset                give every SSD on vfio-pci back to the nvme driver
+
+bind needs an IOMMU (VT-d/AMD-Vi on, intel_iommu=on or amd_iommu=on, iommu=pt). See docs/setup.md.";
 
 /// Runs the parsed command line; returns the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
@@ -90,6 +112,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Some(Command::Capabilities) => emit(&capabilities_text()),
         Some(Command::CheckConfig) => check_config(&cli),
+        Some(Command::Setup { command }) => setup::run(&command),
         None => run_target(&cli),
     }
 }
@@ -245,6 +268,54 @@ mod tests {
                 .unwrap()
                 .print_default_config
         );
+    }
+
+    #[test]
+    fn setup_subcommands_parse() {
+        assert_eq!(
+            parse(&["setup", "status"]).unwrap().command,
+            Some(Command::Setup {
+                command: SetupCommand::Status
+            })
+        );
+        assert_eq!(
+            parse(&["setup", "bind", "04:00.0", "0000:05:00.0", "--force"])
+                .unwrap()
+                .command,
+            Some(Command::Setup {
+                command: SetupCommand::Bind {
+                    bdfs: vec!["0000:04:00.0".into(), "0000:05:00.0".into()],
+                    force: true
+                }
+            })
+        );
+        assert_eq!(
+            parse(&["setup", "hugepages", "8", "--node", "1", "--size", "1G"])
+                .unwrap()
+                .command,
+            Some(Command::Setup {
+                command: SetupCommand::Hugepages {
+                    count: 8,
+                    node: Some(1),
+                    size: dma::PageSize::Huge1G
+                }
+            })
+        );
+        assert_eq!(
+            parse(&["setup", "hugepages", "8"]).unwrap().command,
+            Some(Command::Setup {
+                command: SetupCommand::Hugepages {
+                    count: 8,
+                    node: None,
+                    size: dma::PageSize::Huge2M
+                }
+            })
+        );
+        // --force only with named devices: binding "everything" by force would take the boot disk.
+        assert!(parse(&["setup", "bind", "--force"]).is_err());
+        assert!(parse(&["setup", "bind", "nvme0"]).is_err());
+        assert!(parse(&["setup", "hugepages", "8", "--size", "4K"]).is_err());
+        assert!(parse(&["setup"]).is_err());
     }
 
     #[test]

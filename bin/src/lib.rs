@@ -1,6 +1,7 @@
 //! nvmf-tgt: the NVMe-oF target program. The library part holds the config file format
-//! ([`config`]), the wiring of a config into a running target ([`app`]) and the command line
-//! ([`cli`]), so integration tests can load configs and build targets without the binary.
+//! ([`config`]), the wiring of a config into a running target ([`app`]), the command line
+//! ([`cli`]) and the machine chores of `nvmf-tgt setup` ([`setup`]), so integration tests can
+//! load configs and build targets without the binary.
 
 #![forbid(unsafe_code)]
 
@@ -9,3 +10,4 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod setup;

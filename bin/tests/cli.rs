@@ -111,6 +111,41 @@ fn unknown_log_component_lists_valid_ones() {
 }
 
 #[test]
+fn setup_help_lists_its_subcommands() {
+    let out = nvmf_tgt(&["setup", "--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let help = text(&out.stdout);
+    for sub in ["status", "bind", "reset", "hugepages", "docs/setup.md"] {
+        assert!(help.contains(sub), "missing {sub:?} in:\n{help}");
+    }
+    let out = nvmf_tgt(&["setup", "bind", "not-a-bdf"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("not a PCI address"), "{out:?}");
+}
+
+/// Reads only world-readable files, so it runs as any user on any machine.
+#[test]
+fn setup_status_runs_here() {
+    let out = nvmf_tgt(&["setup", "status"]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("Hugepages"), "{stdout}");
+    let has_nvme = std::fs::read_dir("/sys/bus/pci/devices")
+        .map(|entries| {
+            entries.filter_map(Result::ok).any(|entry| {
+                std::fs::read_to_string(entry.path().join("class"))
+                    .is_ok_and(|class| class.trim() == "0x010802")
+            })
+        })
+        .unwrap_or(false);
+    if has_nvme {
+        assert!(stdout.contains("\nBDF "), "{stdout}");
+    } else {
+        assert!(stdout.contains("no NVMe devices found"), "{stdout}");
+    }
+}
+
+#[test]
 fn default_config_runs_and_stops_on_sigterm() {
     let child = Command::new(BIN)
         .args(["-m", "0x1"])

@@ -138,14 +138,42 @@ impl fmt::Display for NotEnoughMessage {
         let target = in_use.saturating_add(self.needed);
         write!(
             f,
-            "need {} free {} hugepages{} but only {} are free; reserve them with: echo {} > {}",
+            "need {} free {} hugepages{} but only {} are free; reserve them with: \
+             nvmf-tgt setup hugepages {}{}{} (or: echo {} > {})",
             self.needed,
             self.size,
             NodeSuffix(self.node),
             self.free,
             target,
+            NodeOption(self.node),
+            SizeOption(self.size),
+            target,
             crate::hugepages::nr_hugepages_path(self.size, self.node).display(),
         )
+    }
+}
+
+/// The `--node N` option of `nvmf-tgt setup hugepages`, when a node applies.
+struct NodeOption(Option<u32>);
+
+impl fmt::Display for NodeOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(node) => write!(f, " --node {node}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The `--size` option of `nvmf-tgt setup hugepages`; 2 MiB is its default, so it is left out.
+struct SizeOption(PageSize);
+
+impl fmt::Display for SizeOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            PageSize::Huge2M => Ok(()),
+            PageSize::Huge1G => f.write_str(" --size 1G"),
+        }
     }
 }
 
@@ -165,7 +193,8 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "need 64 free 2 MiB hugepages on NUMA node 0 but only 0 are free; reserve them with: \
-             echo 64 > /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages"
+             nvmf-tgt setup hugepages 64 --node 0 \
+             (or: echo 64 > /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages)"
         );
     }
 
@@ -182,7 +211,8 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "need 64 free 2 MiB hugepages but only 2 are free; reserve them with: \
-             echo 72 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+             nvmf-tgt setup hugepages 72 \
+             (or: echo 72 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages)"
         );
     }
 
@@ -198,6 +228,10 @@ mod tests {
         let text = err.to_string();
         assert!(
             text.starts_with("need 2 free 1 GiB hugepages on NUMA node 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nvmf-tgt setup hugepages 2 --node 1 --size 1G"),
             "{text}"
         );
         assert!(

@@ -22,7 +22,12 @@ pub struct HugepageCounts {
 
 /// The nr_hugepages file that sets the pool size, per node when `node` is given.
 pub fn nr_hugepages_path(page: PageSize, node: Option<u32>) -> PathBuf {
-    counter_dir(Path::new(SYSFS_ROOT), page, node).join("nr_hugepages")
+    nr_hugepages_path_at(Path::new(SYSFS_ROOT), page, node)
+}
+
+/// [`nr_hugepages_path`] under a sysfs mounted at `sysfs_root` (a fake tree in tests).
+pub fn nr_hugepages_path_at(sysfs_root: &Path, page: PageSize, node: Option<u32>) -> PathBuf {
+    counter_dir(sysfs_root, page, node).join("nr_hugepages")
 }
 
 /// Reads the counters for `page` (on `node` when given) from the live sysfs.
@@ -82,7 +87,9 @@ fn check_exists(root: &Path, page: PageSize, node: Option<u32>) -> Result<(), Dm
     Ok(())
 }
 
-pub(crate) fn counts_at(
+/// [`counts`] under a sysfs mounted at `root` (a fake tree in tests). Fails with
+/// NumaNodeNotFound or HugepageSizeUnsupported when the node or the page size is missing.
+pub fn counts_at(
     root: &Path,
     page: PageSize,
     node: Option<u32>,

@@ -641,7 +641,8 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "need 32 free 2 MiB hugepages on NUMA node 0 but only 0 are free; reserve them with: \
-             echo 32 > /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages"
+             nvmf-tgt setup hugepages 32 --node 0 \
+             (or: echo 32 > /sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages)"
         );
         // Rounds up: 1 byte needs a whole page.
         let err =
