@@ -19,6 +19,8 @@
 
 pub mod init;
 pub mod mmio;
+pub mod prp;
+pub mod queue;
 pub mod regs;
 
 pub use mmio::{Bar0, FakeMmio, Mmio};
