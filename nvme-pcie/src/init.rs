@@ -12,6 +12,8 @@
 //! a reactor poller. `run_blocking` loops it with a short sleep for start-up code. Every wait
 //! has a deadline (CAP.TO for enable/disable, `SHUTDOWN_TIMEOUT_MS` for shutdown).
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::time::{Duration, Instant};
 

@@ -15,6 +15,7 @@
 //! Nothing in `queue`'s submit/flush/poll allocates, locks or makes a system call.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_debug_implementations)]
 
 pub mod init;
@@ -22,5 +23,6 @@ pub mod mmio;
 pub mod prp;
 pub mod queue;
 pub mod regs;
+pub mod vfio;
 
 pub use mmio::{Bar0, FakeMmio, Mmio};

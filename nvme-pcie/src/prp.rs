@@ -11,6 +11,8 @@
 //! Only PRP1 may start mid-page (at a dword-aligned offset); every later page starts at an
 //! offset of 0, which follows from the buffer being contiguous in IOVA space.
 
+#![forbid(unsafe_code)]
+
 use nvme_spec::{IntoBytes, Sqe};
 
 use crate::regs::MEMORY_PAGE_BYTES;

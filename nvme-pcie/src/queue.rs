@@ -9,6 +9,8 @@
 //! make system calls: command ids come from a free list sized at creation, and the doorbells
 //! are written once per `flush`/`poll`, not per command.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{fence, Ordering};
 
 use dma::DmaMemory;

@@ -2,6 +2,8 @@
 //! AQA, and doorbell offsets. The bit positions come from `nvme_spec::fabrics` (the same
 //! registers are the Fabrics "properties"), so target and driver share one definition.
 
+#![forbid(unsafe_code)]
+
 use nvme_spec::fabrics::{cap, cc, csts, property};
 
 /// Register offsets in BAR0, in bytes.
