@@ -212,27 +212,34 @@ impl<M: Mmio> QueuePair<M> {
     ) -> Result<u16, SubmitError> {
         let cid = self.take_slot()?;
         let mut command = *sqe;
-        // 4 KiB on the stack, never the heap; only the entries used are copied out.
-        let mut entries = [0u64; PRP_ENTRIES_PER_LIST_PAGE];
-        let list = PrpList {
-            entries: &mut entries,
-            iova: self.prp_list_iova(cid),
+        let page = MEMORY_PAGE_BYTES as u64;
+        let pages = (iova % page).saturating_add(len_bytes).div_ceil(page);
+        let result = if pages <= 2 {
+            prp::build(iova, len_bytes, None)
+        } else {
+            // Built on the stack (4 KiB, never the heap), then only the entries used are
+            // copied into the command id's list page.
+            let mut entries = [0u64; PRP_ENTRIES_PER_LIST_PAGE];
+            let list_iova = self.prp_list_iova(cid);
+            let list = PrpList {
+                entries: &mut entries,
+                iova: list_iova,
+            };
+            prp::build(iova, len_bytes, Some(list)).inspect(|_| {
+                let used = (pages - 1) as usize;
+                let offset = self.layout.prp_lists_offset + usize::from(cid) * MEMORY_PAGE_BYTES;
+                self.memory
+                    .write_at(offset, entries[..used].as_bytes())
+                    .expect("PRP list page lies inside the checked region");
+            })
         };
-        let prps = match prp::build(iova, len_bytes, Some(list)) {
+        let prps = match result {
             Ok(prps) => prps,
             Err(e) => {
                 self.release_cid(cid);
                 return Err(e.into());
             }
         };
-        if prps.prp2 == self.prp_list_iova(cid) {
-            let pages = (iova % MEMORY_PAGE_BYTES as u64 + len_bytes)
-                .div_ceil(MEMORY_PAGE_BYTES as u64) as usize;
-            let offset = self.layout.prp_lists_offset + usize::from(cid) * MEMORY_PAGE_BYTES;
-            self.memory
-                .write_at(offset, entries[..pages - 1].as_bytes())
-                .expect("PRP list page lies inside the checked region");
-        }
         prps.apply(&mut command);
         self.write_sqe(&command, cid);
         Ok(cid)
