@@ -13,6 +13,7 @@ use crate::app;
 use crate::capabilities::capabilities_text;
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_TOML};
 use crate::logging::{self, Component};
+use crate::nvme_perf::{self, PerfArgs};
 use crate::setup::{self, SetupCommand};
 
 /// Exit status for a usage mistake, as clap uses.
@@ -83,6 +84,9 @@ pub enum Command {
         #[command(subcommand)]
         command: SetupCommand,
     },
+    /// Random reads straight through the userspace NVMe driver (a controller bound to
+    /// vfio-pci), one polled queue pair at a fixed depth; prints IOPS and latency
+    NvmePerf(PerfArgs),
 }
 
 const SETUP_EXAMPLES: &str = "\
@@ -113,6 +117,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Capabilities) => emit(&capabilities_text()),
         Some(Command::CheckConfig) => check_config(&cli),
         Some(Command::Setup { command }) => setup::run(&command),
+        Some(Command::NvmePerf(args)) => match nvme_perf::run(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         None => run_target(&cli),
     }
 }

@@ -10,4 +10,5 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod nvme_perf;
 pub mod setup;

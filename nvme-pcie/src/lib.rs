@@ -8,6 +8,8 @@
 //! - `init`: the controller bring-up/shutdown state machine, steppable with an injected clock.
 //! - `prp`: PRP1/PRP2/PRP-list construction for one (iova, len) buffer.
 //! - `queue`: a submission/completion queue pair on DMA memory, with batched doorbells.
+//! - `controller`: one controller in use: VFIO open, bring-up, Identify, I/O queue pairs,
+//!   shutdown on drop. Admin commands are synchronous (start-up only).
 //! - `vfio`: the VFIO container/group/device FFI (open, map BAR0, config space, DMA mapping).
 //!   The only module that cannot be tested on a machine without VFIO.
 //!
@@ -18,6 +20,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_debug_implementations)]
 
+pub mod controller;
 pub mod init;
 pub mod mmio;
 pub mod prp;

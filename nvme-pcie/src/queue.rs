@@ -338,6 +338,9 @@ impl<M: Mmio> QueuePair<M> {
     fn write_sqe(&mut self, sqe: &Sqe, cid: u16) {
         let mut command = *sqe;
         command.cid = cid.into();
+        // PSDT = PRP: this driver never uses SGLs, and a PCIe controller must refuse SGLs in
+        // admin commands (QEMU's does, with Invalid Field), even those that carry no data.
+        command.flags &= !(0x3 << 6);
         let offset = usize::from(self.sq_tail) * SQE_BYTES;
         self.memory
             .write_at(offset, command.as_bytes())
@@ -413,6 +416,9 @@ mod tests {
         q.memory().read_at(64, written.as_mut_bytes()).unwrap();
         assert_eq!(written.cid(), 1);
         assert_eq!(written.opcode, opcode::io::READ);
+        // Sqe::new selects SGLs (the Fabrics default); a PCIe queue always says PRP.
+        assert_eq!(sqe.flags >> 6, 1);
+        assert_eq!(written.flags >> 6, 0, "PSDT must be PRP on PCIe");
     }
 
     #[test]

@@ -389,13 +389,22 @@ impl Container {
         // SAFETY: IOMMU_MAP_DMA takes a struct vfio_iommu_type1_dma_map; argsz is set. The
         // kernel pins the pages; it does not write through our pointer beyond the struct.
         unsafe { ioctl_struct(self.fd.as_raw_fd(), ioctl::IOMMU_MAP_DMA, &mut map) }.map_err(
-            |source| VfioError::Os {
-                what: "VFIO_IOMMU_MAP_DMA",
-                path: format!("{VFIO_CONTAINER_PATH} ({len_bytes} bytes at {vaddr:#x})"),
-                source,
-                fix: "raise the locked-memory limit (`ulimit -l unlimited`, or run as root) \
-                      and keep the region 4 KiB aligned and not already mapped"
-                    .to_string(),
+            |source| {
+                let fix = if source.raw_os_error() == Some(libc::EINVAL) {
+                    // IOVA = virtual address: user addresses reach 47 bits, beyond a 39-bit
+                    // IOMMU (QEMU's intel-iommu default).
+                    "the IOMMU must take 48-bit I/O virtual addresses (the driver maps memory \
+                     at its virtual address; QEMU: -device intel-iommu,aw-bits=48), and the \
+                     region must be 4 KiB aligned and not already mapped"
+                } else {
+                    "raise the locked-memory limit (`ulimit -l unlimited`, or run as root)"
+                };
+                VfioError::Os {
+                    what: "VFIO_IOMMU_MAP_DMA",
+                    path: format!("{VFIO_CONTAINER_PATH} ({len_bytes} bytes at {vaddr:#x})"),
+                    source,
+                    fix: fix.to_string(),
+                }
             },
         )?;
         Ok(())

@@ -505,6 +505,8 @@ pub struct Reactor {
     interrupt_after_idle: Option<Duration>,
     /// Start of the current run of idle iterations.
     idle_since: Option<Instant>,
+    /// Whether the last iteration did work (its time is counted when the next one starts).
+    last_busy: bool,
     drain_timeout: Duration,
 }
 
@@ -539,6 +541,7 @@ impl Reactor {
             idle_sleep: Duration::from_micros(config.idle_sleep_us),
             interrupt_after_idle: config.interrupt_after_idle_us.map(Duration::from_micros),
             idle_since: None,
+            last_busy: false,
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         })
     }
@@ -547,7 +550,15 @@ impl Reactor {
     /// pollers, and (once shutdown is requested) `drain()` on every poller, dropping the drained
     /// ones; then apply deferred (un)registrations and account busy/idle time.
     pub fn run_once(&mut self) -> PollStatus {
+        // The one clock read of an iteration (a syscall where the clock source is not the
+        // TSC). The time since the previous iteration began, sleeps included, is that one's.
         let start = Instant::now();
+        let previous_ns = duration_ns(start.saturating_duration_since(self.ctx.now));
+        if self.last_busy {
+            self.stats.busy_ns += previous_ns;
+        } else {
+            self.stats.idle_ns += previous_ns;
+        }
         self.ctx.now = start;
 
         let mut messages = 0;
@@ -585,12 +596,7 @@ impl Reactor {
         }
         self.apply_pending();
 
-        let elapsed_ns = duration_ns(start.elapsed());
-        if busy {
-            self.stats.busy_ns += elapsed_ns;
-        } else {
-            self.stats.idle_ns += elapsed_ns;
-        }
+        self.last_busy = busy;
         self.stats.iterations += 1;
         self.stats.messages += messages as u64;
         self.publish_stats();
@@ -647,12 +653,9 @@ impl Reactor {
         self.ctx.handle.shared.stats[self.ctx.id].publish(&self.stats);
     }
 
-    /// Sleeps `idle_sleep_us` and counts it as idle time.
+    /// Sleeps `idle_sleep_us` (counted as idle by the next iteration).
     fn sleep_idle(&mut self) {
-        let start = Instant::now();
         thread::sleep(self.idle_sleep);
-        self.stats.idle_ns += duration_ns(start.elapsed());
-        self.publish_stats();
     }
 
     /// Loops [`run_once`](Self::run_once) until shutdown completes: shutdown was requested, no
@@ -708,11 +711,12 @@ impl Reactor {
             self.ctx.handle.shared.sleeping[self.ctx.id].store(false, Ordering::SeqCst);
             return false;
         }
-        let start = Instant::now();
+        // The iteration's time stands in for now: no clock read on the way to sleep.
+        let now = self.ctx.now;
         let timeout = self
             .timed
             .iter()
-            .map(|e| e.next_due.saturating_duration_since(start))
+            .map(|e| e.next_due.saturating_duration_since(now))
             .fold(INTERRUPT_MAX_SLEEP, Duration::min);
         let epoll = self
             .ctx
@@ -733,7 +737,6 @@ impl Reactor {
         for entry in &mut self.pollers {
             entry.poller.woke(ctx);
         }
-        self.stats.idle_ns += duration_ns(start.elapsed());
         self.stats.sleeps += 1;
         if woken_by_fd {
             // Work is likely to come in a burst: spin again before the next sleep. After a

@@ -71,7 +71,7 @@ vm_qemu_args() {
         -accel tcg,thread=multi -cpu max
         -smp "${NVMF_VM_SMP:-2}" -m "${NVMF_VM_MEM_MB:-2048}"
         -machine q35,kernel-irqchip=split
-        -device intel-iommu,intremap=on,caching-mode=on
+        -device intel-iommu,intremap=on,caching-mode=on,aw-bits=48
         -nodefaults -display none -no-reboot
         -nic none
         -kernel "$kernel" -initrd "$img/initrd.cpio"

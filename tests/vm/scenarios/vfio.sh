@@ -72,6 +72,59 @@ setup_reset() {
     printf 'block device: %s\n' "${ns[@]##*/}"
 }
 
+# The local benchmark: 4 KiB random reads at QD 32 for BENCH_TIME_S, fio on
+# the kernel's nvme driver against `nvmf-tgt nvme-perf` on our driver,
+# alternating BENCH_ROUNDS rounds on the same emulated controller.
+BENCH_TIME_S=${BENCH_TIME_S:-10}
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+
+kernel_bench() {
+    local round=$1 disk
+    disk=$(basename "$(compgen -G "$DEV/nvme/nvme*/nvme*n[0-9]*" | head -n 1)")
+    [[ -b /dev/$disk ]] || { echo "no block device for $BDF"; return 1; }
+    NS=$disk fio_run "nvme-kernel-$round" --rw=randread --bs=4k --iodepth=32 --numjobs=1 \
+        --time_based --runtime="$BENCH_TIME_S" --ramp_time=1 || return 1
+    python3 - "$R/fio-nvme-kernel-$round.json" >"$R/bench-kernel-$round.txt" <<'PY'
+import json, sys
+t = open(sys.argv[1]).read()
+s = json.loads(t[t.find("{"):])["jobs"][0]["read"]
+p = s["clat_ns"]["percentile"]
+print("iops=%.0f clat_p50_us=%.0f clat_p99_us=%.0f" % (s["iops"], p["50.000000"] / 1000, p["99.000000"] / 1000))
+PY
+    cat "$R/bench-kernel-$round.txt"
+}
+
+ours_bench() {
+    local round=$1
+    "$NVMF_TGT_BIN" nvme-perf "$BDF" --queue-depth 32 --io-size 4096 --time-s "$BENCH_TIME_S" \
+        | tee "$R/nvme-perf-$round.txt" || return 1
+    grep '^RESULT ' "$R/nvme-perf-$round.txt" | sed 's/^RESULT //' | tr ' ' '\n' | grep -v '^errors=' \
+        | paste -sd ' ' >"$R/bench-ours-$round.txt"
+    grep -q ' errors=0$' "$R/nvme-perf-$round.txt"
+}
+
+bench_summary() {
+    python3 - "$R" "$BENCH_ROUNDS" <<'PY' | tee "$R/bench-summary.txt"
+import statistics, sys
+root, rounds = sys.argv[1], int(sys.argv[2])
+med = {}
+for who in ("kernel", "ours"):
+    runs = []
+    for r in range(1, rounds + 1):
+        kv = dict(x.split("=") for x in open("%s/bench-%s-%d.txt" % (root, who, r)).read().split())
+        runs.append([float(kv[k]) for k in ("iops", "clat_p50_us", "clat_p99_us")])
+        print("%-6s round %d: %7.0f IOPS, clat p50 %5.0f us, p99 %5.0f us" % ((who, r) + tuple(runs[-1])))
+    med[who] = [statistics.median(x) for x in zip(*runs)]
+for who in ("kernel", "ours"):
+    for k, v in zip(("iops", "clat_p50_us", "clat_p99_us"), med[who]):
+        print("nvme_%s_%s_median=%.0f" % (who, k, v))
+ratio = med["ours"][0] / med["kernel"][0]
+print("nvme_iops_ratio_ours_to_kernel=%.2f" % ratio)
+print("nvme_goal_ours_ge_2x_kernel=%s" % ("met" if ratio >= 2.0 else "missed"))
+PY
+    ((PIPESTATUS[0] == 0))
+}
+
 step "IOMMU (DMAR) enabled" iommu_enabled
 must "emulated NVMe controller" controller_found
 result nvme_bdf "$BDF"
@@ -83,7 +136,15 @@ if [[ -n ${NVMF_TGT_BIN:-} && -x $NVMF_TGT_BIN ]]; then
     step "nvmf-tgt setup bind $BDF: on vfio-pci" setup_bind
     step "nvmf-tgt setup status shows it on vfio-pci" setup_status
     step "nvmf-tgt setup reset $BDF: the kernel's nvme driver has it again" setup_reset
-    step "nvmf-tgt setup bind $BDF again (for the target)" setup_bind
+    for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+        step "bench round $round: fio randread 4k qd32 on the kernel's nvme driver" kernel_bench "$round"
+        step "bench round $round: nvmf-tgt setup bind $BDF" setup_bind
+        step "bench round $round: nvmf-tgt nvme-perf randread 4k qd32 on our driver" ours_bench "$round"
+        ((round < BENCH_ROUNDS)) && step "bench round $round: nvmf-tgt setup reset $BDF" setup_reset
+    done
+    if step "benchmark summary" bench_summary; then
+        grep -E '^[a-z0-9_]+=' "$R/bench-summary.txt" | while IFS='=' read -r k v; do result "$k" "$v"; done
+    fi
 fi
 step "no DMAR faults" no_dmar_faults
 ((N_FAIL == 0)) || finish

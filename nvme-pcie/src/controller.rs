@@ -1,0 +1,520 @@
+//! One NVMe controller behind VFIO: open the device, bring it up, identify it and its
+//! namespaces, create I/O queue pairs, and shut it down on drop so the kernel's nvme driver
+//! can take it back.
+//!
+//! Admin commands are synchronous (submit, then poll with a deadline): they run at start-up
+//! and for queue creation only, never on the I/O path.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dma::DmaMemory;
+use nvme_spec::identify::{IdentifyController, IdentifyNamespace, IDENTIFY_DATA_LEN};
+use nvme_spec::opcode::admin;
+use nvme_spec::{features, Cqe, FromBytes, FromZeros, Sqe, Status};
+
+use crate::init::{AdminQueues, ControllerInit, InitError, InitState, Progress};
+use crate::mmio::Bar0;
+use crate::prp;
+use crate::queue::{QueueLayout, QueuePair};
+use crate::regs::Cap;
+use crate::vfio::{self, Container, Device, Group, VfioError};
+
+/// Admin queue depth (entries): start-up and queue creation need only a few slots.
+pub const ADMIN_QUEUE_ENTRIES: u16 = 32;
+/// How long one admin command may take before the controller is declared unresponsive.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Namespaces identified at most (one Identify active namespace list page).
+pub const MAX_NAMESPACES: usize = 1024;
+
+/// An I/O queue pair of this controller, shared BAR0 included; owned by one reactor.
+pub type IoQueue = QueuePair<Arc<Bar0>>;
+
+/// Why the controller could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Vfio(#[from] VfioError),
+    #[error("{bdf}: {source}")]
+    Init {
+        bdf: String,
+        #[source]
+        source: InitError,
+    },
+    #[error("{bdf}: cannot allocate {what}: {source}")]
+    Memory {
+        bdf: String,
+        what: &'static str,
+        #[source]
+        source: dma::DmaError,
+    },
+    #[error(
+        "{bdf}: admin command {command} got no completion within {} s; the controller is not \
+         responding (reset it with `nvmf-tgt setup reset {bdf}`, then bind it again)",
+        ADMIN_TIMEOUT.as_secs()
+    )]
+    AdminTimeout { bdf: String, command: &'static str },
+    #[error("{bdf}: admin command {command} failed: {status}")]
+    AdminFailed {
+        bdf: String,
+        command: &'static str,
+        status: String,
+    },
+    #[error("{bdf}: {what}")]
+    Unsupported { bdf: String, what: String },
+}
+
+/// What Identify Namespace told us about one active namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    pub nsid: u32,
+    pub block_size: u32,
+    pub num_blocks: u64,
+}
+
+impl NamespaceInfo {
+    /// Reads the size and the formatted LBA size out of Identify Namespace data.
+    pub fn from_identify(nsid: u32, id: &IdentifyNamespace) -> Result<NamespaceInfo, String> {
+        let format = usize::from(id.flbas & 0x0F);
+        if format > usize::from(id.nlbaf) {
+            return Err(format!(
+                "namespace {nsid}: formatted LBA size index {format} beyond its {} formats",
+                usize::from(id.nlbaf) + 1
+            ));
+        }
+        let lbads = (id.lbaf[format].get() >> 16) & 0xFF;
+        if !(9..=16).contains(&lbads) {
+            return Err(format!(
+                "namespace {nsid}: block size 2^{lbads} is not supported (512 B to 64 KiB)"
+            ));
+        }
+        Ok(NamespaceInfo {
+            nsid,
+            block_size: 1 << lbads,
+            num_blocks: id.nsze.get(),
+        })
+    }
+}
+
+/// Text fields of Identify data: ASCII, space padded.
+pub fn identify_text(field: &[u8]) -> String {
+    String::from_utf8_lossy(field).trim_end().to_string()
+}
+
+/// Identify command encoding (CNS in CDW10).
+fn identify_command(cns: u8, nsid: u32) -> Sqe {
+    let mut sqe = Sqe::new(admin::IDENTIFY, 0);
+    sqe.nsid = nsid.into();
+    sqe.cdw10 = u32::from(cns).into();
+    sqe
+}
+
+/// Create I/O Completion Queue: physically contiguous, interrupts off (polled).
+fn create_io_cq_command(qid: u16, entries: u16) -> Sqe {
+    let mut sqe = Sqe::new(admin::CREATE_IO_CQ, 0);
+    sqe.cdw10 = ((u32::from(entries - 1) << 16) | u32::from(qid)).into();
+    sqe.cdw11 = 1.into(); // PC = 1, IEN = 0
+    sqe
+}
+
+/// Create I/O Submission Queue bound to the completion queue of the same id.
+fn create_io_sq_command(qid: u16, entries: u16) -> Sqe {
+    let mut sqe = Sqe::new(admin::CREATE_IO_SQ, 0);
+    sqe.cdw10 = ((u32::from(entries - 1) << 16) | u32::from(qid)).into();
+    sqe.cdw11 = ((u32::from(qid) << 16) | 1).into(); // CQID, PC = 1
+    sqe
+}
+
+/// Set Features Number of Queues: `count` submission and completion queues (1-based).
+fn number_of_queues_command(count: u16) -> Sqe {
+    let mut sqe = Sqe::new(admin::SET_FEATURES, 0);
+    sqe.cdw10 = u32::from(features::NUMBER_OF_QUEUES).into();
+    let zero_based = u32::from(count - 1);
+    sqe.cdw11 = ((zero_based << 16) | zero_based).into();
+    sqe
+}
+
+/// The I/O queue pairs granted (1-based), from Set Features Number of Queues' dword 0.
+fn granted_queue_pairs(dw0: u32) -> u16 {
+    let sq = (dw0 & 0xFFFF) as u16;
+    let cq = (dw0 >> 16) as u16;
+    sq.min(cq).saturating_add(1)
+}
+
+/// An NVMe controller in use by this process.
+pub struct Controller {
+    bdf: String,
+    // Drop order matters: shut the controller down (Drop), then the queues' memory, then BAR0
+    // and the VFIO device, group and container (which unmaps every DMA mapping).
+    init: ControllerInit<Arc<Bar0>>,
+    admin: QueuePair<Arc<Bar0>>,
+    /// One page for Identify data.
+    scratch: DmaMemory,
+    cap: Cap,
+    identify: IdentifyController,
+    namespaces: Vec<NamespaceInfo>,
+    io_queue_pairs_granted: u16,
+    next_io_qid: u16,
+    bar: Arc<Bar0>,
+    device: Device,
+    _group: Group,
+    container: Container,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("bdf", &self.bdf)
+            .field("namespaces", &self.namespaces)
+            .field("io_queue_pairs_granted", &self.io_queue_pairs_granted)
+            .finish()
+    }
+}
+
+impl Controller {
+    /// Opens `bdf` (bound to vfio-pci), resets and enables it, identifies it and its active
+    /// namespaces, and asks for `io_queue_pairs` I/O queue pairs.
+    pub fn open(bdf: &str, io_queue_pairs: u16) -> Result<Controller, ControllerError> {
+        assert!(io_queue_pairs >= 1, "at least one I/O queue pair");
+        let bdf = vfio::normalize_bdf(bdf)?;
+        let group_number = vfio::iommu_group_of(&bdf)?;
+        let mut container = Container::open()?;
+        let group = container.attach_group(&bdf, group_number)?;
+        let device = group.open_device(&bdf)?;
+        device.enable_bus_master()?;
+        let bar = Arc::new(device.map_bar0()?);
+
+        let memory = |what, len| {
+            DmaMemory::allocate_ordinary(len).map_err(|source| ControllerError::Memory {
+                bdf: bdf.clone(),
+                what,
+                source,
+            })
+        };
+        let layout = QueueLayout::new(ADMIN_QUEUE_ENTRIES);
+        let admin_memory = memory("the admin queues", layout.total_bytes)?;
+        container.map_dma_memory(&admin_memory)?;
+        let scratch = memory("the Identify buffer", IDENTIFY_DATA_LEN)?;
+        container.map_dma_memory(&scratch)?;
+
+        let admin_queues = AdminQueues {
+            sq_iova: admin_memory.iova(),
+            cq_iova: admin_memory.iova() + layout.cq_offset as u64,
+            sq_entries: ADMIN_QUEUE_ENTRIES,
+            cq_entries: ADMIN_QUEUE_ENTRIES,
+        };
+        let init_error = |source| ControllerError::Init {
+            bdf: bdf.clone(),
+            source,
+        };
+        let mut init = ControllerInit::new(bar.clone(), admin_queues).map_err(init_error)?;
+        init.run_blocking().map_err(init_error)?;
+        let cap = init.cap();
+        let admin = QueuePair::new(
+            0,
+            ADMIN_QUEUE_ENTRIES,
+            admin_memory,
+            bar.clone(),
+            cap.dstrd(),
+        )
+        .map_err(|e| ControllerError::Unsupported {
+            bdf: bdf.clone(),
+            what: e.to_string(),
+        })?;
+
+        let mut ctrl = Controller {
+            bdf,
+            init,
+            admin,
+            scratch,
+            cap,
+            identify: IdentifyController::new_zeroed(),
+            namespaces: Vec::new(),
+            io_queue_pairs_granted: 0,
+            next_io_qid: 1,
+            bar,
+            device,
+            _group: group,
+            container,
+        };
+        ctrl.identify_all()?;
+        let dw0 = ctrl
+            .admin_command(
+                "Set Features (Number of Queues)",
+                number_of_queues_command(io_queue_pairs),
+                None,
+            )?
+            .dw0();
+        ctrl.io_queue_pairs_granted = granted_queue_pairs(dw0).min(io_queue_pairs);
+        Ok(ctrl)
+    }
+
+    fn identify_all(&mut self) -> Result<(), ControllerError> {
+        self.identify_into_scratch("Identify Controller", identify_command(1, 0))?;
+        self.identify = IdentifyController::read_from_bytes(&self.scratch_page())
+            .expect("identify data is one page");
+        self.identify_into_scratch("Identify Active Namespace List", identify_command(2, 0))?;
+        let page = self.scratch_page();
+        let nsids: Vec<u32> = page
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .take_while(|&nsid| nsid != 0)
+            .take(MAX_NAMESPACES)
+            .collect();
+        for nsid in nsids {
+            self.identify_into_scratch("Identify Namespace", identify_command(0, nsid))?;
+            let id = IdentifyNamespace::read_from_bytes(&self.scratch_page())
+                .expect("identify data is one page");
+            if id.nsze.get() == 0 {
+                continue; // allocated but inactive
+            }
+            let info = NamespaceInfo::from_identify(nsid, &id).map_err(|what| {
+                ControllerError::Unsupported {
+                    bdf: self.bdf.clone(),
+                    what,
+                }
+            })?;
+            self.namespaces.push(info);
+        }
+        Ok(())
+    }
+
+    fn identify_into_scratch(
+        &mut self,
+        name: &'static str,
+        sqe: Sqe,
+    ) -> Result<(), ControllerError> {
+        let iova = self.scratch.iova();
+        self.admin_command(name, sqe, Some((iova, IDENTIFY_DATA_LEN as u64)))
+            .map(|_| ())
+    }
+
+    fn scratch_page(&self) -> Vec<u8> {
+        let mut page = vec![0u8; IDENTIFY_DATA_LEN];
+        self.scratch
+            .read_at(0, &mut page)
+            .expect("the scratch buffer is one page");
+        page
+    }
+
+    /// Runs one admin command to completion. Only one is ever in flight.
+    fn admin_command(
+        &mut self,
+        name: &'static str,
+        sqe: Sqe,
+        data: Option<(u64, u64)>,
+    ) -> Result<Cqe, ControllerError> {
+        debug_assert_eq!(self.admin.in_flight(), 0);
+        let cid = match data {
+            Some((iova, len)) => self.admin.submit_with_prps(&sqe, iova, len).map_err(|e| {
+                ControllerError::Unsupported {
+                    bdf: self.bdf.clone(),
+                    what: format!("admin command {name}: {e}"),
+                }
+            })?,
+            None => self
+                .admin
+                .submit(&sqe)
+                .map_err(|e| ControllerError::Unsupported {
+                    bdf: self.bdf.clone(),
+                    what: format!("admin command {name}: {e}"),
+                })?,
+        };
+        self.admin.flush();
+        let deadline = Instant::now() + ADMIN_TIMEOUT;
+        let mut done: Option<Cqe> = None;
+        while done.is_none() {
+            self.admin.poll(1, |cqe| {
+                if cqe.cid() == cid {
+                    done = Some(*cqe);
+                }
+            });
+            if done.is_none() {
+                if Instant::now() >= deadline {
+                    return Err(ControllerError::AdminTimeout {
+                        bdf: self.bdf.clone(),
+                        command: name,
+                    });
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+        let cqe = done.expect("loop ends with a completion");
+        let status: Status = cqe.status();
+        if !status.is_success() {
+            return Err(ControllerError::AdminFailed {
+                bdf: self.bdf.clone(),
+                command: name,
+                status: format!(
+                    "{} (status field {:#06x})",
+                    status.name(),
+                    status.to_field()
+                ),
+            });
+        }
+        Ok(cqe)
+    }
+
+    /// Creates the next I/O queue pair (completion queue, then submission queue) with
+    /// `entries` slots, on memory mapped for the device.
+    pub fn create_io_queue(&mut self, entries: u16) -> Result<IoQueue, ControllerError> {
+        let qid = self.next_io_qid;
+        if qid > self.io_queue_pairs_granted {
+            return Err(ControllerError::Unsupported {
+                bdf: self.bdf.clone(),
+                what: format!(
+                    "the controller granted {} I/O queue pair(s); no more can be created",
+                    self.io_queue_pairs_granted
+                ),
+            });
+        }
+        let max_entries = self.cap.max_queue_entries().min(4096) as u16;
+        let entries = entries.clamp(2, max_entries);
+        let layout = QueueLayout::new(entries);
+        let memory = DmaMemory::allocate_ordinary(layout.total_bytes).map_err(|source| {
+            ControllerError::Memory {
+                bdf: self.bdf.clone(),
+                what: "an I/O queue pair",
+                source,
+            }
+        })?;
+        self.container.map_dma_memory(&memory)?;
+        let queue = QueuePair::new(qid, entries, memory, self.bar.clone(), self.cap.dstrd())
+            .map_err(|e| ControllerError::Unsupported {
+                bdf: self.bdf.clone(),
+                what: e.to_string(),
+            })?;
+        let mut cq = create_io_cq_command(qid, entries);
+        prp::build(queue.cq_iova(), (usize::from(entries) * 16) as u64, None)
+            .expect("a CQ is page aligned and contiguous")
+            .apply(&mut cq);
+        self.admin_command("Create I/O Completion Queue", cq, None)?;
+        let mut sq = create_io_sq_command(qid, entries);
+        prp::build(queue.sq_iova(), (usize::from(entries) * 64) as u64, None)
+            .expect("an SQ is page aligned and contiguous")
+            .apply(&mut sq);
+        self.admin_command("Create I/O Submission Queue", sq, None)?;
+        self.next_io_qid += 1;
+        Ok(queue)
+    }
+
+    /// Maps more memory (data buffers) for the controller's DMA, IOVA = virtual address.
+    pub fn map_dma(&self, memory: &DmaMemory) -> Result<(), ControllerError> {
+        Ok(self.container.map_dma_memory(memory)?)
+    }
+
+    pub fn bdf(&self) -> &str {
+        &self.bdf
+    }
+    pub fn identify(&self) -> &IdentifyController {
+        &self.identify
+    }
+    pub fn namespaces(&self) -> &[NamespaceInfo] {
+        &self.namespaces
+    }
+    pub fn io_queue_pairs_granted(&self) -> u16 {
+        self.io_queue_pairs_granted
+    }
+    /// Largest transfer in bytes (MDTS), None when unlimited.
+    pub fn max_transfer_bytes(&self) -> Option<u64> {
+        match self.identify.mdts {
+            0 => None,
+            mdts => Some(self.cap.min_page_bytes() << mdts),
+        }
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+impl Drop for Controller {
+    /// Normal shutdown (CC.SHN), so the data is safe and the kernel's driver finds the
+    /// controller in a clean state. Bounded by the state machine's shutdown timeout.
+    fn drop(&mut self) {
+        if self.init.state() != InitState::Ready {
+            return;
+        }
+        let start = Instant::now();
+        self.init.begin_shutdown(0);
+        loop {
+            match self.init.poll(start.elapsed().as_millis() as u64) {
+                Ok(Progress::Done) => {
+                    log::info!("{}: controller shut down", self.bdf);
+                    return;
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => {
+                    log::warn!("{}: shutdown: {e}", self.bdf);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nvme_spec::IntoBytes;
+
+    #[test]
+    fn queue_commands_encode_size_id_and_pairing() {
+        let cq = create_io_cq_command(3, 64);
+        assert_eq!(
+            (cq.opcode, cq.cdw10.get(), cq.cdw11.get()),
+            (0x05, (63 << 16) | 3, 1)
+        );
+        let sq = create_io_sq_command(3, 64);
+        assert_eq!(
+            (sq.opcode, sq.cdw10.get(), sq.cdw11.get()),
+            (0x01, (63 << 16) | 3, (3 << 16) | 1)
+        );
+        let nq = number_of_queues_command(4);
+        assert_eq!(
+            (nq.opcode, nq.cdw10.get(), nq.cdw11.get()),
+            (0x09, 7, (3 << 16) | 3)
+        );
+        let id = identify_command(2, 0);
+        assert_eq!((id.opcode, id.cdw10.get(), id.nsid.get()), (0x06, 2, 0));
+    }
+
+    #[test]
+    fn granted_queue_pairs_take_the_smaller_count() {
+        assert_eq!(granted_queue_pairs(0x0003_0007), 4);
+        assert_eq!(granted_queue_pairs(0), 1);
+        assert_eq!(granted_queue_pairs(0xFFFF_FFFF), u16::MAX);
+    }
+
+    #[test]
+    fn namespace_geometry_comes_from_the_formatted_lba_size() {
+        let mut id = IdentifyNamespace::new_zeroed();
+        id.nsze = 2048.into();
+        id.nlbaf = 1;
+        id.flbas = 1;
+        id.lbaf[0] = (9 << 16).into();
+        id.lbaf[1] = (12 << 16).into();
+        assert_eq!(
+            NamespaceInfo::from_identify(1, &id).unwrap(),
+            NamespaceInfo {
+                nsid: 1,
+                block_size: 4096,
+                num_blocks: 2048
+            }
+        );
+        id.flbas = 2;
+        assert!(NamespaceInfo::from_identify(1, &id)
+            .unwrap_err()
+            .contains("beyond its 2 formats"));
+        id.flbas = 0;
+        id.lbaf[0] = (8 << 16).into();
+        assert!(NamespaceInfo::from_identify(1, &id)
+            .unwrap_err()
+            .contains("not supported"));
+        assert_eq!(id.as_bytes().len(), IDENTIFY_DATA_LEN);
+    }
+
+    #[test]
+    fn identify_text_drops_padding() {
+        assert_eq!(identify_text(b"QEMU NVMe Ctrl   "), "QEMU NVMe Ctrl");
+    }
+}
