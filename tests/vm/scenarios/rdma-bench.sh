@@ -1,5 +1,5 @@
 #!/bin/bash
-# rdma-bench: the same fio job (4 KiB random read, QD 32, 2 jobs,
+# rdma-bench: the same fio job (4 KiB random read, QD 32, 2 jobs, one per vCPU,
 # BENCH_RUNTIME_S = 20 s) against the kernel's nvmet-rdma (null_blk, memory
 # backed) and against our target (malloc), alternating, BENCH_ROUNDS (3)
 # rounds each, in this one guest run. Ours runs twice per round:
@@ -40,10 +40,15 @@ cleanup() {
 }
 
 # bench_job NAME: the fio job, with the guest's CPU counters (/proc/stat)
-# saved before and after it, to see where the CPU time went.
+# saved before and after it, to see where the CPU time went. Each fio job is
+# pinned to a vCPU of its own (and so to one host I/O queue), for every
+# target alike: left to the scheduler, both jobs sometimes shared a vCPU,
+# which split our rounds into two groups (~2,200-2,700 and ~3,300-4,150
+# IOPS); pinned, every round of ours fell in the upper one.
 bench_job() {
     head -n 1 /proc/stat >"$R/cpu-$1.txt"
     fio_run "$1" --rw=randread --bs=4k --iodepth=32 --numjobs=2 --size=64M \
+        --cpus_allowed=0-1 --cpus_allowed_policy=split \
         --time_based --runtime="$BENCH_RUNTIME_S" --ramp_time=2
     local rc=$?
     head -n 1 /proc/stat >>"$R/cpu-$1.txt"
