@@ -16,7 +16,7 @@ use nvme_spec::{features, Cqe, FromBytes, FromZeros, Sqe, Status};
 use crate::init::{AdminQueues, ControllerInit, InitError, InitState, Progress};
 use crate::mmio::Bar0;
 use crate::prp;
-use crate::queue::{QueueLayout, QueuePair};
+use crate::queue::{QueueLayout, QueuePair, SubmitError};
 use crate::regs::Cap;
 use crate::vfio::{self, Container, Device, Group, VfioError};
 
@@ -305,21 +305,14 @@ impl Controller {
         data: Option<(u64, u64)>,
     ) -> Result<Cqe, ControllerError> {
         debug_assert_eq!(self.admin.in_flight(), 0);
-        let cid = match data {
-            Some((iova, len)) => self.admin.submit_with_prps(&sqe, iova, len).map_err(|e| {
-                ControllerError::Unsupported {
-                    bdf: self.bdf.clone(),
-                    what: format!("admin command {name}: {e}"),
-                }
-            })?,
-            None => self
-                .admin
-                .submit(&sqe)
-                .map_err(|e| ControllerError::Unsupported {
-                    bdf: self.bdf.clone(),
-                    what: format!("admin command {name}: {e}"),
-                })?,
+        let submitted = match data {
+            Some((iova, len)) => self.admin.submit_with_prps(&sqe, iova, len),
+            None => self.admin.submit(&sqe).map_err(SubmitError::from),
         };
+        let cid = submitted.map_err(|e| ControllerError::Unsupported {
+            bdf: self.bdf.clone(),
+            what: format!("admin command {name}: {e}"),
+        })?;
         self.admin.flush();
         let deadline = Instant::now() + ADMIN_TIMEOUT;
         let mut done: Option<Cqe> = None;

@@ -241,9 +241,8 @@ mod tests {
         assert!(fake.writes().is_empty());
     }
 
-    #[test]
-    fn bar0_reads_and_writes_a_mapping() {
-        let len_bytes = 0x2000;
+    /// A Bar0 over ordinary anonymous memory.
+    fn anonymous_bar(len_bytes: usize) -> Bar0 {
         // SAFETY: anonymous private mapping; checked for MAP_FAILED below.
         let ptr = unsafe {
             libc::mmap(
@@ -258,7 +257,12 @@ mod tests {
         assert_ne!(ptr, libc::MAP_FAILED);
         let base = NonNull::new(ptr.cast::<u8>()).unwrap();
         // SAFETY: a fresh mapping of len_bytes that only this Bar0 unmaps.
-        let bar = unsafe { Bar0::from_mapping(base, len_bytes) };
+        unsafe { Bar0::from_mapping(base, len_bytes) }
+    }
+
+    #[test]
+    fn bar0_reads_and_writes_a_mapping() {
+        let bar = anonymous_bar(0x2000);
         bar.write64(0x28, 0xAABB_CCDD_0000_1000);
         assert_eq!(bar.read32(0x28), 0x1000);
         assert_eq!(bar.read32(0x2C), 0xAABB_CCDD);
@@ -270,21 +274,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "outside BAR0")]
     fn bar0_refuses_out_of_bounds() {
-        let len_bytes = 0x2000;
-        // SAFETY: as above.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len_bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        // SAFETY: as above.
-        let bar = unsafe { Bar0::from_mapping(NonNull::new(ptr.cast()).unwrap(), len_bytes) };
+        let bar = anonymous_bar(0x2000);
         bar.read32(0x2000);
     }
 }

@@ -268,15 +268,20 @@ impl PollGroup {
     /// Interrupt mode: idle when no bdev I/O is in flight or waiting (bdevs
     /// are polled) and every transport armed its wake-up.
     fn arm_wakeup(&mut self) -> bool {
-        let bdev_idle = self.retry.is_empty()
-            && self
-                .subsystems
-                .iter()
-                .flatten()
-                .flat_map(|s| s.namespaces.iter().flatten())
-                .chain(self.draining.iter())
-                .all(|ns| ns.channel.outstanding() == 0);
+        let bdev_idle = self.retry.is_empty() && self.bdev_io_outstanding() == 0;
         bdev_idle && self.transports.iter_mut().all(|t| t.arm_wakeup())
+    }
+
+    /// Bdev I/Os submitted and not yet reaped, on every channel (removed
+    /// namespaces' included).
+    fn bdev_io_outstanding(&self) -> usize {
+        self.subsystems
+            .iter()
+            .flatten()
+            .flat_map(|s| s.namespaces.iter().flatten())
+            .chain(self.draining.iter())
+            .map(|ns| ns.channel.outstanding())
+            .sum()
     }
 
     /// Shutdown: disconnect every queue once, then report drained when all
@@ -299,14 +304,7 @@ impl PollGroup {
             }
         }
         let queues_left: usize = self.transports.iter().map(|t| t.queue_count()).sum();
-        let io_left: usize = self
-            .subsystems
-            .iter()
-            .flatten()
-            .flat_map(|s| s.namespaces.iter().flatten())
-            .chain(self.draining.iter())
-            .map(|ns| ns.channel.outstanding())
-            .sum();
+        let io_left = self.bdev_io_outstanding();
         let drained = queues_left == 0 && io_left == 0 && self.retry.is_empty();
         if drained && !self.drained_reported {
             self.drained_reported = true;
