@@ -228,6 +228,10 @@ pub enum BdevError {
         source: DmaError,
     },
 
+    /// The device refused or failed (e.g. no I/O queue left on an NVMe controller).
+    #[error("bdev {name}: {msg}")]
+    Device { name: String, msg: String },
+
     #[error("bdev {name}: queue depth {requested} is out of range; use 1 to {max}")]
     InvalidQueueDepth {
         name: String,
@@ -304,7 +308,8 @@ fn check_geometry(name: &str, num_blocks: u64, block_size: u32) -> Result<u64, B
         })
 }
 
-fn check_queue_depth(info: &BdevInfo, queue_depth: u32) -> Result<usize, BdevError> {
+/// `queue_depth` as a count, if `open_channel` may accept it for this device.
+pub fn check_queue_depth(info: &BdevInfo, queue_depth: u32) -> Result<usize, BdevError> {
     if queue_depth == 0 || queue_depth > info.max_queue_depth {
         return Err(BdevError::InvalidQueueDepth {
             name: info.name.clone(),

@@ -7,12 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bdev::Bdev;
+use nvme_pcie::bdev::NvmeDevice;
 use nvmf::loopback::LoopbackTransport;
 use nvmf::{NamespaceConfig, SubsystemConfig, Target, Transport};
 use reactor::ReactorConfig;
 
 use crate::capabilities::{self, CapabilityKind};
-use crate::config::{format_mib, BdevKind, Config, ConfigError, TransportConfig};
+use crate::config::{
+    format_mib, BdevDevice, BdevKind, BdevSpec, Config, ConfigError, TransportConfig,
+};
+use crate::numa;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -35,33 +39,120 @@ pub enum AppError {
     ReactorPanic,
 }
 
-/// Creates every `[[bdev]]`, in file order. Errors point at the bdev's line.
+/// Creates every `[[bdev]]`, in file order (an nvme bdev gives one bdev per namespace).
+/// Errors point at the bdev's line.
 pub fn build_bdevs(cfg: &Config) -> Result<Vec<Arc<dyn Bdev>>, ConfigError> {
-    cfg.bdevs
+    let mut out: Vec<Arc<dyn Bdev>> = Vec::with_capacity(cfg.bdevs.len());
+    for b in &cfg.bdevs {
+        let at_bdev = |msg: String| ConfigError::At {
+            path: cfg.path.clone(),
+            line: b.line,
+            key: None,
+            msg,
+        };
+        log::debug!(
+            "creating {} bdev {} (line {})",
+            b.kind.as_str(),
+            b.name,
+            b.line
+        );
+        match (&b.device, b.kind) {
+            (
+                &BdevDevice::Ram {
+                    num_blocks,
+                    block_size,
+                    numa_node,
+                },
+                kind,
+            ) => {
+                let made = if kind == BdevKind::Malloc {
+                    bdev::create_malloc(&b.name, num_blocks, block_size, numa_node)
+                } else {
+                    bdev::create_null(&b.name, num_blocks, block_size)
+                };
+                out.push(made.map_err(|e| at_bdev(format!("cannot create the bdev: {e}")))?);
+            }
+            (BdevDevice::Nvme { traddr }, _) => {
+                let device = open_nvme(cfg, b, traddr).map_err(at_bdev)?;
+                out.extend(
+                    device
+                        .namespaces()
+                        .iter()
+                        .map(|ns| ns.clone() as Arc<dyn Bdev>),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Opens an NVMe controller with an I/O queue pair for every reactor and exported namespace,
+/// and checks it can serve what the config asks of it.
+fn open_nvme(cfg: &Config, spec: &BdevSpec, traddr: &str) -> Result<NvmeDevice, String> {
+    let exported: Vec<(u32, &str)> = cfg
+        .subsystems
         .iter()
-        .map(|b| {
-            log::debug!(
-                "creating {} bdev {} ({} blocks of {} bytes, line {})",
-                b.kind.as_str(),
-                b.name,
-                b.num_blocks,
-                b.block_size,
-                b.line
-            );
-            let made = match b.kind {
-                BdevKind::Malloc => {
-                    bdev::create_malloc(&b.name, b.num_blocks, b.block_size, b.numa_node)
+        .flat_map(|s| &s.namespaces)
+        .filter_map(|ns| Some((spec.provides(&ns.bdev)?, ns.bdev.as_str())))
+        .collect();
+    let reactors = cfg.reactor_mask.len();
+    let pairs_needed = reactors * exported.len();
+    let pairs = u16::try_from(pairs_needed).unwrap_or(u16::MAX);
+    let device = NvmeDevice::open(&spec.name, traddr, pairs)
+        .map_err(|e| format!("cannot open NVMe controller {traddr}: {e}"))?;
+    let nsids: Vec<String> = device
+        .namespaces()
+        .iter()
+        .map(|ns| ns.nsid().to_string())
+        .collect();
+    log::info!(
+        "NVMe controller {traddr}: {} (serial {}), namespace(s) {}, {} I/O queue pair(s)",
+        device.model(),
+        device.serial(),
+        if nsids.is_empty() {
+            "none".to_string()
+        } else {
+            nsids.join(", ")
+        },
+        device.io_queue_pairs_granted()
+    );
+    for (nsid, name) in &exported {
+        if !device.namespaces().iter().any(|ns| ns.nsid() == *nsid) {
+            return Err(format!(
+                "bdev {name:?} names namespace {nsid} of {traddr}, which has no such active \
+                 namespace (active: {}); export one of those",
+                if nsids.is_empty() {
+                    "none".to_string()
+                } else {
+                    nsids.join(", ")
                 }
-                BdevKind::Null => bdev::create_null(&b.name, b.num_blocks, b.block_size),
-            };
-            made.map_err(|e| ConfigError::At {
-                path: cfg.path.clone(),
-                line: b.line,
-                key: None,
-                msg: format!("cannot create the bdev: {e}"),
-            })
-        })
-        .collect()
+            ));
+        }
+    }
+    let max_io_bytes = u64::from(cfg.transport.options.max_io_bytes);
+    if let Some(limit) = device.max_transfer_bytes().filter(|&l| l < max_io_bytes) {
+        return Err(format!(
+            "[transport] max_io_size {max_io_bytes} is larger than NVMe controller {traddr} \
+             takes in one command ({limit} bytes); set max_io_size = {limit}"
+        ));
+    }
+    let granted = usize::from(device.io_queue_pairs_granted());
+    if granted < pairs_needed {
+        return Err(format!(
+            "NVMe controller {traddr} grants {granted} I/O queue pair(s), and {reactors} \
+             reactor(s) x {} exported namespace(s) need {pairs_needed}; use fewer reactors \
+             (-m) or export fewer of its namespaces",
+            exported.len()
+        ));
+    }
+    if let Some(w) = numa::device_warning(
+        &format!("NVMe controller {traddr}"),
+        nvme_pcie::vfio::numa_node_of(traddr),
+        &cfg.reactor_mask,
+    ) {
+        log::warn!("{w}");
+    }
+    Ok(device)
 }
 
 /// One transport by its capability name; every built transport needs an arm here.
@@ -217,6 +308,16 @@ pub fn log_summary(cfg: &Config, target: &Target) {
     }
     for w in cfg.startup_warnings() {
         log::warn!("{w}");
+    }
+    let rdma_listener = cfg
+        .subsystems
+        .iter()
+        .flat_map(|s| &s.listeners)
+        .any(|l| l.trtype == "rdma");
+    if rdma_listener {
+        for w in numa::rdma_device_warnings(&cfg.reactor_mask) {
+            log::warn!("{w}");
+        }
     }
 }
 

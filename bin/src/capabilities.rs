@@ -42,6 +42,7 @@ pub const CAPABILITIES: &[Capability] = &[
     cap(CapabilityKind::Transport, "rdma"),
     cap(CapabilityKind::Bdev, "malloc"),
     cap(CapabilityKind::Bdev, "null"),
+    cap(CapabilityKind::Bdev, "nvme"),
 ];
 
 /// Transport types a listener may name in a config, built or not; the rest are typos.
@@ -106,6 +107,9 @@ mod tests {
         }
         assert!(is_built(CapabilityKind::Transport, "loopback"));
         assert!(!is_built(CapabilityKind::Transport, "malloc"));
-        assert_eq!(built_names(CapabilityKind::Bdev), ["malloc", "null"]);
+        assert_eq!(
+            built_names(CapabilityKind::Bdev),
+            ["malloc", "null", "nvme"]
+        );
     }
 }

@@ -216,9 +216,10 @@ impl RawTransport {
 struct RawBdev {
     name: Spanned<String>,
     kind: Spanned<String>,
-    num_blocks: Spanned<i64>,
-    block_size: Spanned<i64>,
+    num_blocks: Option<Spanned<i64>>,
+    block_size: Option<Spanned<i64>>,
     numa_node: Option<Spanned<i64>>,
+    traddr: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -320,6 +321,7 @@ impl Default for TransportConfig {
 pub enum BdevKind {
     Malloc,
     Null,
+    Nvme,
 }
 
 impl BdevKind {
@@ -328,6 +330,7 @@ impl BdevKind {
         match self {
             BdevKind::Malloc => "malloc",
             BdevKind::Null => "null",
+            BdevKind::Nvme => "nvme",
         }
     }
 
@@ -336,26 +339,62 @@ impl BdevKind {
         match name {
             "malloc" => Some(BdevKind::Malloc),
             "null" => Some(BdevKind::Null),
+            "nvme" => Some(BdevKind::Nvme),
             _ => None,
         }
     }
+}
+
+/// Where a bdev's blocks live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BdevDevice {
+    /// malloc and null: the size comes from the config.
+    Ram {
+        num_blocks: u64,
+        block_size: u32,
+        numa_node: Option<u32>,
+    },
+    /// An NVMe controller (bound to vfio-pci); each active namespace N becomes bdev
+    /// `{name}n{N}`, sized by the device.
+    Nvme { traddr: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BdevSpec {
     pub name: String,
     pub kind: BdevKind,
-    pub num_blocks: u64,
-    pub block_size: u32,
-    pub numa_node: Option<u32>,
+    pub device: BdevDevice,
     /// Line of its `name` key, for errors found when the bdev is created.
     pub line: usize,
 }
 
 impl BdevSpec {
-    pub fn size_bytes(&self) -> u64 {
-        // Cannot overflow: checked when parsed.
-        self.num_blocks * u64::from(self.block_size)
+    /// Size in bytes of a RAM bdev; None for NVMe (the device says, once opened).
+    pub fn size_bytes(&self) -> Option<u64> {
+        match self.device {
+            // Cannot overflow: checked when parsed.
+            BdevDevice::Ram {
+                num_blocks,
+                block_size,
+                ..
+            } => Some(num_blocks * u64::from(block_size)),
+            BdevDevice::Nvme { .. } => None,
+        }
+    }
+
+    /// Whether namespace bdev `name` comes from this spec: the name itself for RAM bdevs, or
+    /// `{name}n{nsid}` for an NVMe controller; Some(nsid) (0 for RAM bdevs) if so.
+    pub fn provides(&self, name: &str) -> Option<u32> {
+        match self.device {
+            BdevDevice::Ram { .. } => (name == self.name).then_some(0),
+            BdevDevice::Nvme { .. } => {
+                let digits = name.strip_prefix(self.name.as_str())?.strip_prefix('n')?;
+                if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                digits.parse::<u32>().ok().filter(|&nsid| nsid >= 1)
+            }
+        }
     }
 }
 
@@ -468,8 +507,9 @@ impl Config {
         }
     }
 
+    /// The spec a namespace's bdev name comes from (see [`BdevSpec::provides`]).
     pub fn find_bdev(&self, name: &str) -> Option<&BdevSpec> {
-        self.bdevs.iter().find(|b| b.name == name)
+        self.bdevs.iter().find(|b| b.provides(name).is_some())
     }
 
     /// Advice an operator should read before running this config (`check-config` prints it).
@@ -558,18 +598,29 @@ impl fmt::Display for Config {
             },
         )?;
         for b in &self.bdevs {
-            write!(
-                f,
-                "bdev {}: {}, {} blocks of {} bytes ({})",
-                b.name,
-                b.kind.as_str(),
-                b.num_blocks,
-                b.block_size,
-                format_mib(b.size_bytes())
-            )?;
-            match b.numa_node {
-                Some(node) => writeln!(f, ", NUMA node {node}")?,
-                None => writeln!(f)?,
+            write!(f, "bdev {}: {}", b.name, b.kind.as_str())?;
+            match &b.device {
+                BdevDevice::Ram {
+                    num_blocks,
+                    block_size,
+                    numa_node,
+                } => {
+                    let size = num_blocks * u64::from(*block_size);
+                    write!(
+                        f,
+                        ", {num_blocks} blocks of {block_size} bytes ({})",
+                        format_mib(size)
+                    )?;
+                    match numa_node {
+                        Some(node) => writeln!(f, ", NUMA node {node}")?,
+                        None => writeln!(f)?,
+                    }
+                }
+                BdevDevice::Nvme { traddr } => writeln!(
+                    f,
+                    ", controller {traddr} (namespace N is bdev {}nN)",
+                    b.name
+                )?,
             }
         }
         for s in &self.subsystems {
@@ -592,7 +643,8 @@ impl fmt::Display for Config {
             for ns in &s.namespaces {
                 let size = self
                     .find_bdev(&ns.bdev)
-                    .map(|b| format!(", {}", format_mib(b.size_bytes())))
+                    .and_then(BdevSpec::size_bytes)
+                    .map(|bytes| format!(", {}", format_mib(bytes)))
                     .unwrap_or_default();
                 writeln!(f, "  namespace {}: bdev {}{size}", ns.nsid, ns.bdev)?;
             }
@@ -897,63 +949,157 @@ impl Doc<'_> {
                 ));
             }
             let kind = self.bdev_kind(&b.kind)?;
-            let block_size = *b.block_size.get_ref();
-            if block_size != 512 && block_size != 4096 {
+            let device = match kind {
+                BdevKind::Malloc | BdevKind::Null => self.ram_device(b, kind)?,
+                BdevKind::Nvme => self.nvme_device(b)?,
+            };
+            let spec = BdevSpec {
+                name: name.clone(),
+                kind,
+                device,
+                line: self.line_of(b.name.span().start),
+            };
+            // An NVMe controller's namespace bdevs must not shadow another bdev, or be shadowed.
+            if let Some(other) = out
+                .iter()
+                .find(|o| o.provides(name).is_some() || spec.provides(&o.name).is_some())
+            {
                 return Err(self.err(
-                    b.block_size.span(),
-                    "block_size",
-                    format!("{block_size} is not 512 or 4096"),
+                    b.name.span(),
+                    "name",
+                    format!(
+                        "bdev {name:?} clashes with bdev {:?} (line {}): the namespaces of \
+                         an nvme bdev named N are named NnX; rename one of them",
+                        other.name, other.line
+                    ),
                 ));
             }
-            let num_blocks = *b.num_blocks.get_ref();
-            if num_blocks < 1 {
+            if let (BdevDevice::Nvme { traddr }, Some(other)) =
+                (&spec.device, out.iter().find(|o| o.device == spec.device))
+            {
                 return Err(self.err(
-                    b.num_blocks.span(),
-                    "num_blocks",
-                    format!("{num_blocks} is invalid; a bdev needs at least 1 block"),
+                    b.name.span(),
+                    "traddr",
+                    format!(
+                        "controller {traddr} is already bdev {:?} (line {}); a controller can \
+                         be opened once",
+                        other.name, other.line
+                    ),
                 ));
             }
-            if (num_blocks as u64).checked_mul(block_size as u64).is_none() {
+            out.push(spec);
+        }
+        Ok(out)
+    }
+
+    /// Size and placement of a malloc or null bdev; `traddr` belongs to nvme bdevs only.
+    fn ram_device(&self, b: &RawBdev, kind: BdevKind) -> Result<BdevDevice, ConfigError> {
+        if let Some(v) = &b.traddr {
+            return Err(self.err(
+                v.span(),
+                "traddr",
+                format!(
+                    "applies to nvme bdevs only, and this one is {:?}; remove it",
+                    kind.as_str()
+                ),
+            ));
+        }
+        let required = |key: &str, v: &Option<Spanned<i64>>| {
+            v.clone().ok_or_else(|| {
+                self.err(
+                    b.name.span(),
+                    key,
+                    format!(
+                        "a {} bdev needs {key} (e.g. num_blocks = 131072 and block_size = 512 \
+                         for 64 MiB)",
+                        kind.as_str()
+                    ),
+                )
+            })
+        };
+        let block_size_v = required("block_size", &b.block_size)?;
+        let num_blocks_v = required("num_blocks", &b.num_blocks)?;
+        let block_size = *block_size_v.get_ref();
+        if block_size != 512 && block_size != 4096 {
+            return Err(self.err(
+                block_size_v.span(),
+                "block_size",
+                format!("{block_size} is not 512 or 4096"),
+            ));
+        }
+        let num_blocks = *num_blocks_v.get_ref();
+        if num_blocks < 1 {
+            return Err(self.err(
+                num_blocks_v.span(),
+                "num_blocks",
+                format!("{num_blocks} is invalid; a bdev needs at least 1 block"),
+            ));
+        }
+        if (num_blocks as u64).checked_mul(block_size as u64).is_none() {
+            return Err(self.err(
+                num_blocks_v.span(),
+                "num_blocks",
+                format!("{num_blocks} blocks of {block_size} bytes overflow a 64-bit size"),
+            ));
+        }
+        let numa_node = match &b.numa_node {
+            None => None,
+            Some(v) if kind != BdevKind::Malloc => {
                 return Err(self.err(
-                    b.num_blocks.span(),
-                    "num_blocks",
-                    format!("{num_blocks} blocks of {block_size} bytes overflow a 64-bit size"),
-                ));
+                    v.span(),
+                    "numa_node",
+                    format!(
+                        "applies to malloc bdevs only, and this one is {:?}; remove it",
+                        kind.as_str()
+                    ),
+                ))
             }
-            let numa_node = match &b.numa_node {
-                None => None,
-                Some(v) if kind != BdevKind::Malloc => {
+            Some(v) => {
+                let node = *v.get_ref();
+                if !(0..=i64::from(MAX_NUMA_NODE)).contains(&node) {
                     return Err(self.err(
                         v.span(),
                         "numa_node",
-                        format!(
-                            "applies to malloc bdevs only, and this one is {:?}; remove it",
-                            kind.as_str()
-                        ),
-                    ))
+                        format!("{node} is out of range; use 0 to {MAX_NUMA_NODE}"),
+                    ));
                 }
-                Some(v) => {
-                    let node = *v.get_ref();
-                    if !(0..=i64::from(MAX_NUMA_NODE)).contains(&node) {
-                        return Err(self.err(
-                            v.span(),
-                            "numa_node",
-                            format!("{node} is out of range; use 0 to {MAX_NUMA_NODE}"),
-                        ));
-                    }
-                    Some(node as u32)
-                }
-            };
-            out.push(BdevSpec {
-                name: name.clone(),
-                kind,
-                num_blocks: num_blocks as u64,
-                block_size: block_size as u32,
-                numa_node,
-                line: self.line_of(b.name.span().start),
-            });
+                Some(node as u32)
+            }
+        };
+        Ok(BdevDevice::Ram {
+            num_blocks: num_blocks as u64,
+            block_size: block_size as u32,
+            numa_node,
+        })
+    }
+
+    /// The PCI address of an nvme bdev; its size and block size come from the device.
+    fn nvme_device(&self, b: &RawBdev) -> Result<BdevDevice, ConfigError> {
+        for (key, v) in [
+            ("num_blocks", &b.num_blocks),
+            ("block_size", &b.block_size),
+            ("numa_node", &b.numa_node),
+        ] {
+            if let Some(v) = v {
+                return Err(self.err(
+                    v.span(),
+                    key,
+                    "does not apply to nvme bdevs: the device sets it (memory goes on the \
+                     device's NUMA node); remove it",
+                ));
+            }
         }
-        Ok(out)
+        let Some(v) = &b.traddr else {
+            return Err(self.err(
+                b.name.span(),
+                "traddr",
+                "an nvme bdev needs traddr, the controller's PCI address (e.g. traddr = \
+                 \"0000:04:00.0\"); `nvmf-tgt setup status` lists them",
+            ));
+        };
+        let traddr = nvme_pcie::vfio::normalize_bdf(v.get_ref())
+            .map_err(|e| self.err(v.span(), "traddr", e.to_string()))?;
+        Ok(BdevDevice::Nvme { traddr })
     }
 
     fn bdev_kind(&self, kind: &Spanned<String>) -> Result<BdevKind, ConfigError> {
@@ -1201,19 +1347,26 @@ impl Doc<'_> {
             let ns = entry.get_ref();
             let bdev = ns.bdev.get_ref();
             let line = self.line_of(ns.bdev.span().start);
-            if !bdevs.iter().any(|b| b.name == *bdev) {
-                let defined: Vec<&str> = bdevs.iter().map(|b| b.name.as_str()).collect();
+            if !bdevs.iter().any(|b| b.provides(bdev).is_some()) {
+                let defined: Vec<String> = bdevs
+                    .iter()
+                    .map(|b| match b.device {
+                        BdevDevice::Ram { .. } => format!("{:?}", b.name),
+                        BdevDevice::Nvme { .. } => format!("\"{}n1\"...", b.name),
+                    })
+                    .collect();
                 let defined = if defined.is_empty() {
                     "none".to_string()
                 } else {
-                    quoted_list(&defined)
+                    defined.join(", ")
                 };
                 return Err(self.err(
                     ns.bdev.span(),
                     "bdev",
                     format!(
                         "no bdev is named {bdev:?} (defined: {defined}); add a [[bdev]] with \
-                         name = {bdev:?} or fix the name"
+                         name = {bdev:?} or fix the name (namespace N of an nvme bdev named \
+                         Nvme0 is \"Nvme0nN\")"
                     ),
                 ));
             }
@@ -1560,6 +1713,83 @@ allow_any_host = true
         Config::parse(text, PATH)
     }
 
+    /// An nvme bdev `Nvme0` and a subsystem exporting `ns_bdev`, plus `extra` bdev keys.
+    fn nvme_config(extra: &str, ns_bdev: &str) -> String {
+        format!(
+            "[[bdev]]\nname = \"Nvme0\"\nkind = \"nvme\"\n{extra}\n\
+             [[subsystem]]\nnqn = \"nqn.2016-06.io.spdk:c\"\nallow_any_host = true\n\
+             [[subsystem.namespace]]\nbdev = \"{ns_bdev}\"\n"
+        )
+    }
+
+    #[test]
+    fn nvme_bdevs_name_their_namespaces() {
+        let c = parse(&nvme_config("traddr = \"04:00.0\"", "Nvme0n2")).unwrap();
+        assert_eq!(
+            c.bdevs[0].device,
+            BdevDevice::Nvme {
+                traddr: "0000:04:00.0".into()
+            },
+            "the domain is added"
+        );
+        let spec = &c.bdevs[0];
+        assert_eq!(spec.provides("Nvme0n2"), Some(2));
+        assert_eq!(spec.size_bytes(), None);
+        for not_a_namespace in [
+            "Nvme0", "Nvme0n", "Nvme0n0", "Nvme0n01", "Nvme0nx", "Nvme00n1",
+        ] {
+            assert_eq!(spec.provides(not_a_namespace), None, "{not_a_namespace}");
+        }
+        assert!(c.to_string().contains("controller 0000:04:00.0"), "{c}");
+
+        let e = error(
+            &nvme_config("traddr = \"04:00.0\"", "Nvme0"),
+            9,
+            Some("bdev"),
+        );
+        assert!(
+            e.contains("no bdev is named \"Nvme0\" (defined: \"Nvme0n1\"...)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nvme_bdev_errors() {
+        let e = error(&nvme_config("", "Nvme0n1"), 2, Some("traddr"));
+        assert!(
+            e.contains("an nvme bdev needs traddr") && e.contains("setup status"),
+            "{e}"
+        );
+        let e = error(
+            &nvme_config("traddr = \"4:0.0\"", "Nvme0n1"),
+            4,
+            Some("traddr"),
+        );
+        assert!(e.contains("4:0.0"), "{e}");
+        let e = error(
+            &nvme_config("traddr = \"04:00.0\"\nblock_size = 512", "Nvme0n1"),
+            5,
+            Some("block_size"),
+        );
+        assert!(e.contains("does not apply to nvme bdevs"), "{e}");
+        let e = error(&with_bdev("traddr = \"04:00.0\"\n"), 6, Some("traddr"));
+        assert!(e.contains("applies to nvme bdevs only"), "{e}");
+
+        // A malloc bdev named like one of the controller's namespaces, and a controller twice.
+        let clash = format!(
+            "{}[[bdev]]\nname = \"Nvme0n1\"\nkind = \"null\"\nnum_blocks = 1\nblock_size = 512\n",
+            nvme_config("traddr = \"04:00.0\"", "Nvme0n1")
+        );
+        let e = error(&clash, 11, Some("name"));
+        assert!(e.contains("clashes with bdev \"Nvme0\""), "{e}");
+        let twice = format!(
+            "{}[[bdev]]\nname = \"Nvme1\"\nkind = \"nvme\"\ntraddr = \"0000:04:00.0\"\n",
+            nvme_config("traddr = \"04:00.0\"", "Nvme0n1")
+        );
+        let e = error(&twice, 11, Some("traddr"));
+        assert!(e.contains("already bdev \"Nvme0\""), "{e}");
+    }
+
     /// The error for `text`, checked to name PATH, `line` and `key`.
     fn error(text: &str, line: usize, key: Option<&str>) -> String {
         let e = parse(text).expect_err("config should be rejected");
@@ -1616,14 +1846,22 @@ allow_any_host = true
             BdevSpec {
                 name: "Malloc0".into(),
                 kind: BdevKind::Malloc,
-                num_blocks: 2048,
-                block_size: 4096,
-                numa_node: Some(0),
+                device: BdevDevice::Ram {
+                    num_blocks: 2048,
+                    block_size: 4096,
+                    numa_node: Some(0),
+                },
                 line: 15
             }
         );
         assert_eq!(c.bdevs[1].kind, BdevKind::Null);
-        assert_eq!(c.bdevs[1].numa_node, None);
+        assert!(matches!(
+            c.bdevs[1].device,
+            BdevDevice::Ram {
+                numa_node: None,
+                ..
+            }
+        ));
 
         let s = &c.subsystems[0];
         assert_eq!((s.serial.as_str(), s.model.as_str()), ("SN1", "Model 1"));
@@ -1694,8 +1932,8 @@ allow_any_host = true
         assert_eq!((d.srq, d.srq_depth), (false, DEFAULT_SRQ_DEPTH));
         let b = &c.bdevs[0];
         assert_eq!(
-            (b.name.as_str(), b.kind, b.block_size, b.size_bytes()),
-            ("Malloc0", BdevKind::Malloc, 512, 64 << 20)
+            (b.name.as_str(), b.kind, b.size_bytes()),
+            ("Malloc0", BdevKind::Malloc, Some(64 << 20))
         );
         let s = &c.subsystems[0];
         assert_eq!(s.nqn, "nqn.2016-06.io.spdk:cnode1");
@@ -1765,13 +2003,10 @@ allow_any_host = true
         assert!(e.contains("`reactor_mask`"), "{e}");
         let e = error(
             "\n[[bdev]]\nname = \"M\"\nkind = \"null\"\nblock_size = 512\n",
-            2,
+            3,
             Some("num_blocks"),
         );
-        assert!(
-            e.contains("missing from the table starting \"[[bdev]]\""),
-            "{e}"
-        );
+        assert!(e.contains("a null bdev needs num_blocks"), "{e}");
         error(
             "[[subsystem]]\nnqn = \"nqn.2016-06.io.spdk:c\"\n[[subsystem.namespace]]\nnsid = 1\n",
             3,
@@ -1978,10 +2213,10 @@ allow_any_host = true
         );
         let e = error(
             &with_bdev("").replace("\"malloc\"", "\"nvme\""),
-            3,
-            Some("kind"),
+            4,
+            Some("num_blocks"),
         );
-        assert!(e.contains("not built into this nvmf-tgt yet"), "{e}");
+        assert!(e.contains("does not apply to nvme bdevs"), "{e}");
         error(
             &with_bdev("").replace("\"Malloc0\"", "\"Malloc 0\""),
             2,

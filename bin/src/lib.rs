@@ -10,5 +10,6 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod numa;
 pub mod nvme_perf;
 pub mod setup;

@@ -40,7 +40,7 @@ fn capabilities_prints_exact_lines() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         text(&out.stdout),
-        "transport loopback\ntransport rdma\nbdev malloc\nbdev null\n"
+        "transport loopback\ntransport rdma\nbdev malloc\nbdev null\nbdev nvme\n"
     );
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 }

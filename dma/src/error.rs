@@ -13,6 +13,14 @@ pub enum DmaError {
     #[error("cannot allocate a zero-byte DMA region")]
     ZeroSize,
 
+    #[error("{device} cannot map {size} of DMA memory at {iova:#x}: {reason}")]
+    DeviceMapping {
+        device: String,
+        iova: u64,
+        size: ByteSize,
+        reason: String,
+    },
+
     #[error("DMA region of {size_bytes} bytes is too large: rounding it up to {page_bytes}-byte pages overflows")]
     SizeOverflow {
         size_bytes: usize,
@@ -36,8 +44,10 @@ pub enum DmaError {
     #[error("NUMA node {node} does not exist (no {}); list the online nodes with `cat /sys/devices/system/node/online`", path.display())]
     NumaNodeNotFound { node: u32, path: PathBuf },
 
-    #[error("cannot read hugepage counter {}: {source}", path.display())]
+    #[error("cannot {action} hugepage counter {}: {source}", path.display())]
     Sysfs {
+        /// "read" or "write".
+        action: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,

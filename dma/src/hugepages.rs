@@ -50,6 +50,7 @@ fn set_nr_hugepages_at(
     check_exists(root, page, node)?;
     let path = counter_dir(root, page, node).join("nr_hugepages");
     fs::write(&path, format!("{count}\n")).map_err(|source| DmaError::Sysfs {
+        action: "write",
         path: path.clone(),
         source,
     })?;
@@ -144,10 +145,12 @@ pub(crate) fn numa_node_exists_at(root: &Path, node: u32) -> Result<(), DmaError
 
 fn read_counter(path: &Path) -> Result<u64, DmaError> {
     let text = fs::read_to_string(path).map_err(|source| DmaError::Sysfs {
+        action: "read",
         path: path.to_path_buf(),
         source,
     })?;
     text.trim().parse::<u64>().map_err(|e| DmaError::Sysfs {
+        action: "read",
         path: path.to_path_buf(),
         source: io::Error::new(
             io::ErrorKind::InvalidData,

@@ -17,6 +17,7 @@ mod host;
 pub mod hugepages;
 mod memory;
 mod pool;
+pub mod registry;
 
 use std::fmt;
 
@@ -24,6 +25,7 @@ pub use error::DmaError;
 pub use host::HostMemory;
 pub use memory::{Backing, DmaMemory, PageSize, Placement, SMALL_PAGE_BYTES};
 pub use pool::{BufPool, DmaBuf, PoolCache};
+pub use registry::{DmaMapper, DmaRegistry, MapperRegistration, RegionRegistration};
 
 /// Formats a byte count the way operators read it: "64 MiB", "1 GiB", "12 KiB", "100 bytes".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

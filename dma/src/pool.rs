@@ -10,9 +10,14 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 
 use crate::memory::{DmaMemory, SMALL_PAGE_BYTES};
+use crate::registry::{self, RegionRegistration};
 use crate::DmaError;
 
+/// Every pool's region is in the DMA registry (mapped for every VFIO device) for as long as
+/// the pool lives, so any pool buffer may be handed to a device as it is.
 pub struct BufPool {
+    /// Declared before `memory`: the devices forget the region before it is unmapped.
+    _registration: RegionRegistration,
     memory: DmaMemory,
     buf_size_bytes: usize,
     count: usize,
@@ -34,8 +39,8 @@ impl fmt::Debug for BufPool {
 
 impl BufPool {
     /// Carves `count` buffers of `buf_size_bytes` (a multiple of 4096) from the start of
-    /// `memory`. The region's copy methods are disabled from then on, since DmaBufs hand out
-    /// references into it.
+    /// `memory`, and registers the region for device DMA. The region's copy methods are
+    /// disabled from then on, since DmaBufs hand out references into it.
     pub fn new(
         mut memory: DmaMemory,
         buf_size_bytes: usize,
@@ -49,6 +54,7 @@ impl BufPool {
                 memory_bytes: memory.len(),
             });
         }
+        let registration = registry::global().register_region(memory.iova(), total_bytes as u64)?;
         memory.hand_to_buffers();
         let free = ArrayQueue::new(count);
         for index in 0..count {
@@ -56,6 +62,7 @@ impl BufPool {
                 .expect("free list sized to hold every buffer");
         }
         Ok(Arc::new(BufPool {
+            _registration: registration,
             memory,
             buf_size_bytes,
             count,
@@ -227,6 +234,7 @@ impl DmaBuf {
         self.index
     }
 
+    /// A standalone buffer is not in the DMA registry: no device can reach it.
     pub fn is_standalone(&self) -> bool {
         matches!(self.owner, Owner::Standalone { .. })
     }

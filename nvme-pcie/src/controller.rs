@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dma::DmaMemory;
+use dma::{DmaMapper, DmaMemory, MapperRegistration};
 use nvme_spec::identify::{IdentifyController, IdentifyNamespace, IDENTIFY_DATA_LEN};
 use nvme_spec::opcode::admin;
 use nvme_spec::{features, Cqe, FromBytes, FromZeros, Sqe, Status};
@@ -17,7 +17,7 @@ use crate::init::{AdminQueues, ControllerInit, InitError, InitState, Progress};
 use crate::mmio::Bar0;
 use crate::prp;
 use crate::queue::{QueueLayout, QueuePair, SubmitError};
-use crate::regs::Cap;
+use crate::regs::{Cap, MEMORY_PAGE_BYTES};
 use crate::vfio::{self, Container, Device, Group, VfioError};
 
 /// Admin queue depth (entries): start-up and queue creation need only a few slots.
@@ -70,6 +70,8 @@ pub struct NamespaceInfo {
     pub nsid: u32,
     pub block_size: u32,
     pub num_blocks: u64,
+    /// DLFEAT: deallocated blocks read back as zeroes.
+    pub deallocate_reads_zeroes: bool,
 }
 
 impl NamespaceInfo {
@@ -92,6 +94,7 @@ impl NamespaceInfo {
             nsid,
             block_size: 1 << lbads,
             num_blocks: id.nsze.get(),
+            deallocate_reads_zeroes: id.dlfeat & 0x7 == 1,
         })
     }
 }
@@ -125,6 +128,15 @@ fn create_io_sq_command(qid: u16, entries: u16) -> Sqe {
     sqe
 }
 
+/// The data pointer of a Create I/O SQ/CQ command for a contiguous queue at `iova`.
+fn contiguous_queue_base(iova: u64) -> prp::Prps {
+    assert_eq!(iova % MEMORY_PAGE_BYTES as u64, 0, "queues start on a page");
+    prp::Prps {
+        prp1: iova,
+        prp2: 0,
+    }
+}
+
 /// Set Features Number of Queues: `count` submission and completion queues (1-based).
 fn number_of_queues_command(count: u16) -> Sqe {
     let mut sqe = Sqe::new(admin::SET_FEATURES, 0);
@@ -141,6 +153,35 @@ fn granted_queue_pairs(dw0: u32) -> u16 {
     sq.min(cq).saturating_add(1)
 }
 
+/// The container as the DMA registry sees it: every buffer pool is mapped into it.
+struct ContainerMapper {
+    bdf: String,
+    container: Arc<Container>,
+}
+
+impl DmaMapper for ContainerMapper {
+    fn describe(&self) -> String {
+        format!("NVMe controller {}", self.bdf)
+    }
+    fn map(&self, iova: u64, len_bytes: u64) -> Result<(), String> {
+        self.container
+            .map_dma(iova, len_bytes)
+            .map_err(|e| e.to_string())
+    }
+    fn unmap(&self, iova: u64, len_bytes: u64) {
+        if let Err(e) = self.container.unmap_dma(iova, len_bytes) {
+            log::warn!("{}: {e}", self.bdf);
+        }
+    }
+}
+
+/// Delete I/O Submission Queue or Delete I/O Completion Queue `qid`.
+fn delete_io_queue_command(opcode: u8, qid: u16) -> Sqe {
+    let mut sqe = Sqe::new(opcode, 0);
+    sqe.cdw10 = u32::from(qid).into();
+    sqe
+}
+
 /// An NVMe controller in use by this process.
 pub struct Controller {
     bdf: String,
@@ -154,11 +195,16 @@ pub struct Controller {
     identify: IdentifyController,
     namespaces: Vec<NamespaceInfo>,
     io_queue_pairs_granted: u16,
-    next_io_qid: u16,
+    /// Where queue memory is placed; None when the platform does not say.
+    numa_node: Option<u32>,
+    /// I/O queue ids not in use, lowest last (popped first).
+    free_io_qids: Vec<u16>,
     bar: Arc<Bar0>,
+    /// Buffer pools stop being mapped here before the container closes.
+    _pools_mapped: MapperRegistration,
     device: Device,
     _group: Group,
-    container: Container,
+    container: Arc<Container>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -181,6 +227,17 @@ impl Controller {
         let mut container = Container::open()?;
         let group = container.attach_group(&bdf, group_number)?;
         let device = group.open_device(&bdf)?;
+        let container = Arc::new(container);
+        let pools_mapped = dma::registry::global()
+            .add_mapper(Arc::new(ContainerMapper {
+                bdf: bdf.clone(),
+                container: container.clone(),
+            }))
+            .map_err(|source| ControllerError::Memory {
+                bdf: bdf.clone(),
+                what: "the mappings of the buffer pools",
+                source,
+            })?;
         device.enable_bus_master()?;
         let bar = Arc::new(device.map_bar0()?);
 
@@ -222,6 +279,7 @@ impl Controller {
             what: e.to_string(),
         })?;
 
+        let numa_node = vfio::numa_node_of(&bdf);
         let mut ctrl = Controller {
             bdf,
             init,
@@ -231,8 +289,10 @@ impl Controller {
             identify: IdentifyController::new_zeroed(),
             namespaces: Vec::new(),
             io_queue_pairs_granted: 0,
-            next_io_qid: 1,
+            numa_node,
+            free_io_qids: Vec::new(),
             bar,
+            _pools_mapped: pools_mapped,
             device,
             _group: group,
             container,
@@ -246,6 +306,7 @@ impl Controller {
             )?
             .dw0();
         ctrl.io_queue_pairs_granted = granted_queue_pairs(dw0).min(io_queue_pairs);
+        ctrl.free_io_qids = (1..=ctrl.io_queue_pairs_granted).rev().collect();
         Ok(ctrl)
     }
 
@@ -351,44 +412,116 @@ impl Controller {
     /// Creates the next I/O queue pair (completion queue, then submission queue) with
     /// `entries` slots, on memory mapped for the device.
     pub fn create_io_queue(&mut self, entries: u16) -> Result<IoQueue, ControllerError> {
-        let qid = self.next_io_qid;
-        if qid > self.io_queue_pairs_granted {
+        let Some(&qid) = self.free_io_qids.last() else {
             return Err(ControllerError::Unsupported {
                 bdf: self.bdf.clone(),
                 what: format!(
-                    "the controller granted {} I/O queue pair(s); no more can be created",
+                    "all {} I/O queue pair(s) the controller granted are in use; each reactor \
+                     needs one per exported namespace (use fewer reactors or namespaces)",
                     self.io_queue_pairs_granted
                 ),
             });
-        }
-        let max_entries = self.cap.max_queue_entries().min(4096) as u16;
+        };
+        let max_entries = self.max_queue_entries();
         let entries = entries.clamp(2, max_entries);
         let layout = QueueLayout::new(entries);
-        let memory = DmaMemory::allocate_ordinary(layout.total_bytes).map_err(|source| {
-            ControllerError::Memory {
-                bdf: self.bdf.clone(),
-                what: "an I/O queue pair",
-                source,
-            }
-        })?;
+        // Near the device: the controller reads SQEs and writes CQEs there all the time.
+        let what = format!("{} I/O queue {qid}", self.bdf);
+        let memory =
+            DmaMemory::allocate_prefer_hugepages(&what, layout.total_bytes, self.numa_node)
+                .map_err(|source| ControllerError::Memory {
+                    bdf: self.bdf.clone(),
+                    what: "an I/O queue pair",
+                    source,
+                })?;
         self.container.map_dma_memory(&memory)?;
         let queue = QueuePair::new(qid, entries, memory, self.bar.clone(), self.cap.dstrd())
-            .map_err(|e| ControllerError::Unsupported {
-                bdf: self.bdf.clone(),
-                what: e.to_string(),
-            })?;
+            .expect("memory sized and aligned by QueueLayout");
+        // Physically contiguous queues (PC = 1): PRP1 alone gives the base, whatever the size.
         let mut cq = create_io_cq_command(qid, entries);
-        prp::build(queue.cq_iova(), (usize::from(entries) * 16) as u64, None)
-            .expect("a CQ is page aligned and contiguous")
-            .apply(&mut cq);
-        self.admin_command("Create I/O Completion Queue", cq, None)?;
+        contiguous_queue_base(queue.cq_iova()).apply(&mut cq);
         let mut sq = create_io_sq_command(qid, entries);
-        prp::build(queue.sq_iova(), (usize::from(entries) * 64) as u64, None)
-            .expect("an SQ is page aligned and contiguous")
-            .apply(&mut sq);
-        self.admin_command("Create I/O Submission Queue", sq, None)?;
-        self.next_io_qid += 1;
-        Ok(queue)
+        contiguous_queue_base(queue.sq_iova()).apply(&mut sq);
+        let created = self
+            .admin_command("Create I/O Completion Queue", cq, None)
+            .and_then(|_| {
+                self.admin_command("Create I/O Submission Queue", sq, None)
+                    .inspect_err(|_| {
+                        self.delete_queue_half(admin::DELETE_IO_CQ, qid);
+                    })
+            });
+        match created {
+            Ok(_) => {
+                self.free_io_qids.pop();
+                Ok(queue)
+            }
+            Err(e @ ControllerError::AdminTimeout { .. }) => {
+                // The controller may yet act on the command: never free memory under it.
+                std::mem::forget(queue);
+                Err(e)
+            }
+            Err(e) => {
+                self.unmap_queue_memory(&queue);
+                Err(e)
+            }
+        }
+    }
+
+    fn unmap_queue_memory(&self, queue: &IoQueue) {
+        let (iova, len) = (queue.sq_iova(), queue.memory().len() as u64);
+        if let Err(e) = self.container.unmap_dma(iova, len) {
+            log::warn!("{}: {e}", self.bdf);
+        }
+    }
+
+    /// Deletes an I/O queue pair (SQ first: the controller aborts what it still holds), then
+    /// unmaps and frees its memory and makes its id reusable. Completions still in the CQ are
+    /// dropped with it; their buffers belong to the caller.
+    pub fn delete_io_queue(&mut self, queue: IoQueue) {
+        let qid = queue.qid();
+        assert!(
+            qid >= 1 && qid <= self.io_queue_pairs_granted && !self.free_io_qids.contains(&qid),
+            "queue {qid} is not an I/O queue of this controller in use"
+        );
+        let sq_deleted = self.delete_queue_half(admin::DELETE_IO_SQ, qid);
+        let cq_deleted = sq_deleted && self.delete_queue_half(admin::DELETE_IO_CQ, qid);
+        if !cq_deleted {
+            // The controller may still write into the queue's memory: keep it pinned and
+            // mapped for the life of the process rather than free it under the device.
+            log::error!(
+                "{}: I/O queue {qid} could not be deleted; its memory stays allocated",
+                self.bdf
+            );
+            std::mem::forget(queue);
+            return;
+        }
+        self.unmap_queue_memory(&queue);
+        drop(queue);
+        self.free_io_qids.push(qid);
+        // Lowest id first next time.
+        self.free_io_qids.sort_unstable_by(|a, b| b.cmp(a));
+    }
+
+    fn delete_queue_half(&mut self, opcode: u8, qid: u16) -> bool {
+        let name = if opcode == admin::DELETE_IO_SQ {
+            "Delete I/O Submission Queue"
+        } else {
+            "Delete I/O Completion Queue"
+        };
+        match self.admin_command(name, delete_io_queue_command(opcode, qid), None) {
+            Ok(_) => true,
+            Err(e) => {
+                log::error!("{e}");
+                false
+            }
+        }
+    }
+
+    /// Entries of the largest I/O queue this driver creates on this controller.
+    pub fn max_queue_entries(&self) -> u16 {
+        self.cap
+            .max_queue_entries()
+            .min(u32::from(crate::queue::MAX_QUEUE_ENTRIES)) as u16
     }
 
     /// Maps more memory (data buffers) for the controller's DMA, IOVA = virtual address.
@@ -472,6 +605,16 @@ mod tests {
     }
 
     #[test]
+    fn a_large_queue_is_given_by_its_base_alone() {
+        // 1024 CQ entries span 4 pages: no PRP list for a physically contiguous queue.
+        let mut cq = create_io_cq_command(1, 1024);
+        contiguous_queue_base(0x20_0000).apply(&mut cq);
+        assert_eq!(cq.dptr.addr.get(), 0x20_0000);
+        assert_eq!(&cq.dptr.as_bytes()[8..], &[0u8; 8]);
+        assert_eq!(cq.psdt(), 0);
+    }
+
+    #[test]
     fn granted_queue_pairs_take_the_smaller_count() {
         assert_eq!(granted_queue_pairs(0x0003_0007), 4);
         assert_eq!(granted_queue_pairs(0), 1);
@@ -491,8 +634,15 @@ mod tests {
             NamespaceInfo {
                 nsid: 1,
                 block_size: 4096,
-                num_blocks: 2048
+                num_blocks: 2048,
+                deallocate_reads_zeroes: false,
             }
+        );
+        id.dlfeat = 0x9;
+        assert!(
+            NamespaceInfo::from_identify(1, &id)
+                .unwrap()
+                .deallocate_reads_zeroes
         );
         id.flbas = 2;
         assert!(NamespaceInfo::from_identify(1, &id)

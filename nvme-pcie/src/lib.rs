@@ -10,6 +10,7 @@
 //! - `queue`: a submission/completion queue pair on DMA memory, with batched doorbells.
 //! - `controller`: one controller in use: VFIO open, bring-up, Identify, I/O queue pairs,
 //!   shutdown on drop. Admin commands are synchronous (start-up only).
+//! - `bdev`: each namespace as a bdev; one queue pair per channel (reactor), zero copy.
 //! - `vfio`: the VFIO container/group/device FFI (open, map BAR0, config space, DMA mapping).
 //!   The only module that cannot be tested on a machine without VFIO.
 //!
@@ -20,6 +21,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_debug_implementations)]
 
+pub mod bdev;
 pub mod controller;
 pub mod init;
 pub mod mmio;

@@ -245,6 +245,26 @@ impl<M: Mmio> QueuePair<M> {
         Ok(cid)
     }
 
+    /// Like `submit`, with `data` (at most one page, e.g. Dataset Management ranges) copied
+    /// into the command id's own PRP list page, which PRP1 then points at. Such a command
+    /// needs no PRP list, so the page is free for it.
+    pub fn submit_with_page_data(&mut self, sqe: &Sqe, data: &[u8]) -> Result<u16, QueueFull> {
+        assert!(data.len() <= MEMORY_PAGE_BYTES, "data of one page at most");
+        let cid = self.take_slot()?;
+        let offset = self.layout.prp_lists_offset + usize::from(cid) * MEMORY_PAGE_BYTES;
+        self.memory
+            .write_at(offset, data)
+            .expect("PRP list page lies inside the checked region");
+        let mut command = *sqe;
+        prp::Prps {
+            prp1: self.prp_list_iova(cid),
+            prp2: 0,
+        }
+        .apply(&mut command);
+        self.write_sqe(&command, cid);
+        Ok(cid)
+    }
+
     /// Rings the SQ tail doorbell if anything was submitted since the last flush.
     pub fn flush(&mut self) {
         if self.sq_tail == self.sq_tail_rung {
@@ -544,6 +564,26 @@ mod tests {
             Err(SubmitError::Prp(PrpError::UnalignedStart { iova: buf + 1 }))
         );
         assert_eq!(q.in_flight(), 2);
+    }
+
+    #[test]
+    fn page_data_goes_into_the_command_ids_page() {
+        let fake = FakeMmio::new(0x2000);
+        let mut q = queue(1, 4, &fake);
+        q.submit(&Sqe::new(opcode::io::READ, 0)).unwrap();
+        let range = [7u8; 16];
+        let cid = q
+            .submit_with_page_data(&Sqe::new(opcode::io::DATASET_MANAGEMENT, 0), &range)
+            .unwrap();
+        assert_eq!(cid, 1);
+        let mut written = Sqe::new_zeroed();
+        q.memory().read_at(64, written.as_mut_bytes()).unwrap();
+        assert_eq!(written.dptr.addr.get(), q.prp_list_iova(1));
+        assert_eq!(written.psdt(), 0);
+        let mut back = [0u8; 16];
+        let off = q.layout().prp_lists_offset + 4096;
+        q.memory().read_at(off, &mut back).unwrap();
+        assert_eq!(back, range);
     }
 
     #[test]

@@ -200,6 +200,17 @@ pub fn iommu_group_of(bdf: &str) -> Result<u32, VfioError> {
         })
 }
 
+/// The NUMA node `bdf` is attached to; None when the platform does not say (-1) or sysfs
+/// cannot be read.
+pub fn numa_node_of(bdf: &str) -> Option<u32> {
+    let path = Path::new(SYSFS_PCI_DEVICES).join(bdf).join("numa_node");
+    parse_numa_node(&fs::read_to_string(path).ok()?)
+}
+
+fn parse_numa_node(text: &str) -> Option<u32> {
+    text.trim().parse::<i64>().ok()?.try_into().ok()
+}
+
 /// "bdf (driver), ..." for every device in IOMMU group `group`, for error messages.
 fn describe_group_devices(group: u32) -> String {
     let dir = Path::new(SYSFS_IOMMU_GROUPS)
@@ -651,6 +662,13 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numa_node_minus_one_means_unknown() {
+        assert_eq!(parse_numa_node("1\n"), Some(1));
+        assert_eq!(parse_numa_node("-1\n"), None);
+        assert_eq!(parse_numa_node("x"), None);
+    }
 
     #[test]
     fn ioctl_numbers_match_the_kernel() {

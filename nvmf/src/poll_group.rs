@@ -86,13 +86,14 @@ pub(crate) struct NsChannel {
 impl NsChannel {
     fn open(ns: &Namespace) -> Result<NsChannel, ConfigError> {
         let info = ns.bdev.info();
-        let channel =
-            ns.bdev
-                .open_channel(BDEV_CHANNEL_DEPTH)
-                .map_err(|e| ConfigError::Invalid {
-                    what: format!("namespace {} (bdev {})", ns.nsid, info.name),
-                    msg: e.to_string(),
-                })?;
+        // A device with shallower queues (NVMe) gets its deepest; the retry queue takes the rest.
+        let channel = ns
+            .bdev
+            .open_channel(BDEV_CHANNEL_DEPTH.min(info.max_queue_depth))
+            .map_err(|e| ConfigError::Invalid {
+                what: format!("namespace {} (bdev {})", ns.nsid, info.name),
+                msg: e.to_string(),
+            })?;
         Ok(NsChannel {
             ns: ns.clone(),
             channel,

@@ -2,11 +2,14 @@
 # vfio: the emulated NVMe controller (QEMU's nvme behind the vIOMMU) driven by
 # our userspace VFIO driver and served over RDMA.
 #
-# Today: proves the wiring the scenario will need -- the controller's BDF, its
-# IOMMU group (alone in it) -- and `nvmf-tgt setup`: status, hugepages, bind
-# to vfio-pci, reset to the kernel's nvme driver (whose block device then
-# appears). Then SKIPs ("not built yet") unless `nvmf-tgt capabilities` prints
-# `bdev nvme`.
+# Checks the wiring -- the controller's BDF, its IOMMU group (alone in it) --
+# and `nvmf-tgt setup`: status, hugepages, bind to vfio-pci, reset to the
+# kernel's nvme driver (whose block device then appears). Benchmarks our
+# driver (`nvmf-tgt nvme-perf`) against fio on the kernel's. Then the target
+# serves the controller's namespace (kind = "nvme") over RDMA: the host's
+# initiator suite with fio verify; data written through the target read back
+# by the kernel's driver after `setup reset`; SIGKILL in the middle of host
+# writes, then `setup reset` leaves a usable device; no DMAR faults.
 # Functions below run through step/must: SC2317 cannot see that.
 # shellcheck disable=SC2317
 # shellcheck source=tests/vm/guest/lib.sh
@@ -78,10 +81,14 @@ setup_reset() {
 BENCH_TIME_S=${BENCH_TIME_S:-10}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 
+# The kernel's block device of the controller (bound to nvme), e.g. nvme0n1.
+pcie_disk() { basename "$(compgen -G "$DEV/nvme/nvme*/nvme*n[0-9]*" | head -n 1)"; }
+
 kernel_bench() {
     local round=$1 disk
-    disk=$(basename "$(compgen -G "$DEV/nvme/nvme*/nvme*n[0-9]*" | head -n 1)")
+    disk=$(pcie_disk)
     [[ -b /dev/$disk ]] || { echo "no block device for $BDF"; return 1; }
+    NVME_BYTES=$(blockdev --getsize64 "/dev/$disk") || return 1
     NS=$disk fio_run "nvme-kernel-$round" --rw=randread --bs=4k --iodepth=32 --numjobs=1 \
         --time_based --runtime="$BENCH_TIME_S" --ramp_time=1 || return 1
     python3 - "$R/fio-nvme-kernel-$round.json" >"$R/bench-kernel-$round.txt" <<'PY'
@@ -150,11 +157,110 @@ step "no DMAR faults" no_dmar_faults
 ((N_FAIL == 0)) || finish
 
 require_capability "bdev nvme"
-# TODO(vfio): once nvmf-tgt has `bdev nvme`, write the body here:
-#   step "nvmf-tgt setup bind $BDF" "$NVMF_TGT_BIN" setup bind "$BDF"
-#   a config with [[bdev]] kind="nvme" on $BDF (see rdma-basic.sh for the rest),
-#   start_target, wait_target_listening, initiator_suite, stop_target,
-#   and no_dmar_faults at the end (QEMU's NVMe model reports success even
-#   for a DMA the vIOMMU blocked).
-fail "vfio scenario" "nvmf-tgt has 'bdev nvme' but this scenario's body is not written yet (tests/vm/scenarios/vfio.sh)"
+
+# ---- the target serving the controller over RDMA ----
+NQN=nqn.2024-01.io.nvmf-tgt:vfio
+SERIAL=NVMFTGTVFIO00001
+MODEL="nvmf-tgt nvme"
+CONF=$R/nvmf-tgt.toml
+PATTERN=$R/pattern.bin
+PATTERN_SEEK_MIB=512 # past fio's verify regions
+PATTERN_MIB=8
+
+cat >"$CONF" <<EOF
+[[bdev]]
+name = "Nvme0"
+kind = "nvme"
+traddr = "$BDF"
+
+[[subsystem]]
+nqn = "$NQN"
+serial = "$SERIAL"
+model = "$MODEL"
+allow_any_host = true
+
+[[subsystem.listener]]
+trtype = "rdma"
+traddr = "$NVMF_VM_ADDR"
+trsvcid = "$TRSVCID"
+
+[[subsystem.namespace]]
+bdev = "Nvme0n1"
+EOF
+sed 's/^/    config: /' "$CONF"
+
+FIO_PID=''
+cleanup() {
+    nvme disconnect -n "$NQN" || true
+    [[ -n $TGT_PID ]] && kill -KILL "$TGT_PID"
+    [[ -n $FIO_PID ]] && kill -KILL "$FIO_PID"
+}
+
+# Through the target: random data at PATTERN_SEEK_MIB, written O_DIRECT.
+write_pattern() {
+    head -c $((PATTERN_MIB << 20)) /dev/urandom >"$PATTERN" || return 1
+    dd if="$PATTERN" of="/dev/$NS" bs=1M seek="$PATTERN_SEEK_MIB" oflag=direct conv=fsync status=none ||
+        return 1
+    sha256sum "$PATTERN"
+}
+
+# Through the kernel's nvme driver, once the target has let the controller go.
+read_back_pattern() {
+    local want got
+    want=$(sha256sum <"$PATTERN" | cut -d' ' -f1)
+    got=$(dd if="/dev/$(pcie_disk)" bs=1M skip="$PATTERN_SEEK_MIB" count="$PATTERN_MIB" \
+        iflag=direct status=none | sha256sum | cut -d' ' -f1)
+    echo "written through the target: $want"
+    echo "read by the kernel driver:  $got"
+    [[ $want == "$got" ]]
+}
+
+# Random writes from the host while the target gets SIGKILL.
+kill_mid_io() {
+    fio --name=kill-mid-io --filename="/dev/$NS" --ioengine=libaio --direct=1 --rw=randwrite \
+        --bs=4k --iodepth=32 --size=64M --time_based --runtime=60 >"$R/fio-kill-mid-io.log" 2>&1 &
+    FIO_PID=$!
+    sleep 5
+    kill -0 "$FIO_PID" 2>/dev/null || { echo "fio stopped early:"; cat "$R/fio-kill-mid-io.log"; return 1; }
+    kill -KILL "$TGT_PID" || return 1
+    wait "$TGT_PID" 2>/dev/null
+    TGT_PID=''
+    echo "target killed while fio was writing"
+    nvme disconnect -n "$NQN" || true
+    kill -KILL "$FIO_PID" 2>/dev/null
+    wait "$FIO_PID" 2>/dev/null
+    FIO_PID=''
+}
+
+# The kernel's driver has the controller back, and writes and verifies data on it.
+device_usable() {
+    local disk
+    disk=$(pcie_disk)
+    [[ -b /dev/$disk ]] || { echo "no block device for $BDF"; return 1; }
+    NS=$disk fio_run after-kill --rw=randwrite --bs=4k --iodepth=16 --size=8M \
+        --offset=$((PATTERN_SEEK_MIB + PATTERN_MIB))M --verify=crc32c --do_verify=1 --verify_fatal=1
+}
+
+[[ $(driver_of) == vfio-pci ]] || must "nvmf-tgt setup bind $BDF" setup_bind
+start_target "$CONF"
+must "nvmf-tgt listening on $NVMF_VM_ADDR:$TRSVCID" wait_target_listening
+step "target log names the controller and its namespace" \
+    grep -E "NVMe controller $BDF: .*namespace\(s\) 1," "$R/target.log"
+initiator_suite "$NQN" "$SERIAL" "$MODEL" "$NVME_BYTES"
+must "nvme connect (pattern)" connect "$NQN"
+step "write $PATTERN_MIB MiB of random data through the target" write_pattern
+step "nvme disconnect (pattern)" disconnect "$NQN"
+step "nvmf-tgt exits 0 within 10 s of SIGTERM" stop_target
+step "target log: controller shut down" grep -F "$BDF: controller shut down" "$R/target.log"
+must "nvmf-tgt setup reset $BDF" setup_reset
+step "the kernel's nvme driver reads back the data written through the target" read_back_pattern
+
+must "nvmf-tgt setup bind $BDF (kill test)" setup_bind
+start_target "$CONF"
+must "nvmf-tgt listening (kill test)" wait_target_listening
+must "nvme connect (kill test)" connect "$NQN"
+step "SIGKILL the target in the middle of host writes" kill_mid_io
+must "nvmf-tgt setup reset $BDF after the kill" setup_reset
+step "the device is usable after the kill (kernel driver, fio verify)" device_usable
+step "no DMAR faults after the target's I/O" no_dmar_faults
 finish
