@@ -51,12 +51,14 @@ setup_status() {
         { echo "status does not show $BDF on $(driver_of) in group $GROUP"; return 1; }
 }
 
+# 96 pages of 2 MiB: the target's RDMA data buffers (128 MiB at the defaults)
+# and its NVMe queue pairs (about 4 MiB each).
 setup_hugepages() {
-    "$NVMF_TGT_BIN" setup hugepages 32 || return 1
+    "$NVMF_TGT_BIN" setup hugepages 96 || return 1
     local n
     n=$(</sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages)
     echo "nr_hugepages: $n"
-    ((n == 32))
+    ((n == 96))
 }
 
 setup_bind() {
@@ -139,7 +141,7 @@ result iommu_group "${GROUP:-none}"
 step "controller alone in its IOMMU group" alone_in_group
 if [[ -n ${NVMF_TGT_BIN:-} && -x $NVMF_TGT_BIN ]]; then
     step "nvmf-tgt setup status shows the controller" setup_status
-    step "nvmf-tgt setup hugepages 32" setup_hugepages
+    step "nvmf-tgt setup hugepages 96" setup_hugepages
     step "nvmf-tgt setup bind $BDF: on vfio-pci" setup_bind
     step "nvmf-tgt setup status shows it on vfio-pci" setup_status
     step "nvmf-tgt setup reset $BDF: the kernel's nvme driver has it again" setup_reset
@@ -196,6 +198,11 @@ cleanup() {
     [[ -n $FIO_PID ]] && kill -KILL "$FIO_PID"
 }
 
+on_hugepages() {
+    grep -E "RDMA data buffers: .* on 2 MiB hugepages" "$R/target.log" &&
+        grep -E "$BDF I/O queue 1: .* on 2 MiB hugepages" "$R/target.log"
+}
+
 # Through the target: random data at PATTERN_SEEK_MIB, written O_DIRECT.
 write_pattern() {
     head -c $((PATTERN_MIB << 20)) /dev/urandom >"$PATTERN" || return 1
@@ -247,6 +254,7 @@ must "nvmf-tgt listening on $NVMF_VM_ADDR:$TRSVCID" wait_target_listening
 step "target log names the controller and its namespace" \
     grep -E "NVMe controller $BDF: .*namespace\(s\) 1," "$R/target.log"
 initiator_suite "$NQN" "$SERIAL" "$MODEL" "$NVME_BYTES"
+step "data buffers and the NVMe queue pair on hugepages" on_hugepages
 must "nvme connect (pattern)" connect "$NQN"
 step "write $PATTERN_MIB MiB of random data through the target" write_pattern
 step "nvme disconnect (pattern)" disconnect "$NQN"
