@@ -166,10 +166,11 @@ pub enum IoStatus {
     /// Missing buffer, or the data does not fit in it from buf_offset on.
     InvalidBuffer,
     IoError,
-    /// Raw NVMe status from a passthrough device.
+    /// Raw NVMe status from a passthrough device; `dnr` false lets the host retry.
     Nvme {
         sct: u8,
         sc: u8,
+        dnr: bool,
     },
 }
 
@@ -198,6 +199,9 @@ pub trait BdevChannel {
     fn poll(&mut self, max: usize, on_complete: &mut dyn FnMut(BdevCompletion)) -> usize;
     /// Submitted I/Os not yet handed to `poll`'s callback.
     fn outstanding(&self) -> usize;
+    /// Called every ~100 ms with a monotonic clock in ms (never per I/O): devices that time
+    /// commands out check them here.
+    fn on_timer(&mut self, _now_ms: u64) {}
 }
 
 #[derive(Debug, thiserror::Error)]

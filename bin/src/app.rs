@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bdev::Bdev;
-use nvme_pcie::bdev::NvmeDevice;
+use nvme_pcie::bdev::{NvmeDevice, NvmeOptions};
 use nvmf::loopback::LoopbackTransport;
 use nvmf::{NamespaceConfig, SubsystemConfig, Target, Transport};
 use reactor::ReactorConfig;
@@ -72,8 +72,14 @@ pub fn build_bdevs(cfg: &Config) -> Result<Vec<Arc<dyn Bdev>>, ConfigError> {
                 };
                 out.push(made.map_err(|e| at_bdev(format!("cannot create the bdev: {e}")))?);
             }
-            (BdevDevice::Nvme { traddr }, _) => {
-                let device = open_nvme(cfg, b, traddr).map_err(at_bdev)?;
+            (
+                BdevDevice::Nvme {
+                    traddr,
+                    io_timeout_ms,
+                },
+                _,
+            ) => {
+                let device = open_nvme(cfg, b, traddr, *io_timeout_ms).map_err(at_bdev)?;
                 out.extend(
                     device
                         .namespaces()
@@ -88,7 +94,12 @@ pub fn build_bdevs(cfg: &Config) -> Result<Vec<Arc<dyn Bdev>>, ConfigError> {
 
 /// Opens an NVMe controller with an I/O queue pair for every reactor and exported namespace,
 /// and checks it can serve what the config asks of it.
-fn open_nvme(cfg: &Config, spec: &BdevSpec, traddr: &str) -> Result<NvmeDevice, String> {
+fn open_nvme(
+    cfg: &Config,
+    spec: &BdevSpec,
+    traddr: &str,
+    io_timeout_ms: u64,
+) -> Result<NvmeDevice, String> {
     let exported: Vec<(u32, &str)> = cfg
         .subsystems
         .iter()
@@ -97,8 +108,11 @@ fn open_nvme(cfg: &Config, spec: &BdevSpec, traddr: &str) -> Result<NvmeDevice, 
         .collect();
     let reactors = cfg.reactor_mask.len();
     let pairs_needed = reactors * exported.len();
-    let pairs = u16::try_from(pairs_needed).unwrap_or(u16::MAX);
-    let device = NvmeDevice::open(&spec.name, traddr, pairs)
+    let options = NvmeOptions {
+        io_queue_pairs: u16::try_from(pairs_needed).unwrap_or(u16::MAX),
+        io_timeout_ms,
+    };
+    let device = NvmeDevice::open(&spec.name, traddr, options)
         .map_err(|e| format!("cannot open NVMe controller {traddr}: {e}"))?;
     let nsids: Vec<String> = device
         .namespaces()

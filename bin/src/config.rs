@@ -98,6 +98,8 @@ pub const SRQ_DEPTH_RANGE: std::ops::RangeInclusive<u32> = 16..=65_536;
 pub const DEFAULT_TRSVCID: &str = "4420";
 pub const DEFAULT_MODEL: &str = "Rust NVMe-oF target";
 pub const DEFAULT_MAX_NAMESPACES: u32 = 32;
+/// NVMe command timeouts (`io_timeout_ms`, 0 aside): from the timer period to an hour.
+pub const IO_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<i64> = 100..=3_600_000;
 /// NUMA node ids beyond this are certainly typos.
 pub const MAX_NUMA_NODE: u32 = 1023;
 /// Identify Controller SN and MN field widths.
@@ -220,6 +222,7 @@ struct RawBdev {
     block_size: Option<Spanned<i64>>,
     numa_node: Option<Spanned<i64>>,
     traddr: Option<Spanned<String>>,
+    io_timeout_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -356,7 +359,12 @@ pub enum BdevDevice {
     },
     /// An NVMe controller (bound to vfio-pci); each active namespace N becomes bdev
     /// `{name}n{N}`, sized by the device.
-    Nvme { traddr: String },
+    Nvme {
+        traddr: String,
+        /// A command with no completion this long is aborted, and after as long again the
+        /// controller is reset; 0: never.
+        io_timeout_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -379,6 +387,14 @@ impl BdevSpec {
                 ..
             } => Some(num_blocks * u64::from(block_size)),
             BdevDevice::Nvme { .. } => None,
+        }
+    }
+
+    /// The PCI address of an nvme bdev.
+    pub fn nvme_traddr(&self) -> Option<&str> {
+        match &self.device {
+            BdevDevice::Nvme { traddr, .. } => Some(traddr),
+            BdevDevice::Ram { .. } => None,
         }
     }
 
@@ -616,9 +632,12 @@ impl fmt::Display for Config {
                         None => writeln!(f)?,
                     }
                 }
-                BdevDevice::Nvme { traddr } => writeln!(
+                BdevDevice::Nvme {
+                    traddr,
+                    io_timeout_ms,
+                } => writeln!(
                     f,
-                    ", controller {traddr} (namespace N is bdev {}nN)",
+                    ", controller {traddr} (namespace N is bdev {}nN), io_timeout_ms {io_timeout_ms}",
                     b.name
                 )?,
             }
@@ -974,9 +993,10 @@ impl Doc<'_> {
                     ),
                 ));
             }
-            if let (BdevDevice::Nvme { traddr }, Some(other)) =
-                (&spec.device, out.iter().find(|o| o.device == spec.device))
-            {
+            if let Some((traddr, other)) = spec.nvme_traddr().and_then(|traddr| {
+                let other = out.iter().find(|o| o.nvme_traddr() == Some(traddr))?;
+                Some((traddr, other))
+            }) {
                 return Err(self.err(
                     b.name.span(),
                     "traddr",
@@ -994,10 +1014,14 @@ impl Doc<'_> {
 
     /// Size and placement of a malloc or null bdev; `traddr` belongs to nvme bdevs only.
     fn ram_device(&self, b: &RawBdev, kind: BdevKind) -> Result<BdevDevice, ConfigError> {
-        if let Some(v) = &b.traddr {
+        let nvme_only = [
+            ("traddr", b.traddr.as_ref().map(|v| v.span())),
+            ("io_timeout_ms", b.io_timeout_ms.as_ref().map(|v| v.span())),
+        ];
+        if let Some((key, Some(span))) = nvme_only.into_iter().find(|(_, s)| s.is_some()) {
             return Err(self.err(
-                v.span(),
-                "traddr",
+                span,
+                key,
                 format!(
                     "applies to nvme bdevs only, and this one is {:?}; remove it",
                     kind.as_str()
@@ -1099,7 +1123,29 @@ impl Doc<'_> {
         };
         let traddr = nvme_pcie::vfio::normalize_bdf(v.get_ref())
             .map_err(|e| self.err(v.span(), "traddr", e.to_string()))?;
-        Ok(BdevDevice::Nvme { traddr })
+        let io_timeout_ms = match &b.io_timeout_ms {
+            None => nvme_pcie::bdev::DEFAULT_IO_TIMEOUT_MS,
+            Some(v) => {
+                let ms = *v.get_ref();
+                if ms != 0 && !IO_TIMEOUT_MS_RANGE.contains(&ms) {
+                    return Err(self.err(
+                        v.span(),
+                        "io_timeout_ms",
+                        format!(
+                            "{ms} is out of range; use {} to {} ms, or 0 for no timeout \
+                             (timeouts are checked every 100 ms)",
+                            IO_TIMEOUT_MS_RANGE.start(),
+                            IO_TIMEOUT_MS_RANGE.end()
+                        ),
+                    ));
+                }
+                ms as u64
+            }
+        };
+        Ok(BdevDevice::Nvme {
+            traddr,
+            io_timeout_ms,
+        })
     }
 
     fn bdev_kind(&self, kind: &Spanned<String>) -> Result<BdevKind, ConfigError> {
@@ -1728,10 +1774,23 @@ allow_any_host = true
         assert_eq!(
             c.bdevs[0].device,
             BdevDevice::Nvme {
-                traddr: "0000:04:00.0".into()
+                traddr: "0000:04:00.0".into(),
+                io_timeout_ms: 30_000,
             },
-            "the domain is added"
+            "the domain is added; Linux's I/O timeout"
         );
+        let c = parse(&nvme_config(
+            "traddr = \"04:00.0\"\nio_timeout_ms = 0",
+            "Nvme0n1",
+        ))
+        .unwrap();
+        assert!(matches!(
+            c.bdevs[0].device,
+            BdevDevice::Nvme {
+                io_timeout_ms: 0,
+                ..
+            }
+        ));
         let spec = &c.bdevs[0];
         assert_eq!(spec.provides("Nvme0n2"), Some(2));
         assert_eq!(spec.size_bytes(), None);
@@ -1774,6 +1833,18 @@ allow_any_host = true
         assert!(e.contains("does not apply to nvme bdevs"), "{e}");
         let e = error(&with_bdev("traddr = \"04:00.0\"\n"), 6, Some("traddr"));
         assert!(e.contains("applies to nvme bdevs only"), "{e}");
+        let e = error(
+            &with_bdev("io_timeout_ms = 100\n"),
+            6,
+            Some("io_timeout_ms"),
+        );
+        assert!(e.contains("applies to nvme bdevs only"), "{e}");
+        let e = error(
+            &nvme_config("traddr = \"04:00.0\"\nio_timeout_ms = 5", "Nvme0n1"),
+            5,
+            Some("io_timeout_ms"),
+        );
+        assert!(e.contains("use 100 to 3600000 ms, or 0"), "{e}");
 
         // A malloc bdev named like one of the controller's namespaces, and a controller twice.
         let clash = format!(

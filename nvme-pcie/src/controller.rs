@@ -188,6 +188,7 @@ pub struct Controller {
     // Drop order matters: shut the controller down (Drop), then the queues' memory, then BAR0
     // and the VFIO device, group and container (which unmaps every DMA mapping).
     init: ControllerInit<Arc<Bar0>>,
+    admin_queues: AdminQueues,
     admin: QueuePair<Arc<Bar0>>,
     /// One page for Identify data.
     scratch: DmaMemory,
@@ -283,6 +284,7 @@ impl Controller {
         let mut ctrl = Controller {
             bdf,
             init,
+            admin_queues,
             admin,
             scratch,
             cap,
@@ -298,16 +300,71 @@ impl Controller {
             container,
         };
         ctrl.identify_all()?;
-        let dw0 = ctrl
+        ctrl.io_queue_pairs_granted = ctrl.request_queue_pairs(io_queue_pairs)?;
+        ctrl.free_io_qids = (1..=ctrl.io_queue_pairs_granted).rev().collect();
+        Ok(ctrl)
+    }
+
+    /// Set Features Number of Queues; returns the pairs granted, at most `wanted`.
+    fn request_queue_pairs(&mut self, wanted: u16) -> Result<u16, ControllerError> {
+        let dw0 = self
             .admin_command(
                 "Set Features (Number of Queues)",
-                number_of_queues_command(io_queue_pairs),
+                number_of_queues_command(wanted),
                 None,
             )?
             .dw0();
-        ctrl.io_queue_pairs_granted = granted_queue_pairs(dw0).min(io_queue_pairs);
-        ctrl.free_io_qids = (1..=ctrl.io_queue_pairs_granted).rev().collect();
-        Ok(ctrl)
+        Ok(granted_queue_pairs(dw0).min(wanted))
+    }
+
+    /// Controller reset: disable (which drops every queue and every command in them), then
+    /// bring the admin queue up again and ask for the same queue pairs. I/O queues stay
+    /// reserved by their owners, who create them again with `recreate_io_queue`.
+    pub fn reset(&mut self) -> Result<(), ControllerError> {
+        log::warn!("{}: resetting the controller", self.bdf);
+        let init_error = |source| ControllerError::Init {
+            bdf: self.bdf.clone(),
+            source,
+        };
+        self.init = ControllerInit::new(self.bar.clone(), self.admin_queues).map_err(init_error)?;
+        self.init.run_blocking().map_err(init_error)?;
+        // The controller writes no completion before it gets a command, so the CQ may be
+        // cleared now, after the enable.
+        self.admin.reset();
+        let granted = self.request_queue_pairs(self.io_queue_pairs_granted)?;
+        if granted < self.io_queue_pairs_granted {
+            return Err(ControllerError::Unsupported {
+                bdf: self.bdf.clone(),
+                what: format!(
+                    "after the reset the controller grants {granted} I/O queue pair(s), \
+                     down from {}",
+                    self.io_queue_pairs_granted
+                ),
+            });
+        }
+        log::warn!("{}: controller reset done", self.bdf);
+        Ok(())
+    }
+
+    /// Creates an I/O queue pair again after a controller reset: same id, entries and memory,
+    /// its software state started over.
+    pub fn recreate_io_queue(&mut self, queue: &mut IoQueue) -> Result<(), ControllerError> {
+        let qid = queue.qid();
+        assert!(
+            qid >= 1 && qid <= self.io_queue_pairs_granted && !self.free_io_qids.contains(&qid),
+            "queue {qid} is not an I/O queue of this controller in use"
+        );
+        queue.reset();
+        self.create_queue_on_controller(queue)
+    }
+
+    /// Abort (SQ id, command id). Ok(true) when the controller says it aborted the command
+    /// (which then completes with Command Abort Requested); Ok(false) when it did not.
+    pub fn abort(&mut self, qid: u16, cid: u16) -> Result<bool, ControllerError> {
+        let mut sqe = Sqe::new(admin::ABORT, 0);
+        sqe.cdw10 = ((u32::from(cid) << 16) | u32::from(qid)).into();
+        let cqe = self.admin_command("Abort", sqe, None)?;
+        Ok(cqe.dw0() & 1 == 0)
     }
 
     fn identify_all(&mut self) -> Result<(), ControllerError> {
@@ -365,7 +422,8 @@ impl Controller {
         sqe: Sqe,
         data: Option<(u64, u64)>,
     ) -> Result<Cqe, ControllerError> {
-        debug_assert_eq!(self.admin.in_flight(), 0);
+        // Only one command is in flight, except after one timed out: its late completion, if
+        // any, is consumed (and ignored) by the loop below.
         let submitted = match data {
             Some((iova, len)) => self.admin.submit_with_prps(&sqe, iova, len),
             None => self.admin.submit(&sqe).map_err(SubmitError::from),
@@ -437,20 +495,7 @@ impl Controller {
         self.container.map_dma_memory(&memory)?;
         let queue = QueuePair::new(qid, entries, memory, self.bar.clone(), self.cap.dstrd())
             .expect("memory sized and aligned by QueueLayout");
-        // Physically contiguous queues (PC = 1): PRP1 alone gives the base, whatever the size.
-        let mut cq = create_io_cq_command(qid, entries);
-        contiguous_queue_base(queue.cq_iova()).apply(&mut cq);
-        let mut sq = create_io_sq_command(qid, entries);
-        contiguous_queue_base(queue.sq_iova()).apply(&mut sq);
-        let created = self
-            .admin_command("Create I/O Completion Queue", cq, None)
-            .and_then(|_| {
-                self.admin_command("Create I/O Submission Queue", sq, None)
-                    .inspect_err(|_| {
-                        self.delete_queue_half(admin::DELETE_IO_CQ, qid);
-                    })
-            });
-        match created {
+        match self.create_queue_on_controller(&queue) {
             Ok(_) => {
                 self.free_io_qids.pop();
                 Ok(queue)
@@ -465,6 +510,22 @@ impl Controller {
                 Err(e)
             }
         }
+    }
+
+    /// Create I/O Completion Queue, then Create I/O Submission Queue, for `queue`.
+    fn create_queue_on_controller(&mut self, queue: &IoQueue) -> Result<(), ControllerError> {
+        let (qid, entries) = (queue.qid(), queue.entries());
+        // Physically contiguous queues (PC = 1): PRP1 alone gives the base, whatever the size.
+        let mut cq = create_io_cq_command(qid, entries);
+        contiguous_queue_base(queue.cq_iova()).apply(&mut cq);
+        let mut sq = create_io_sq_command(qid, entries);
+        contiguous_queue_base(queue.sq_iova()).apply(&mut sq);
+        self.admin_command("Create I/O Completion Queue", cq, None)?;
+        self.admin_command("Create I/O Submission Queue", sq, None)
+            .inspect_err(|_| {
+                self.delete_queue_half(admin::DELETE_IO_CQ, qid);
+            })?;
+        Ok(())
     }
 
     fn unmap_queue_memory(&self, queue: &IoQueue) {

@@ -10,7 +10,9 @@
 //! - `queue`: a submission/completion queue pair on DMA memory, with batched doorbells.
 //! - `controller`: one controller in use: VFIO open, bring-up, Identify, I/O queue pairs,
 //!   shutdown on drop. Admin commands are synchronous (start-up only).
-//! - `bdev`: each namespace as a bdev; one queue pair per channel (reactor), zero copy.
+//! - `bdev`: each namespace as a bdev, sharing its controller's admin side (`Mutex`).
+//! - `channel`: a reactor's queue pair to one namespace: zero-copy I/O, command timeouts
+//!   (Abort, then controller reset) and recovery after a reset.
 //! - `vfio`: the VFIO container/group/device FFI (open, map BAR0, config space, DMA mapping).
 //!   The only module that cannot be tested on a machine without VFIO.
 //!
@@ -22,6 +24,7 @@
 #![warn(missing_debug_implementations)]
 
 pub mod bdev;
+pub mod channel;
 pub mod controller;
 pub mod init;
 pub mod mmio;

@@ -187,6 +187,29 @@ impl<M: Mmio> QueuePair<M> {
         self.unexpected_completions
     }
 
+    /// Back to the state of a queue just created: empty, every command id free, CQ zeroed
+    /// (no stale phase tag). For after a controller reset, which forgets every queue; call it
+    /// before the queue is created on the controller again. Returns the commands dropped.
+    pub fn reset(&mut self) -> usize {
+        let dropped = self.in_flight();
+        self.memory
+            .fill_zero(
+                self.layout.cq_offset,
+                usize::from(self.layout.entries) * CQE_BYTES,
+            )
+            .expect("CQ lies inside the checked region");
+        self.sq_tail = 0;
+        self.sq_head = 0;
+        self.sq_tail_rung = 0;
+        self.cq_head = 0;
+        self.cq_phase = true;
+        self.in_flight.fill(false);
+        self.free_cids.clear();
+        self.free_cids
+            .extend((0..self.in_flight.len() as u16).rev());
+        dropped
+    }
+
     /// IOVA of command `cid`'s PRP list page.
     pub fn prp_list_iova(&self, cid: u16) -> u64 {
         assert!(usize::from(cid) < self.in_flight.len());
@@ -584,6 +607,27 @@ mod tests {
         let off = q.layout().prp_lists_offset + 4096;
         q.memory().read_at(off, &mut back).unwrap();
         assert_eq!(back, range);
+    }
+
+    #[test]
+    fn reset_starts_the_queue_over() {
+        let fake = FakeMmio::new(0x2000);
+        let mut q = queue(1, 4, &fake);
+        let sqe = Sqe::new(opcode::io::READ, 0);
+        for _ in 0..3 {
+            q.submit(&sqe).unwrap();
+        }
+        q.flush();
+        complete(&q, 0, 0, true);
+        assert_eq!(q.poll(8, |_| {}), 1);
+        complete(&q, 1, 1, true); // left in the CQ: must not survive the reset
+        assert_eq!(q.reset(), 2);
+        assert_eq!(q.in_flight(), 0);
+        assert_eq!(q.poll(8, |_| panic!("a stale entry survived the reset")), 0);
+        assert_eq!(q.submit(&sqe), Ok(0), "lowest id first, as when new");
+        fake.clear_writes();
+        q.flush();
+        assert_eq!(fake.writes(), vec![(0x1008, 1)], "SQ slot 0 again");
     }
 
     #[test]

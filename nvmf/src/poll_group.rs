@@ -131,6 +131,8 @@ pub struct PollGroup {
     completions: Vec<BdevCompletion>,
     retry: VecDeque<RetryIo>,
     last_keep_alive_check: Instant,
+    /// Zero of the millisecond clock given to bdev channels.
+    clock_origin: Instant,
     shutdown_started: bool,
     /// Served since start; logged once at shutdown so an operator can see
     /// how the work spread over the reactors.
@@ -212,6 +214,7 @@ impl PollGroup {
             completions: Vec::with_capacity(COMPLETION_BATCH),
             retry: VecDeque::with_capacity(4096),
             last_keep_alive_check: Instant::now(),
+            clock_origin: Instant::now(),
             shutdown_started: false,
             io_commands: 0,
             io_queues_connected: 0,
@@ -254,6 +257,7 @@ impl PollGroup {
         {
             self.last_keep_alive_check = self.now;
             self.check_keep_alive();
+            self.tick_bdev_channels();
         }
         for sub in self.subsystems.iter_mut().flatten() {
             for ns in sub.namespaces.iter_mut().flatten() {
@@ -271,6 +275,23 @@ impl PollGroup {
     fn arm_wakeup(&mut self) -> bool {
         let bdev_idle = self.retry.is_empty() && self.bdev_io_outstanding() == 0;
         bdev_idle && self.transports.iter_mut().all(|t| t.arm_wakeup())
+    }
+
+    /// Lets devices check command timeouts (NVMe: Abort, then reset), on the keep-alive
+    /// period; never per I/O.
+    fn tick_bdev_channels(&mut self) {
+        let now_ms = self
+            .now
+            .saturating_duration_since(self.clock_origin)
+            .as_millis() as u64;
+        for sub in self.subsystems.iter_mut().flatten() {
+            for ns in sub.namespaces.iter_mut().flatten() {
+                ns.channel.on_timer(now_ms);
+            }
+        }
+        for ns in self.draining.iter_mut() {
+            ns.channel.on_timer(now_ms);
+        }
     }
 
     /// Bdev I/Os submitted and not yet reaped, on every channel (removed
@@ -819,7 +840,7 @@ impl PollGroup {
             IoStatus::OutOfRange => Status::LBA_OUT_OF_RANGE,
             IoStatus::Unsupported => Status::INVALID_OPCODE,
             IoStatus::InvalidBuffer => Status::DATA_SGL_LENGTH_INVALID,
-            IoStatus::Nvme { sct, sc } => Status::new(sct, sc),
+            IoStatus::Nvme { sct, sc, dnr } => Status { sct, sc, dnr },
             IoStatus::IoError => {
                 if self.transports[t].request(id).cmd.opcode == nvme_spec::opcode::io::READ {
                     Status::UNRECOVERED_READ_ERROR

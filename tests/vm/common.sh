@@ -59,7 +59,8 @@ vm_lock() {
 }
 
 # vm_qemu_args IMAGE_DIR IN_DIR OUT_DIR NVME_IMG MODE [KERNEL_ARGS...]
-# Sets the array QEMU_ARGS (serial console not included).
+# Sets the array QEMU_ARGS (serial console not included). VM_NVME_DRIVE_OPTS
+# (e.g. "throttling.iops-total=10") is appended to the NVMe drive's options.
 vm_qemu_args() {
     local img=$1 in=$2 out=$3 nvme=$4 mode=$5
     shift 5
@@ -77,7 +78,7 @@ vm_qemu_args() {
         -kernel "$kernel" -initrd "$img/initrd.cpio"
         -append "console=ttyS0 intel_iommu=on panic=-1 quiet mitigations=off nvmf_vm.mode=$mode ${NVMF_VM_KERNEL_ARGS:-} $*"
         -drive "file=$img/root.img,if=virtio,format=raw,snapshot=on"
-        -drive "file=$nvme,if=none,id=nvm,format=raw"
+        -drive "file=$nvme,if=none,id=nvm,format=raw${VM_NVME_DRIVE_OPTS:+,$VM_NVME_DRIVE_OPTS}"
         -device "nvme,serial=$VM_NVME_SERIAL,drive=nvm"
         -fsdev "local,id=fsin,path=$in,security_model=none,readonly=on"
         -device virtio-9p-pci,fsdev=fsin,mount_tag=nvmf_in
