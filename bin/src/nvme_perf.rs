@@ -35,14 +35,90 @@ pub struct PerfArgs {
     pub nsid: Option<u32>,
 }
 
+/// Latencies below this many microseconds are counted exactly.
+const EXACT_BELOW_US: u64 = 1024;
+/// Above that, each power of two is split into this many buckets (error below 1/64).
+const BUCKETS_PER_OCTAVE: u64 = 64;
+const OCTAVES: usize = 64 - EXACT_BELOW_US.trailing_zeros() as usize;
+const HISTOGRAM_BUCKETS: usize = EXACT_BELOW_US as usize + OCTAVES * BUCKETS_PER_OCTAVE as usize;
+
+/// A latency histogram of fixed size, so recording never allocates, however long the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyHistogram {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: vec![0; HISTOGRAM_BUCKETS],
+            total: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    fn bucket(us: u64) -> usize {
+        if us < EXACT_BELOW_US {
+            return us as usize;
+        }
+        let octave = 63 - u64::from(us.leading_zeros()); // >= 10
+        let step = us >> (octave - BUCKETS_PER_OCTAVE.trailing_zeros() as u64);
+        let within = step - BUCKETS_PER_OCTAVE; // 0..64: the bits after the leading one
+        (EXACT_BELOW_US
+            + (octave - u64::from(EXACT_BELOW_US.trailing_zeros())) * BUCKETS_PER_OCTAVE
+            + within) as usize
+    }
+
+    /// The largest latency that falls into `bucket`.
+    fn upper_us(bucket: usize) -> u64 {
+        let b = bucket as u64;
+        if b < EXACT_BELOW_US {
+            return b;
+        }
+        let octave =
+            (b - EXACT_BELOW_US) / BUCKETS_PER_OCTAVE + u64::from(EXACT_BELOW_US.trailing_zeros());
+        let within = (b - EXACT_BELOW_US) % BUCKETS_PER_OCTAVE;
+        let shift = octave - u64::from(BUCKETS_PER_OCTAVE.trailing_zeros());
+        // u128: the top bucket ends at u64::MAX, whose successor needs bit 64.
+        ((u128::from(BUCKETS_PER_OCTAVE + within + 1) << shift) - 1) as u64
+    }
+
+    pub fn record(&mut self, us: u64) {
+        self.counts[Self::bucket(us)] += 1;
+        self.total += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    /// The `pct` percentile (nearest rank), in microseconds: exact below 1 ms, otherwise
+    /// the top of its bucket (at most 1/64 above the true value).
+    pub fn percentile_us(&self, pct: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = (((pct / 100.0) * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (bucket, &n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Self::upper_us(bucket);
+            }
+        }
+        unreachable!("the counts add up to the total")
+    }
+}
+
 /// What one run measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PerfReport {
     pub reads: u64,
     pub errors: u64,
     pub elapsed: Duration,
-    /// Latencies in microseconds, sorted.
-    pub latencies_us: Vec<u32>,
+    pub latency: LatencyHistogram,
 }
 
 impl PerfReport {
@@ -50,13 +126,8 @@ impl PerfReport {
         self.reads as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
     }
 
-    /// The `pct` percentile of the latencies (nearest rank), in microseconds.
-    pub fn percentile_us(&self, pct: f64) -> u32 {
-        if self.latencies_us.is_empty() {
-            return 0;
-        }
-        let rank = ((pct / 100.0) * self.latencies_us.len() as f64).ceil() as usize;
-        self.latencies_us[rank.clamp(1, self.latencies_us.len()) - 1]
+    pub fn percentile_us(&self, pct: f64) -> u64 {
+        self.latency.percentile_us(pct)
     }
 }
 
@@ -157,7 +228,7 @@ pub fn run(args: &PerfArgs) -> Result<PerfReport, String> {
     let mut buffer_of_cid = vec![0usize; cids];
     let mut started = vec![Instant::now(); cids];
     let mut free_buffers: Vec<usize> = (0..depth).collect();
-    let mut latencies_us: Vec<u32> = Vec::with_capacity(4 << 20);
+    let mut latency = LatencyHistogram::default();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let (mut reads, mut errors) = (0u64, 0u64);
     let mut first_error = None;
@@ -174,7 +245,7 @@ pub fn run(args: &PerfArgs) -> Result<PerfReport, String> {
         let now = Instant::now();
         queue.poll(depth, |cqe| {
             let cid = usize::from(cqe.cid());
-            latencies_us.push(now.duration_since(started[cid]).as_micros() as u32);
+            latency.record(now.duration_since(started[cid]).as_micros() as u64);
             free_buffers.push(buffer_of_cid[cid]);
             if cqe.status().is_success() {
                 reads += 1;
@@ -211,12 +282,11 @@ pub fn run(args: &PerfArgs) -> Result<PerfReport, String> {
         queue.flush();
     }
     let elapsed = start.elapsed().min(Duration::from_secs(args.time_s));
-    latencies_us.sort_unstable();
     let report = PerfReport {
         reads,
         errors,
         elapsed,
-        latencies_us,
+        latency,
     };
     println!(
         "{:.0} IOPS, {:.1} MiB/s; latency p50 {} us, p99 {} us, p99.9 {} us; {} read(s), {} error(s)",
@@ -240,7 +310,7 @@ pub fn run(args: &PerfArgs) -> Result<PerfReport, String> {
     if let Some(status) = first_error {
         return Err(format!("{errors} read(s) failed; the first with {status}"));
     }
-    drop(queue);
+    ctrl.delete_io_queue(queue);
     drop(ctrl); // shuts the controller down
     Ok(report)
 }
@@ -266,11 +336,15 @@ mod tests {
 
     #[test]
     fn percentiles_use_the_nearest_rank() {
+        let mut latency = LatencyHistogram::default();
+        for us in [10, 20, 30, 40] {
+            latency.record(us);
+        }
         let report = PerfReport {
             reads: 4,
             errors: 0,
             elapsed: Duration::from_secs(2),
-            latencies_us: vec![10, 20, 30, 40],
+            latency,
         };
         assert_eq!(report.iops(), 2.0);
         assert_eq!(
@@ -281,11 +355,35 @@ mod tests {
             ),
             (20, 40, 40)
         );
-        let empty = PerfReport {
-            latencies_us: vec![],
-            ..report
-        };
-        assert_eq!(empty.percentile_us(50.0), 0);
+        assert_eq!(LatencyHistogram::default().percentile_us(50.0), 0);
+    }
+
+    #[test]
+    fn histogram_buckets_are_exact_then_within_one_in_64() {
+        for us in [0u64, 1, 1023] {
+            assert_eq!(LatencyHistogram::upper_us(LatencyHistogram::bucket(us)), us);
+        }
+        let mut previous = 0;
+        for us in (1024u64..1 << 22)
+            .step_by(997)
+            .chain([u64::MAX / 3, u64::MAX])
+        {
+            let bucket = LatencyHistogram::bucket(us);
+            assert!(bucket < HISTOGRAM_BUCKETS, "{us}");
+            assert!(bucket >= previous, "buckets grow with the latency");
+            previous = bucket;
+            let top = LatencyHistogram::upper_us(bucket);
+            assert!(
+                top >= us && (top - us) as f64 <= us as f64 / 64.0,
+                "{us} -> {top}"
+            );
+        }
+        let mut h = LatencyHistogram::default();
+        h.record(1500);
+        h.record(u64::MAX);
+        assert_eq!(h.count(), 2);
+        assert!((1500..=1500 + 1500 / 64).contains(&h.percentile_us(50.0)));
+        assert_eq!(h.percentile_us(100.0), u64::MAX);
     }
 
     #[test]
