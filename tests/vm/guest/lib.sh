@@ -147,20 +147,15 @@ start_target() {
     echo "nvmf-tgt ${args[*]} $* started, pid $TGT_PID"
 }
 
-# malloc_subsystem_config NQN SERIAL NUM_BLOCKS: a config (stdout) with one
-# 512-byte-block RAM disk exported by one any-host subsystem on the RDMA
-# listener $NVMF_VM_ADDR:$TRSVCID.
-malloc_subsystem_config() {
+# subsystem_config NQN SERIAL BDEV [MODEL]: config sections (stdout) for one
+# any-host subsystem on the RDMA listener $NVMF_VM_ADDR:$TRSVCID exporting
+# BDEV as its namespace 1.
+subsystem_config() {
     cat <<EOF
-[[bdev]]
-name = "Malloc0"
-kind = "malloc"
-num_blocks = $3
-block_size = 512
-
 [[subsystem]]
 nqn = "$1"
 serial = "$2"
+${4:+model = \"$4\"}
 allow_any_host = true
 
 [[subsystem.listener]]
@@ -169,8 +164,37 @@ traddr = "$NVMF_VM_ADDR"
 trsvcid = "$TRSVCID"
 
 [[subsystem.namespace]]
-bdev = "Malloc0"
+bdev = "$3"
 EOF
+}
+
+# malloc_subsystem_config NQN SERIAL NUM_BLOCKS: a config (stdout) with one
+# 512-byte-block RAM disk exported by subsystem_config.
+malloc_subsystem_config() {
+    cat <<EOF
+[[bdev]]
+name = "Malloc0"
+kind = "malloc"
+num_blocks = $3
+block_size = 512
+
+EOF
+    subsystem_config "$1" "$2" Malloc0
+}
+
+# nvme_subsystem_config NQN SERIAL BDF [MODEL [BDEV_KEYS]]: a config (stdout)
+# with the NVMe controller at BDF as bdev Nvme0 (plus the BDEV_KEYS lines),
+# its namespace 1 exported by subsystem_config.
+nvme_subsystem_config() {
+    cat <<EOF
+[[bdev]]
+name = "Nvme0"
+kind = "nvme"
+traddr = "$3"
+${5:-}
+
+EOF
+    subsystem_config "$1" "$2" Nvme0n1 "${4:-}"
 }
 
 # Resources the target holds, from the kernel's view (rdma tool, /proc).

@@ -52,7 +52,7 @@ bench_job() {
         --time_based --runtime="$BENCH_RUNTIME_S" --ramp_time=2
     local rc=$?
     head -n 1 /proc/stat >>"$R/cpu-$1.txt"
-    return $rc
+    return "$rc"
 }
 
 # bench_one WHO ROUND PORT NQN: connect, run the job, disconnect.

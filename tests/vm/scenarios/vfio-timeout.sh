@@ -20,26 +20,7 @@ CONF=$R/nvmf-tgt.toml
 require_capability "bdev nvme"
 [[ -n $BDF ]] || abort "emulated NVMe controller" "no PCI device of class 010802 (NVMe)"
 
-cat >"$CONF" <<EOF
-[[bdev]]
-name = "Nvme0"
-kind = "nvme"
-traddr = "$BDF"
-io_timeout_ms = 1000
-
-[[subsystem]]
-nqn = "$NQN"
-serial = "$SERIAL"
-allow_any_host = true
-
-[[subsystem.listener]]
-trtype = "rdma"
-traddr = "$NVMF_VM_ADDR"
-trsvcid = "$TRSVCID"
-
-[[subsystem.namespace]]
-bdev = "Nvme0n1"
-EOF
+nvme_subsystem_config "$NQN" "$SERIAL" "$BDF" "" "io_timeout_ms = 1000" >"$CONF"
 sed 's/^/    config: /' "$CONF"
 
 cleanup() {

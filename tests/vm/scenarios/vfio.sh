@@ -169,26 +169,7 @@ PATTERN=$R/pattern.bin
 PATTERN_SEEK_MIB=512 # past fio's verify regions
 PATTERN_MIB=8
 
-cat >"$CONF" <<EOF
-[[bdev]]
-name = "Nvme0"
-kind = "nvme"
-traddr = "$BDF"
-
-[[subsystem]]
-nqn = "$NQN"
-serial = "$SERIAL"
-model = "$MODEL"
-allow_any_host = true
-
-[[subsystem.listener]]
-trtype = "rdma"
-traddr = "$NVMF_VM_ADDR"
-trsvcid = "$TRSVCID"
-
-[[subsystem.namespace]]
-bdev = "Nvme0n1"
-EOF
+nvme_subsystem_config "$NQN" "$SERIAL" "$BDF" "$MODEL" >"$CONF"
 sed 's/^/    config: /' "$CONF"
 
 FIO_PID=''
