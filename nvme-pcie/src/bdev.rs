@@ -180,10 +180,13 @@ impl QueueOwner<Arc<Bar0>> for SharedController {
         self.reset_generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn recreate(&self, queue: &mut IoQueue) -> Result<(), String> {
-        self.lock()
+    fn recreate(&self, queue: &mut IoQueue) -> Result<u64, String> {
+        let mut controller = self.lock();
+        controller
             .recreate_io_queue(queue)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // Resets bump the generation while holding the lock held here.
+        Ok(self.reset_generation())
     }
 
     fn delete(&self, queue: IoQueue) {
@@ -225,14 +228,6 @@ impl Bdev for NvmeNamespace {
     fn open_channel(&self, queue_depth: u32) -> Result<Box<dyn BdevChannel>, BdevError> {
         let depth = check_queue_depth(&self.info, queue_depth)?;
         let entries = u16::try_from(depth + 1).expect("depth bounded by MAX_CHANNEL_DEPTH");
-        let queue = self
-            .controller
-            .lock()
-            .create_io_queue(entries)
-            .map_err(|e| BdevError::Device {
-                name: self.info.name.clone(),
-                msg: e.to_string(),
-            })?;
         let config = ChannelConfig {
             nsid: self.nsid,
             info: self.info.clone(),
@@ -240,6 +235,15 @@ impl Bdev for NvmeNamespace {
             io_timeout_ms: self.io_timeout_ms,
         };
         let owner: Arc<dyn QueueOwner<Arc<Bar0>>> = self.controller.clone();
+        // Under the lock resets take: the channel reads the reset generation its queue was
+        // created in.
+        let mut controller = self.controller.lock();
+        let queue = controller
+            .create_io_queue(entries)
+            .map_err(|e| BdevError::Device {
+                name: self.info.name.clone(),
+                msg: e.to_string(),
+            })?;
         Ok(Box::new(NvmeChannel::new(queue, config, Some(owner))))
     }
 }

@@ -36,8 +36,10 @@ pub trait QueueOwner<M: Mmio>: Send + Sync {
     fn abort(&self, qid: u16, cid: u16) -> Result<bool, String>;
     /// Resets the controller, unless a reset happened since `seen_generation`.
     fn reset(&self, seen_generation: u64);
-    /// Creates the queue on the controller again after a reset (same id and memory).
-    fn recreate(&self, queue: &mut QueuePair<M>) -> Result<(), String>;
+    /// Creates the queue on the controller again after a reset (same id and memory);
+    /// returns the reset generation it was created in (read under the same lock as resets
+    /// take, so a reset cannot slip in between).
+    fn recreate(&self, queue: &mut QueuePair<M>) -> Result<u64, String>;
     /// Deletes the queue on the controller; the channel is going away.
     fn delete(&self, queue: QueuePair<M>);
 }
@@ -187,7 +189,6 @@ impl<M: Mmio> NvmeChannel<M> {
         let Some(owner) = self.owner.clone() else {
             return;
         };
-        self.generation = owner.reset_generation();
         let mut failed = 0;
         for slot in self.in_flight.iter_mut() {
             if let Some(command) = slot.take() {
@@ -201,8 +202,14 @@ impl<M: Mmio> NvmeChannel<M> {
         }
         let queue = self.queue.as_mut().expect("queue present until drop");
         queue.reset();
-        match owner.recreate(queue) {
-            Ok(()) => log::warn!(
+        let recreated = owner.recreate(queue);
+        // Either way, this reset is handled; a later one is noticed by the next poll.
+        self.generation = match &recreated {
+            Ok(generation) => *generation,
+            Err(_) => owner.reset_generation(),
+        };
+        match recreated {
+            Ok(_) => log::warn!(
                 "bdev {}: queue {} created again after a controller reset; {failed} command(s) \
                  handed back for retry",
                 self.config.info.name,
@@ -711,6 +718,12 @@ mod tests {
     #[derive(Default)]
     struct Cell<T>(Mutex<T>);
 
+    impl Cell<bool> {
+        fn replace_false(&self) -> bool {
+            std::mem::replace(&mut *self.0.lock().unwrap(), false)
+        }
+    }
+
     impl<T: Copy> Cell<T> {
         fn get(&self) -> T {
             *self.0.lock().unwrap()
@@ -730,6 +743,8 @@ mod tests {
         resets: Cell<u32>,
         recreates: Cell<u32>,
         recreate_fails: Cell<bool>,
+        /// Another reset lands after the channel saw the first, before it recreates.
+        reset_before_recreate: Cell<bool>,
         /// (commands in flight on the queue, pool buffers free) when deleted.
         deleted: Cell<Option<(usize, usize)>>,
         pool: Mutex<Option<Arc<BufPool>>>,
@@ -751,13 +766,16 @@ mod tests {
                 self.generation.set(seen_generation + 1);
             }
         }
-        fn recreate(&self, queue: &mut QueuePair<&'a FakeMmio>) -> Result<(), String> {
+        fn recreate(&self, queue: &mut QueuePair<&'a FakeMmio>) -> Result<u64, String> {
             assert_eq!(queue.in_flight(), 0, "the channel resets the queue first");
             self.recreates.set(self.recreates.get() + 1);
+            if self.reset_before_recreate.replace_false() {
+                self.generation.set(self.generation.get() + 1);
+            }
             if self.recreate_fails.get() {
                 return Err("Create I/O Completion Queue failed".into());
             }
-            Ok(())
+            Ok(self.generation.get())
         }
         fn delete(&self, queue: QueuePair<&'a FakeMmio>) {
             let free = self
@@ -906,6 +924,23 @@ mod tests {
         assert_eq!(owner.resets.get(), 0, "nobody resets twice");
         assert_eq!(poll_all(&mut ch).len(), 0);
         assert_eq!(owner.recreates.get(), 1, "once per reset");
+    }
+
+    #[test]
+    fn a_second_reset_before_the_recreate_is_not_taken_for_a_third() {
+        let fake = FakeMmio::new(0x2000);
+        let owner = Arc::new(FakeOwner::default());
+        let mut ch = owned_channel(&fake, &owner, 0);
+        owner.generation.set(1);
+        owner.reset_before_recreate.set(true);
+        poll_all(&mut ch);
+        assert_eq!(owner.recreates.get(), 1);
+        poll_all(&mut ch);
+        assert_eq!(
+            owner.recreates.get(),
+            1,
+            "the queue was created after both resets: nothing to do"
+        );
     }
 
     #[test]
