@@ -4,8 +4,9 @@
 //! A command is `Submitted` until it completes. One still there `io_timeout_ms` after it was
 //! submitted gets an Abort (`AbortRequested`). One still there `io_timeout_ms` after that
 //! makes the channel reset the controller. A reset drops every queue of the controller, so
-//! every channel, seeing the controller's reset generation move, fails the commands it had in
-//! flight with a status the host retries, and creates its queue again.
+//! every channel, seeing the controller's reset generation move (an atomic load per submit,
+//! flush and poll), fails the commands it had in flight with a status the host retries, and
+//! creates its queue again.
 //!
 //! Time comes from `on_timer` (about every 100 ms), never from a clock read per command.
 
@@ -334,6 +335,10 @@ fn io_status(status: Status) -> IoStatus {
 
 impl<M: Mmio> BdevChannel for NvmeChannel<M> {
     fn submit(&mut self, io: BdevIo) -> Result<(), BdevIo> {
+        // A new I/O goes to the queue the controller knows, not to one a reset dropped.
+        if self.queue_is_stale() {
+            self.recover_from_reset();
+        }
         // A refused I/O needs a ring slot; one sent to the device needs a command id.
         if self.outstanding() >= self.in_flight.len() {
             return Err(io);
@@ -924,6 +929,26 @@ mod tests {
         assert_eq!(owner.resets.get(), 0, "nobody resets twice");
         assert_eq!(poll_all(&mut ch).len(), 0);
         assert_eq!(owner.recreates.get(), 1, "once per reset");
+    }
+
+    #[test]
+    fn an_io_after_a_reset_goes_to_the_new_queue() {
+        let fake = FakeMmio::new(0x2000);
+        let owner = Arc::new(FakeOwner::default());
+        let mut ch = owned_channel(&fake, &owner, 0);
+        let mut dev = FakeController::new();
+        owner.generation.set(1);
+        ch.submit(BdevIo::without_buf(IoType::Flush, 0, 0, 4))
+            .unwrap();
+        assert_eq!(
+            owner.recreates.get(),
+            1,
+            "recreated before the command went in"
+        );
+        ch.flush();
+        dev.run(&ch, &fake, |_| Status::SUCCESS);
+        let done = poll_all(&mut ch);
+        assert_eq!((done[0].tag, done[0].status), (4, IoStatus::Success));
     }
 
     #[test]
