@@ -119,27 +119,22 @@ fn open_nvme(
         .iter()
         .map(|ns| ns.nsid().to_string())
         .collect();
+    let active = if nsids.is_empty() {
+        "none".to_string()
+    } else {
+        nsids.join(", ")
+    };
     log::info!(
-        "NVMe controller {traddr}: {} (serial {}), namespace(s) {}, {} I/O queue pair(s)",
+        "NVMe controller {traddr}: {} (serial {}), namespace(s) {active}, {} I/O queue pair(s)",
         device.model(),
         device.serial(),
-        if nsids.is_empty() {
-            "none".to_string()
-        } else {
-            nsids.join(", ")
-        },
         device.io_queue_pairs_granted()
     );
     for (nsid, name) in &exported {
         if !device.namespaces().iter().any(|ns| ns.nsid() == *nsid) {
             return Err(format!(
                 "bdev {name:?} names namespace {nsid} of {traddr}, which has no such active \
-                 namespace (active: {}); export one of those",
-                if nsids.is_empty() {
-                    "none".to_string()
-                } else {
-                    nsids.join(", ")
-                }
+                 namespace (active: {active}); export one of those"
             ));
         }
     }

@@ -86,7 +86,8 @@ pub struct NvmeChannel<M: Mmio> {
     generation: u64,
     /// Last time given to `on_timer`.
     now_ms: u64,
-    /// The queue could not be created again after a reset: every I/O fails.
+    /// The queue could not be created again after a reset: every I/O fails (until a later
+    /// reset lets it be created).
     broken: bool,
 }
 
@@ -210,16 +211,19 @@ impl<M: Mmio> NvmeChannel<M> {
             Err(_) => owner.reset_generation(),
         };
         match recreated {
-            Ok(_) => log::warn!(
-                "bdev {}: queue {} created again after a controller reset; {failed} command(s) \
-                 handed back for retry",
-                self.config.info.name,
-                queue.qid()
-            ),
+            Ok(_) => {
+                self.broken = false;
+                log::warn!(
+                    "bdev {}: queue {} created again after a controller reset; {failed} \
+                     command(s) handed back for retry",
+                    self.config.info.name,
+                    queue.qid()
+                )
+            }
             Err(e) => {
                 log::error!(
                     "bdev {}: cannot create queue {} again after a controller reset ({e}); \
-                     every I/O on this reactor now fails",
+                     every I/O on this reactor fails until a later reset succeeds",
                     self.config.info.name,
                     queue.qid()
                 );
@@ -235,6 +239,11 @@ impl<M: Mmio> NvmeChannel<M> {
         let (Some(owner), false, true) = (self.owner.clone(), self.broken, timeout_ms > 0) else {
             return;
         };
+        if self.queue_is_stale() {
+            // Another channel reset the controller: these commands are gone, not late.
+            self.recover_from_reset();
+            return;
+        }
         let qid = self.queue.as_ref().expect("queue present until drop").qid();
         let mut aborts_sent = 0;
         let mut aborted = 0;
@@ -982,6 +991,29 @@ mod tests {
         assert_eq!((done[0].tag, done[0].status), (9, IoStatus::IoError));
         ch.on_timer(10_000); // nothing in flight: nothing to abort or reset
         assert_eq!(owner.resets.get(), 0);
+
+        // A later reset that lets the queue be created mends the channel.
+        owner.recreate_fails.set(false);
+        owner.generation.set(2);
+        ch.submit(BdevIo::without_buf(IoType::Flush, 0, 0, 10))
+            .unwrap();
+        assert_eq!(ch.outstanding(), 1);
+        assert!(poll_all(&mut ch).is_empty(), "on the device, not refused");
+    }
+
+    #[test]
+    fn a_timer_tick_after_another_channels_reset_recovers_instead_of_aborting() {
+        let fake = FakeMmio::new(0x2000);
+        let owner = Arc::new(FakeOwner::default());
+        owner.abort_answer.set(None); // an abort would fail and reset again
+        let mut ch = owned_channel(&fake, &owner, 1000);
+        ch.submit(BdevIo::without_buf(IoType::Flush, 0, 0, 1))
+            .unwrap();
+        owner.generation.set(1);
+        ch.on_timer(5000);
+        assert!(owner.aborts.lock().unwrap().is_empty());
+        assert_eq!((owner.resets.get(), owner.recreates.get()), (0, 1));
+        assert_eq!(poll_all(&mut ch)[0].status, RETRY);
     }
 
     #[test]
