@@ -165,7 +165,12 @@ fn open_nvme(
 }
 
 /// One transport by its capability name; every built transport needs an arm here.
-pub fn build_transport(name: &str, t: &TransportConfig) -> Result<Arc<dyn Transport>, String> {
+/// `numa_node`: where the shared data buffers go (see [`reactors_numa_node`]).
+pub fn build_transport(
+    name: &str,
+    t: &TransportConfig,
+    numa_node: Option<u32>,
+) -> Result<Arc<dyn Transport>, String> {
     match name {
         "loopback" => LoopbackTransport::new(
             t.options.in_capsule_data_bytes,
@@ -182,6 +187,7 @@ pub fn build_transport(name: &str, t: &TransportConfig) -> Result<Arc<dyn Transp
             buffer_count: t.num_shared_buffers,
             srq: t.srq,
             srq_depth: t.srq_depth,
+            numa_node,
         })
         .map(|r| r as Arc<dyn Transport>)
         .map_err(|e| e.to_string()),
@@ -189,6 +195,17 @@ pub fn build_transport(name: &str, t: &TransportConfig) -> Result<Arc<dyn Transp
             "transport {other:?} is listed as built but nvmf-tgt has no code to create it"
         )),
     }
+}
+
+/// The NUMA node of every reactor, when they share one: the NIC and the SSDs DMA into the
+/// shared data buffers there, and the reactors touch them. None when the mask spans nodes
+/// (or the machine does not say).
+pub fn reactors_numa_node(mask: &reactor::ReactorMask) -> Option<u32> {
+    numa::common_node(
+        mask.cores()
+            .iter()
+            .map(|&cpu| reactor::numa_node_of_cpu(cpu)),
+    )
 }
 
 /// The transports some listener uses, in capability-table order (one of each).
@@ -208,13 +225,15 @@ fn build_transports(cfg: &Config) -> Result<Vec<Arc<dyn Transport>>, ConfigError
                 cfg.transport.num_shared_buffers,
                 cfg.transport.options.max_io_bytes
             );
-            build_transport(name, &cfg.transport).map_err(|e| ConfigError::Whole {
-                path: cfg.path.clone(),
-                msg: format!(
-                    "cannot create the {name} transport: {e}; lower [transport] \
+            build_transport(name, &cfg.transport, reactors_numa_node(&cfg.reactor_mask)).map_err(
+                |e| ConfigError::Whole {
+                    path: cfg.path.clone(),
+                    msg: format!(
+                        "cannot create the {name} transport: {e}; lower [transport] \
                      num_shared_buffers or max_io_size if memory is short"
-                ),
-            })
+                    ),
+                },
+            )
         })
         .collect()
 }
@@ -412,7 +431,7 @@ mod tests {
     #[test]
     fn every_built_transport_can_be_created() {
         for name in capabilities::built_names(CapabilityKind::Transport) {
-            match build_transport(name, &TransportConfig::default()) {
+            match build_transport(name, &TransportConfig::default(), None) {
                 Ok(t) => assert_eq!(t.name(), name),
                 // Machines without RDMA (this CI) cannot open rdma_cm; the
                 // error must say so. The VM test bed runs the real thing.
@@ -420,7 +439,7 @@ mod tests {
                 Err(e) => panic!("{name}: {e}"),
             }
         }
-        assert!(build_transport("carrier-pigeon", &TransportConfig::default()).is_err());
+        assert!(build_transport("carrier-pigeon", &TransportConfig::default(), None).is_err());
     }
 
     #[test]

@@ -34,6 +34,12 @@ pub fn rdma_device_warnings(mask: &ReactorMask) -> Vec<String> {
         .collect()
 }
 
+/// The one node all of `nodes` name; None if they differ or one is unknown.
+pub fn common_node(mut nodes: impl Iterator<Item = Option<u32>>) -> Option<u32> {
+    let first = nodes.next()??;
+    nodes.all(|n| n == Some(first)).then_some(first)
+}
+
 fn read_node(path: &Path) -> Option<u32> {
     fs::read_to_string(path).ok()?.trim().parse::<u32>().ok()
 }
@@ -104,6 +110,14 @@ mod tests {
         assert_eq!(mismatch_warning("d", 1, &spanning, &online, node_of), None);
         let mask = ReactorMask::parse("0x1").unwrap();
         assert_eq!(mismatch_warning("d", 1, &mask, &online, |_| None), None);
+    }
+
+    #[test]
+    fn a_common_node_only_when_all_agree() {
+        assert_eq!(common_node([Some(1), Some(1)].into_iter()), Some(1));
+        assert_eq!(common_node([Some(0), Some(1)].into_iter()), None);
+        assert_eq!(common_node([Some(0), None].into_iter()), None);
+        assert_eq!(common_node(std::iter::empty()), None);
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct RdmaOptions {
     pub srq: bool,
     /// Receives posted on each shared receive queue (capped by the device).
     pub srq_depth: u32,
+    /// Where the data buffers go (the reactors' node); None: wherever the kernel puts them.
+    pub numa_node: Option<u32>,
 }
 
 /// Device-list refreshes after a device removal (see `verbs::refresh_devices`).
@@ -155,8 +157,9 @@ impl RdmaTransport {
     pub fn new(options: RdmaOptions) -> Result<Arc<RdmaTransport>, TransportError> {
         let channel = EventChannel::new().map_err(|e| TransportError::Other(e.to_string()))?;
         let size = options.max_io_bytes as usize * options.buffer_count;
-        let memory = DmaMemory::allocate_prefer_hugepages("RDMA data buffers", size, None)
-            .map_err(|e| TransportError::Other(format!("RDMA data buffers: {e}")))?;
+        let memory =
+            DmaMemory::allocate_prefer_hugepages("RDMA data buffers", size, options.numa_node)
+                .map_err(|e| TransportError::Other(format!("RDMA data buffers: {e}")))?;
         let pool = BufPool::new(memory, options.max_io_bytes as usize, options.buffer_count)
             .map_err(|e| TransportError::Other(format!("RDMA data buffers: {e}")))?;
         Ok(Arc::new(RdmaTransport {
