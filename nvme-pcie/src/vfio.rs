@@ -330,11 +330,23 @@ impl Container {
         let path = PathBuf::from(format!("/dev/vfio/{group}"));
         let fd = open_rw(
             &path,
-            format!(
-                "bind {bdf} to vfio-pci (`nvmf-tgt setup bind {bdf}`); if it is bound, \
-                 another process (QEMU, another target) holds the group"
-            ),
-        )?;
+            format!("bind {bdf} to vfio-pci (`nvmf-tgt setup bind {bdf}`)"),
+        )
+        .map_err(|e| match e {
+            VfioError::Os {
+                what, path, source, ..
+            } if source.raw_os_error() == Some(libc::EBUSY) => VfioError::Os {
+                what,
+                path,
+                source,
+                fix: format!(
+                    "another process (another target, QEMU) already uses IOMMU group \
+                             {group} and so {bdf}; stop it first (`fuser -v /dev/vfio/{group}` \
+                             names it)"
+                ),
+            },
+            other => other,
+        })?;
         let mut status = GroupStatus {
             argsz: size_of::<GroupStatus>() as u32,
             flags: 0,

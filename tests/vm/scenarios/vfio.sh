@@ -179,6 +179,17 @@ cleanup() {
     [[ -n $FIO_PID ]] && kill -KILL "$FIO_PID"
 }
 
+# A second target asking for the controller the first one drives is refused,
+# with the reason and the fix, and leaves the first undisturbed.
+second_target_refused() {
+    local out rc
+    out=$(timeout 30 "$NVMF_TGT_BIN" -m 0x2 -c "$CONF" 2>&1)
+    rc=$?
+    printf '%s\n' "$out" | tail -n 3
+    ((rc != 0 && rc != 124)) || { echo "exit status $rc: not refused"; return 1; }
+    grep -q "already uses IOMMU group" <<<"$out"
+}
+
 on_hugepages() {
     grep -E "RDMA data buffers: .* on 2 MiB hugepages" "$R/target.log" &&
         grep -E "$BDF I/O queue 1: .* on 2 MiB hugepages" "$R/target.log"
@@ -236,6 +247,8 @@ step "target log names the controller and its namespace" \
     grep -E "NVMe controller $BDF: .*namespace\(s\) 1," "$R/target.log"
 initiator_suite "$NQN" "$SERIAL" "$MODEL" "$NVME_BYTES"
 step "data buffers and the NVMe queue pair on hugepages" on_hugepages
+step "a second target cannot take the controller in use" second_target_refused
+step "the first target is undisturbed" target_alive
 must "nvme connect (pattern)" connect "$NQN"
 step "write $PATTERN_MIB MiB of random data through the target" write_pattern
 step "nvme disconnect (pattern)" disconnect "$NQN"
