@@ -4,8 +4,13 @@
 # host writes waits up to 3.2 s inside the device. With io_timeout_ms = 1000
 # the target aborts the commands late by 1 s and, when an aborted one is
 # still there 1 s later, resets the controller: the commands it held go back
-# to the host for a retry, and every queue is created again. fio's crc32c
-# verify must pass through all of it, and the log must show each stage.
+# to the host for a retry, and every queue is created again: two reactors
+# (-m 0x3) each own a queue pair, and the one without the burst must create
+# its queue again too. fio's crc32c verify must pass through all of it, and
+# the log must show each stage.
+# One burst on one host queue, not two: after a reset QEMU's throttle has
+# already counted the drained requests, so the retries wait longer; with two
+# bursts resets follow each other until the host gives up retrying (EIO).
 # vm-nvme-drive-opts: throttling.iops-total=10
 # Functions below run through step/must: SC2317 cannot see that.
 # shellcheck disable=SC2317
@@ -16,6 +21,7 @@ BDF=${NVMF_VM_NVME_BDF:-}
 NQN=nqn.2024-01.io.nvmf-tgt:vfio-timeout
 SERIAL=NVMFTGTTMO000001
 CONF=$R/nvmf-tgt.toml
+TGT_MASK=0x3
 
 require_capability "bdev nvme"
 [[ -n $BDF ]] || abort "emulated NVMe controller" "no PCI device of class 010802 (NVMe)"
@@ -34,6 +40,15 @@ burst_verify() {
         --verify=crc32c --do_verify=1 --verify_fatal=1
 }
 
+# Both reactors' queue pairs were created again after a reset.
+both_queues_recreated() {
+    local q
+    for q in 1 2; do
+        grep -m 1 -E "queue $q created again after a controller reset" "$R/target.log" ||
+            { echo "queue $q was not created again"; return 1; }
+    done
+}
+
 log_shows() { grep -m 5 -E "$1" "$R/target.log"; }
 
 must "nvmf-tgt setup bind $BDF" "$NVMF_TGT_BIN" setup bind "$BDF"
@@ -46,6 +61,7 @@ step "target log: controller reset after an abort did not help" log_shows "reset
 step "target log: reset done" log_shows "controller reset done"
 step "target log: queue created again, commands handed back for retry" \
     log_shows "created again after a controller reset; [1-9][0-9]* command\(s\) handed back"
+step "both reactors' queues created again" both_queues_recreated
 result abort_ticks "$(grep -c 'aborting them' "$R/target.log")"
 result resets "$(grep -c 'controller reset done' "$R/target.log")"
 step "a second burst after the resets" burst_verify
