@@ -111,6 +111,7 @@ fn open_nvme(
     let options = NvmeOptions {
         io_queue_pairs: u16::try_from(pairs_needed).unwrap_or(u16::MAX),
         io_timeout_ms,
+        max_io_bytes: u64::from(cfg.transport.options.max_io_bytes),
     };
     let device = NvmeDevice::open(&spec.name, traddr, options)
         .map_err(|e| format!("cannot open NVMe controller {traddr}: {e}"))?;

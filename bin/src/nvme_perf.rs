@@ -217,7 +217,7 @@ pub fn run(args: &PerfArgs) -> Result<PerfReport, String> {
 
     let depth = usize::from(args.queue_depth);
     let mut queue = ctrl
-        .create_io_queue(args.queue_depth + 1)
+        .create_io_queue(args.queue_depth + 1, u64::from(io_size))
         .map_err(|e| e.to_string())?;
     let buffers = DmaMemory::allocate_ordinary(depth * io_size as usize)
         .map_err(|e| format!("cannot allocate read buffers: {e}"))?;

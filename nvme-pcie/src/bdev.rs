@@ -17,8 +17,8 @@ use crate::controller::{identify_text, Controller, ControllerError, IoQueue, Nam
 use crate::mmio::Bar0;
 
 pub const PRODUCT_NAME: &str = "NVMe disk";
-/// Deepest channel (command ids of one queue pair). With one PRP list page per command id a
-/// queue pair then takes about 4 MiB; deeper bursts wait in the caller's retry queue.
+/// Deepest channel (command ids of one queue pair); deeper bursts wait in the caller's retry
+/// queue. With 128 KiB transfers such a queue pair takes 336 KiB.
 pub const MAX_CHANNEL_DEPTH: u32 = 1023;
 /// Linux's default I/O timeout (nvme_core.io_timeout).
 pub const DEFAULT_IO_TIMEOUT_MS: u64 = 30_000;
@@ -31,6 +31,9 @@ pub struct NvmeOptions {
     /// A command with no completion this long is aborted; one more period, and the controller
     /// is reset. 0: never.
     pub io_timeout_ms: u64,
+    /// Largest transfer the channels will be asked for (the transport's max I/O size); with
+    /// MDTS it bounds what they accept and sizes their PRP lists.
+    pub max_io_bytes: u64,
 }
 
 /// A controller opened for serving its namespaces.
@@ -87,7 +90,9 @@ impl NvmeDevice {
                         max_queue_depth,
                     },
                     nsid: ns.nsid,
-                    max_transfer_bytes: max_transfer_bytes.unwrap_or(u64::MAX),
+                    max_transfer_bytes: max_transfer_bytes
+                        .unwrap_or(u64::MAX)
+                        .min(options.max_io_bytes),
                     io_timeout_ms: options.io_timeout_ms,
                     controller: Arc::clone(&controller),
                 })
@@ -239,7 +244,7 @@ impl Bdev for NvmeNamespace {
         // created in.
         let mut controller = self.controller.lock();
         let queue = controller
-            .create_io_queue(entries)
+            .create_io_queue(entries, self.max_transfer_bytes)
             .map_err(|e| BdevError::Device {
                 name: self.info.name.clone(),
                 msg: e.to_string(),

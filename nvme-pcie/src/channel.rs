@@ -517,9 +517,9 @@ mod tests {
     }
 
     fn queue_pair(fake: &FakeMmio, entries: u16) -> QueuePair<&FakeMmio> {
-        let layout = QueueLayout::new(entries);
+        let layout = QueueLayout::new(entries, 128 * 1024);
         let memory = DmaMemory::allocate_ordinary(layout.total_bytes).unwrap();
-        QueuePair::new(QID, entries, memory, fake, 0).unwrap()
+        QueuePair::new(QID, layout, memory, fake, 0).unwrap()
     }
 
     fn channel(fake: &FakeMmio, entries: u16) -> NvmeChannel<&FakeMmio> {
@@ -636,7 +636,7 @@ mod tests {
         let q = ch.queue.as_ref().unwrap();
         assert_eq!(dsm.dptr.addr.get(), q.prp_list_iova(dsm.cid()));
         let mut range = [0u8; 16];
-        let page = q.layout().prp_lists_offset + usize::from(dsm.cid()) * 4096;
+        let page = (q.prp_list_iova(dsm.cid()) - q.sq_iova()) as usize;
         q.memory().read_at(page, &mut range).unwrap();
         assert_eq!(u32::from_le_bytes(range[4..8].try_into().unwrap()), 300_000);
         assert_eq!(u64::from_le_bytes(range[8..16].try_into().unwrap()), 5);

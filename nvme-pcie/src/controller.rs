@@ -249,7 +249,8 @@ impl Controller {
                 source,
             })
         };
-        let layout = QueueLayout::new(ADMIN_QUEUE_ENTRIES);
+        // Admin commands move one page at most (Identify).
+        let layout = QueueLayout::new(ADMIN_QUEUE_ENTRIES, IDENTIFY_DATA_LEN as u64);
         let admin_memory = memory("the admin queues", layout.total_bytes)?;
         container.map_dma_memory(&admin_memory)?;
         let scratch = memory("the Identify buffer", IDENTIFY_DATA_LEN)?;
@@ -268,17 +269,13 @@ impl Controller {
         let mut init = ControllerInit::new(bar.clone(), admin_queues).map_err(init_error)?;
         init.run_blocking().map_err(init_error)?;
         let cap = init.cap();
-        let admin = QueuePair::new(
-            0,
-            ADMIN_QUEUE_ENTRIES,
-            admin_memory,
-            bar.clone(),
-            cap.dstrd(),
-        )
-        .map_err(|e| ControllerError::Unsupported {
-            bdf: bdf.clone(),
-            what: e.to_string(),
-        })?;
+        let admin =
+            QueuePair::new(0, layout, admin_memory, bar.clone(), cap.dstrd()).map_err(|e| {
+                ControllerError::Unsupported {
+                    bdf: bdf.clone(),
+                    what: e.to_string(),
+                }
+            })?;
 
         let numa_node = vfio::numa_node_of(&bdf);
         let mut ctrl = Controller {
@@ -468,8 +465,13 @@ impl Controller {
     }
 
     /// Creates the next I/O queue pair (completion queue, then submission queue) with
-    /// `entries` slots, on memory mapped for the device.
-    pub fn create_io_queue(&mut self, entries: u16) -> Result<IoQueue, ControllerError> {
+    /// `entries` slots, on memory mapped for the device, for transfers of up to
+    /// `max_transfer_bytes` (which sizes the PRP lists).
+    pub fn create_io_queue(
+        &mut self,
+        entries: u16,
+        max_transfer_bytes: u64,
+    ) -> Result<IoQueue, ControllerError> {
         let Some(&qid) = self.free_io_qids.last() else {
             return Err(ControllerError::Unsupported {
                 bdf: self.bdf.clone(),
@@ -482,7 +484,7 @@ impl Controller {
         };
         let max_entries = self.max_queue_entries();
         let entries = entries.clamp(2, max_entries);
-        let layout = QueueLayout::new(entries);
+        let layout = QueueLayout::new(entries, max_transfer_bytes);
         // Near the device: the controller reads SQEs and writes CQEs there all the time.
         let what = format!("{} I/O queue {qid}", self.bdf);
         let memory =
@@ -493,7 +495,7 @@ impl Controller {
                     source,
                 })?;
         self.container.map_dma_memory(&memory)?;
-        let queue = QueuePair::new(qid, entries, memory, self.bar.clone(), self.cap.dstrd())
+        let queue = QueuePair::new(qid, layout, memory, self.bar.clone(), self.cap.dstrd())
             .expect("memory sized and aligned by QueueLayout");
         match self.create_queue_on_controller(&queue) {
             Ok(_) => {

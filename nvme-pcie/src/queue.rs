@@ -1,8 +1,9 @@
 //! One submission/completion queue pair on DMA memory, with batched doorbells.
 //!
 //! Memory layout of the pair's one `DmaMemory` region (see `QueueLayout`):
-//! `[SQ: depth × 64 B][CQ: depth × 16 B][PRP list page per command id: 4 KiB each]`, each part
-//! starting on a 4 KiB boundary. The pair owns the region; its IOVAs go into AQA/ASQ/ACQ
+//! `[SQ: depth × 64 B][CQ: depth × 16 B][PRP list slot per command id]`, the SQ and CQ each
+//! starting on a 4 KiB boundary; a slot holds the PRP entries of the largest transfer
+//! (256 B for 128 KiB, a page at most). The pair owns the region; its IOVAs go into AQA/ASQ/ACQ
 //! (admin) or Create I/O SQ/CQ (I/O queues).
 //!
 //! The I/O path (`submit`, `submit_with_prps`, `flush`, `poll`) does not allocate, lock or
@@ -27,19 +28,26 @@ const CQE_STATUS_OFFSET: usize = 14;
 /// Largest queue this driver creates (the spec allows 65536; MQES usually says less).
 pub const MAX_QUEUE_ENTRIES: u16 = 4096;
 
-/// Where the SQ, the CQ and the PRP list pages sit in a queue pair's region.
+/// Where the SQ, the CQ and the PRP list slots sit in a queue pair's region.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueLayout {
     pub entries: u16,
     pub cq_offset: usize,
     pub prp_lists_offset: usize,
+    /// Bytes of each command id's PRP list slot: a power of two from 64 to 4096, so a slot
+    /// never crosses a page (a PRP list must not, unchained).
+    pub prp_list_bytes: usize,
     pub total_bytes: usize,
 }
 
+/// Smallest PRP list slot: also holds a few Dataset Management ranges.
+const MIN_PRP_LIST_BYTES: usize = 64;
+
 impl QueueLayout {
-    /// Layout for `entries` SQ and CQ entries (2..=MAX_QUEUE_ENTRIES), with one PRP list page
-    /// per command id (entries - 1 of them: one slot stays empty to tell full from empty).
-    pub fn new(entries: u16) -> QueueLayout {
+    /// Layout for `entries` SQ and CQ entries (2..=MAX_QUEUE_ENTRIES), with a PRP list slot per
+    /// command id (entries - 1 of them: one SQ slot stays empty to tell full from empty), each
+    /// large enough for a transfer of `max_transfer_bytes` (capped at one page of entries).
+    pub fn new(entries: u16, max_transfer_bytes: u64) -> QueueLayout {
         assert!(
             (2..=MAX_QUEUE_ENTRIES).contains(&entries),
             "queue of {entries} entries"
@@ -48,13 +56,26 @@ impl QueueLayout {
         let n = usize::from(entries);
         let cq_offset = (n * SQE_BYTES).next_multiple_of(page);
         let prp_lists_offset = cq_offset + (n * CQE_BYTES).next_multiple_of(page);
-        let total_bytes = prp_lists_offset + (n - 1) * page;
+        // A transfer starting mid-page spans one page more than its length: the list holds
+        // all pages but the first.
+        let list_entries = usize::try_from(max_transfer_bytes.div_ceil(page as u64))
+            .unwrap_or(PRP_ENTRIES_PER_LIST_PAGE);
+        let prp_list_bytes = (list_entries * 8)
+            .next_power_of_two()
+            .clamp(MIN_PRP_LIST_BYTES, page);
+        let total_bytes = (prp_lists_offset + (n - 1) * prp_list_bytes).next_multiple_of(page);
         QueueLayout {
             entries,
             cq_offset,
             prp_lists_offset,
+            prp_list_bytes,
             total_bytes,
         }
+    }
+
+    /// Offset of command id `cid`'s PRP list slot in the region.
+    fn prp_list_offset(&self, cid: u16) -> usize {
+        self.prp_lists_offset + usize::from(cid) * self.prp_list_bytes
     }
 }
 
@@ -112,17 +133,17 @@ pub struct QueuePair<M: Mmio> {
 }
 
 impl<M: Mmio> QueuePair<M> {
-    /// A queue pair `qid` over `memory` (at least `QueueLayout::new(entries).total_bytes`,
+    /// A queue pair `qid` laid out as `layout` over `memory` (at least `layout.total_bytes`,
     /// 4 KiB aligned). Zeroes the CQ so no stale entry carries the phase tag. `dstrd` is
     /// CAP.DSTRD.
     pub fn new(
         qid: u16,
-        entries: u16,
+        layout: QueueLayout,
         memory: DmaMemory,
         mmio: M,
         dstrd: u8,
     ) -> Result<Self, QueueMemoryError> {
-        let layout = QueueLayout::new(entries);
+        let entries = layout.entries;
         if memory.len() < layout.total_bytes || memory.iova() % MEMORY_PAGE_BYTES as u64 != 0 {
             return Err(QueueMemoryError {
                 qid,
@@ -210,11 +231,10 @@ impl<M: Mmio> QueuePair<M> {
         dropped
     }
 
-    /// IOVA of command `cid`'s PRP list page.
+    /// IOVA of command `cid`'s PRP list slot.
     pub fn prp_list_iova(&self, cid: u16) -> u64 {
         assert!(usize::from(cid) < self.in_flight.len());
-        self.memory.iova()
-            + (self.layout.prp_lists_offset + usize::from(cid) * MEMORY_PAGE_BYTES) as u64
+        self.memory.iova() + self.layout.prp_list_offset(cid) as u64
     }
 
     /// Places `sqe` in the next SQ slot with a fresh command id, which it returns. Does not
@@ -226,7 +246,7 @@ impl<M: Mmio> QueuePair<M> {
     }
 
     /// Like `submit`, with the data buffer (iova, len_bytes) described by PRPs, using the
-    /// command id's own PRP list page when the buffer spans more than two pages.
+    /// command id's own PRP list slot when the buffer spans more than two pages.
     pub fn submit_with_prps(
         &mut self,
         sqe: &Sqe,
@@ -245,12 +265,12 @@ impl<M: Mmio> QueuePair<M> {
             let mut entries = [0u64; PRP_ENTRIES_PER_LIST_PAGE];
             let list_iova = self.prp_list_iova(cid);
             let list = PrpList {
-                entries: &mut entries,
+                entries: &mut entries[..self.layout.prp_list_bytes / 8],
                 iova: list_iova,
             };
             prp::build(iova, len_bytes, Some(list)).inspect(|_| {
                 let used = (pages - 1) as usize;
-                let offset = self.layout.prp_lists_offset + usize::from(cid) * MEMORY_PAGE_BYTES;
+                let offset = self.layout.prp_list_offset(cid);
                 self.memory
                     .write_at(offset, entries[..used].as_bytes())
                     .expect("PRP list page lies inside the checked region");
@@ -268,13 +288,16 @@ impl<M: Mmio> QueuePair<M> {
         Ok(cid)
     }
 
-    /// Like `submit`, with `data` (at most one page, e.g. Dataset Management ranges) copied
-    /// into the command id's own PRP list page, which PRP1 then points at. Such a command
-    /// needs no PRP list, so the page is free for it.
+    /// Like `submit`, with `data` (at most `layout.prp_list_bytes`, e.g. Dataset Management
+    /// ranges) copied into the command id's own PRP list slot, which PRP1 then points at.
+    /// Such a command needs no PRP list, so the slot is free for it.
     pub fn submit_with_page_data(&mut self, sqe: &Sqe, data: &[u8]) -> Result<u16, QueueFull> {
-        assert!(data.len() <= MEMORY_PAGE_BYTES, "data of one page at most");
+        assert!(
+            data.len() <= self.layout.prp_list_bytes,
+            "data larger than a PRP list slot"
+        );
         let cid = self.take_slot()?;
-        let offset = self.layout.prp_lists_offset + usize::from(cid) * MEMORY_PAGE_BYTES;
+        let offset = self.layout.prp_list_offset(cid);
         self.memory
             .write_at(offset, data)
             .expect("PRP list page lies inside the checked region");
@@ -406,10 +429,13 @@ mod tests {
     use crate::mmio::FakeMmio;
     use nvme_spec::{opcode, FromBytes};
 
+    /// Transfers up to 64 KiB: 16 list entries, 128-byte slots.
+    const MAX_TRANSFER: u64 = 64 * 1024;
+
     fn queue(qid: u16, entries: u16, fake: &FakeMmio) -> QueuePair<&FakeMmio> {
-        let layout = QueueLayout::new(entries);
+        let layout = QueueLayout::new(entries, MAX_TRANSFER);
         let memory = DmaMemory::allocate_ordinary(layout.total_bytes).unwrap();
-        QueuePair::new(qid, entries, memory, fake, 0).unwrap()
+        QueuePair::new(qid, layout, memory, fake, 0).unwrap()
     }
 
     /// The controller side: reads SQE `index`, posts its completion at CQ slot `slot`.
@@ -433,14 +459,51 @@ mod tests {
     }
 
     #[test]
-    fn layout_is_page_aligned() {
-        let l = QueueLayout::new(32);
+    fn layout_is_page_aligned_and_sizes_prp_slots_from_the_transfer() {
+        let l = QueueLayout::new(32, 2 << 20);
         assert_eq!(l.cq_offset, 4096);
         assert_eq!(l.prp_lists_offset, 8192);
+        assert_eq!(l.prp_list_bytes, 4096, "2 MiB: a whole page of entries");
         assert_eq!(l.total_bytes, 8192 + 31 * 4096);
-        let big = QueueLayout::new(1024);
+        let big = QueueLayout::new(1024, 128 * 1024);
         assert_eq!(big.cq_offset, 64 * 1024);
         assert_eq!(big.prp_lists_offset, 64 * 1024 + 16 * 1024);
+        assert_eq!(big.prp_list_bytes, 256, "128 KiB: 32 entries");
+        assert_eq!(
+            big.total_bytes,
+            80 * 1024 + 1023 * 256 + 256,
+            "rounded to a page"
+        );
+        assert_eq!(
+            QueueLayout::new(2, 4096).prp_list_bytes,
+            64,
+            "the smallest slot"
+        );
+        assert_eq!(
+            QueueLayout::new(2, u64::MAX).prp_list_bytes,
+            4096,
+            "capped at a page"
+        );
+    }
+
+    #[test]
+    fn a_transfer_beyond_the_slot_is_refused() {
+        let fake = FakeMmio::new(0x2000);
+        let mut q = queue(1, 4, &fake);
+        let sqe = Sqe::new(opcode::io::READ, 0);
+        // 64 KiB starting mid-page spans 17 pages: 16 list entries, exactly the slot.
+        assert!(q
+            .submit_with_prps(&sqe, 0x40_0000_0200, MAX_TRANSFER)
+            .is_ok());
+        // 72 KiB spans 18 pages: one entry too many.
+        assert_eq!(
+            q.submit_with_prps(&sqe, 0x40_0000_0000, MAX_TRANSFER + 8192),
+            Err(SubmitError::Prp(PrpError::ListTooSmall {
+                needed: 17,
+                capacity: 16
+            }))
+        );
+        assert_eq!(q.in_flight(), 1, "the refused command's id is free again");
     }
 
     #[test]
@@ -571,7 +634,7 @@ mod tests {
         let prp2 = u64::from_le_bytes(written.dptr.as_bytes()[8..].try_into().unwrap());
         assert_eq!(prp2, q.prp_list_iova(cid));
         let mut list = [0u8; 24];
-        let off = q.layout().prp_lists_offset + usize::from(cid) * 4096;
+        let off = q.layout().prp_list_offset(cid);
         q.memory().read_at(off, &mut list).unwrap();
         let entries = <[u64; 3]>::read_from_bytes(&list).unwrap();
         assert_eq!(
@@ -604,7 +667,7 @@ mod tests {
         assert_eq!(written.dptr.addr.get(), q.prp_list_iova(1));
         assert_eq!(written.psdt(), 0);
         let mut back = [0u8; 16];
-        let off = q.layout().prp_lists_offset + 4096;
+        let off = q.layout().prp_list_offset(1);
         q.memory().read_at(off, &mut back).unwrap();
         assert_eq!(back, range);
     }
@@ -634,8 +697,9 @@ mod tests {
     fn refuses_small_memory() {
         let fake = FakeMmio::new(0x2000);
         let memory = DmaMemory::allocate_ordinary(4096).unwrap();
-        let err = QueuePair::new(1, 32, memory, &fake, 0).unwrap_err();
-        assert_eq!(err.needed_bytes, QueueLayout::new(32).total_bytes);
+        let layout = QueueLayout::new(32, MAX_TRANSFER);
+        let err = QueuePair::new(1, layout, memory, &fake, 0).unwrap_err();
+        assert_eq!(err.needed_bytes, layout.total_bytes);
         assert!(err.to_string().contains("QueueLayout::new"));
     }
 }

@@ -52,7 +52,7 @@ setup_status() {
 }
 
 # 96 pages of 2 MiB: the target's RDMA data buffers (128 MiB at the defaults)
-# and its NVMe queue pairs (about 4 MiB each).
+# and its NVMe queue pairs (one 2 MiB page each at the default max_io_size).
 setup_hugepages() {
     "$NVMF_TGT_BIN" setup hugepages 96 || return 1
     local n
