@@ -99,6 +99,40 @@ fn check_config_reports_line_and_key() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An NVMe controller that is not there (this machine has no VFIO device at that address):
+/// the target refuses to start, names the address, the config line and what to check.
+#[test]
+fn missing_nvme_controller_is_named_with_the_fix() {
+    let dir = std::env::temp_dir().join(format!("nvmf-tgt-cli-nvme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("nvme.toml");
+    std::fs::write(
+        &conf,
+        "[[bdev]]\nname = \"Nvme0\"\nkind = \"nvme\"\ntraddr = \"ffff:ff:1f.7\"\n\n\
+         [[subsystem]]\nnqn = \"nqn.2016-06.io.spdk:c1\"\nallow_any_host = true\n\
+         [[subsystem.listener]]\ntrtype = \"loopback\"\ntraddr = \"127.0.0.1\"\n\
+         [[subsystem.namespace]]\nbdev = \"Nvme0n1\"\n",
+    )
+    .unwrap();
+    let out = nvmf_tgt(&["-c", conf.to_str().unwrap(), "-m", "0x1"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("line 2: cannot open NVMe controller ffff:ff:1f.7")
+            && err.contains("lspci -s ffff:ff:1f.7"),
+        "{err}"
+    );
+    // The config itself is valid: only opening the device fails.
+    let out = nvmf_tgt(&["check-config", "-c", conf.to_str().unwrap(), "-m", "0x1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("controller ffff:ff:1f.7 (namespace N is bdev Nvme0nN)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn unknown_log_component_lists_valid_ones() {
     let out = nvmf_tgt(&["-L", "nvme"]);
