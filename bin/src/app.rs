@@ -44,12 +44,7 @@ pub enum AppError {
 pub fn build_bdevs(cfg: &Config) -> Result<Vec<Arc<dyn Bdev>>, ConfigError> {
     let mut out: Vec<Arc<dyn Bdev>> = Vec::with_capacity(cfg.bdevs.len());
     for b in &cfg.bdevs {
-        let at_bdev = |msg: String| ConfigError::At {
-            path: cfg.path.clone(),
-            line: b.line,
-            key: None,
-            msg,
-        };
+        let at_bdev = |msg| cfg.error_at(b.line, msg);
         log::debug!(
             "creating {} bdev {} (line {})",
             b.kind.as_str(),
@@ -252,12 +247,7 @@ pub fn build_target(cfg: &Config) -> Result<Arc<Target>, ConfigError> {
             msg: format!("[transport]: {e}"),
         })?;
     for s in &cfg.subsystems {
-        let at_subsystem = |msg: String| ConfigError::At {
-            path: cfg.path.clone(),
-            line: s.line,
-            key: None,
-            msg,
-        };
+        let at_subsystem = |msg| cfg.error_at(s.line, msg);
         let mut namespaces = Vec::with_capacity(s.namespaces.len());
         for ns in &s.namespaces {
             // Validation guarantees the name exists; stay an error rather than a panic anyway.

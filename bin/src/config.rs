@@ -523,6 +523,16 @@ impl Config {
         }
     }
 
+    /// An error found after validation (creating a bdev or a subsystem), at `line`.
+    pub fn error_at(&self, line: usize, msg: String) -> ConfigError {
+        ConfigError::At {
+            path: self.path.clone(),
+            line,
+            key: None,
+            msg,
+        }
+    }
+
     /// The spec a namespace's bdev name comes from (see [`BdevSpec::provides`]).
     pub fn find_bdev(&self, name: &str) -> Option<&BdevSpec> {
         self.bdevs.iter().find(|b| b.provides(name).is_some())

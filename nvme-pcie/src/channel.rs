@@ -86,6 +86,9 @@ pub struct NvmeChannel<M: Mmio> {
     generation: u64,
     /// Last time given to `on_timer`.
     now_ms: u64,
+    /// A buffer outside every pool was refused and logged (once: it is a bug upstream, and
+    /// the log must not grow per I/O).
+    unreachable_buffer_logged: bool,
     /// The queue could not be created again after a reset: every I/O fails (until a later
     /// reset lets it be created).
     broken: bool,
@@ -117,6 +120,7 @@ impl<M: Mmio> NvmeChannel<M> {
             owner,
             generation,
             now_ms: 0,
+            unreachable_buffer_logged: false,
             broken: false,
         }
     }
@@ -179,7 +183,7 @@ impl<M: Mmio> NvmeChannel<M> {
                 sqe.cdw10 = 0.into(); // one range (0-based)
                 sqe.cdw11 = (1 << 2).into(); // AD: deallocate
                 Ok(queue
-                    .submit_with_page_data(&sqe, &range)
+                    .submit_with_slot_data(&sqe, &range)
                     .expect("room checked by the caller"))
             }
         }
@@ -363,7 +367,10 @@ impl<M: Mmio> BdevChannel for NvmeChannel<M> {
                 });
             }
             Err(status) => {
-                if io.buf.as_ref().is_some_and(DmaBuf::is_standalone) {
+                if !self.unreachable_buffer_logged
+                    && io.buf.as_ref().is_some_and(DmaBuf::is_standalone)
+                {
+                    self.unreachable_buffer_logged = true;
                     log::error!(
                         "bdev {}: refused an I/O whose buffer is not from a DMA pool; \
                          the device cannot reach it",

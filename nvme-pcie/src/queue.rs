@@ -291,7 +291,7 @@ impl<M: Mmio> QueuePair<M> {
     /// Like `submit`, with `data` (at most `layout.prp_list_bytes`, e.g. Dataset Management
     /// ranges) copied into the command id's own PRP list slot, which PRP1 then points at.
     /// Such a command needs no PRP list, so the slot is free for it.
-    pub fn submit_with_page_data(&mut self, sqe: &Sqe, data: &[u8]) -> Result<u16, QueueFull> {
+    pub fn submit_with_slot_data(&mut self, sqe: &Sqe, data: &[u8]) -> Result<u16, QueueFull> {
         assert!(
             data.len() <= self.layout.prp_list_bytes,
             "data larger than a PRP list slot"
@@ -653,13 +653,13 @@ mod tests {
     }
 
     #[test]
-    fn page_data_goes_into_the_command_ids_page() {
+    fn slot_data_goes_into_the_command_ids_prp_list_slot() {
         let fake = FakeMmio::new(0x2000);
         let mut q = queue(1, 4, &fake);
         q.submit(&Sqe::new(opcode::io::READ, 0)).unwrap();
         let range = [7u8; 16];
         let cid = q
-            .submit_with_page_data(&Sqe::new(opcode::io::DATASET_MANAGEMENT, 0), &range)
+            .submit_with_slot_data(&Sqe::new(opcode::io::DATASET_MANAGEMENT, 0), &range)
             .unwrap();
         assert_eq!(cid, 1);
         let mut written = Sqe::new_zeroed();
