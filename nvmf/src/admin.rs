@@ -46,16 +46,16 @@ pub(crate) struct AdminEnv<'a> {
     pub now: Instant,
 }
 
-/// Copies `src` into the request's data (zero-filling the rest); the SGL
-/// must be at least `min_len` bytes.
-fn copy_out(req: &mut Request, src: &[u8], min_len: usize) -> Status {
-    if (req.length as usize) < min_len || req.data.is_none() {
+/// Copies `src`, the whole of a command's data, into the request's buffer
+/// and marks it as all there is to send. An SGL shorter than `src` is refused
+/// (the spec's Data SGL Length Invalid); a longer one gets `src` alone, as
+/// SGLS does not claim bit 16 and the rest of the buffer is not ours to send.
+fn copy_out(req: &mut Request, src: &[u8]) -> Status {
+    if (req.length as usize) < src.len() || req.data.is_none() {
         return Status::DATA_SGL_LENGTH_INVALID;
     }
-    let dst = req.data_mut();
-    let n = src.len().min(dst.len());
-    dst[..n].copy_from_slice(&src[..n]);
-    dst[n..].fill(0);
+    req.data_mut()[..src.len()].copy_from_slice(src);
+    req.c2h_bytes = src.len() as u32;
     Status::SUCCESS
 }
 
@@ -169,7 +169,7 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
     match cmd.identify_cns() {
         cns::CONTROLLER => {
             let id = identify_controller(ctrl, env);
-            copy_out(req, id.as_bytes(), identify::IDENTIFY_DATA_LEN)
+            copy_out(req, id.as_bytes())
         }
         cns::NAMESPACE => {
             let nsid = cmd.nsid();
@@ -183,7 +183,7 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
                 return Status::INVALID_NAMESPACE_OR_FORMAT;
             }
             // Inactive NSIDs in range get zeroes, as the spec says.
-            copy_out(req, id.as_bytes(), identify::IDENTIFY_DATA_LEN)
+            copy_out(req, id.as_bytes())
         }
         cns::ACTIVE_NS_LIST => {
             let start = cmd.nsid();
@@ -200,7 +200,7 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
                     }
                 }
             }
-            copy_out(req, list.as_bytes(), identify::IDENTIFY_DATA_LEN)
+            copy_out(req, list.as_bytes())
         }
         cns::NS_ID_DESCRIPTORS => {
             let nsid = cmd.nsid();
@@ -223,18 +223,14 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
                 out[at + 4..at + 4 + id.len()].copy_from_slice(id);
                 at += 4 + id.len();
             }
-            copy_out(req, &out, identify::IDENTIFY_DATA_LEN)
+            copy_out(req, &out)
         }
         cns::CSI_CONTROLLER => {
             // NVM command set specific controller data: no extra limits.
             if cmd.cdw11.get() >> 24 != 0 {
                 return Status::INVALID_FIELD;
             }
-            copy_out(
-                req,
-                &[0u8; identify::IDENTIFY_DATA_LEN],
-                identify::IDENTIFY_DATA_LEN,
-            )
+            copy_out(req, &[0u8; identify::IDENTIFY_DATA_LEN])
         }
         cns::INDEPENDENT_NAMESPACE => {
             let nsid = cmd.nsid();
@@ -245,7 +241,7 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
             out[0] = 1 << 3; // NSFEAT: deallocated blocks read as zeroes (via DLFEAT)
             out[1] = 1; // NMIC: may be shared by controllers
             out[14] = 1; // NSTAT: namespace ready
-            copy_out(req, &out, identify::IDENTIFY_DATA_LEN)
+            copy_out(req, &out)
         }
         _ => Status::INVALID_FIELD,
     }
@@ -338,7 +334,7 @@ fn get_log_page(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Sta
     if offset % 4 != 0 {
         return Status::INVALID_FIELD;
     }
-    if u64::from(req.length) < len {
+    if u64::from(req.length) < len || req.data.is_none() {
         return Status::DATA_SGL_LENGTH_INVALID;
     }
     let page: Vec<u8> = match cmd.log_page_id() {
@@ -384,10 +380,11 @@ fn get_log_page(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Sta
     }
     let start = offset as usize;
     let end = (start as u64 + len).min(page.len() as u64) as usize;
-    let data = req.data_mut();
+    let data = &mut req.data_mut()[..len as usize];
     let n = end - start;
     data[..n].copy_from_slice(&page[start..end]);
-    data[n..len as usize].fill(0);
+    data[n..].fill(0);
+    req.c2h_bytes = len as u32;
     Status::SUCCESS
 }
 
@@ -534,7 +531,7 @@ fn get_features(ctrl: &mut Controller, req: &mut Request) -> Status {
                 return Status::INVALID_FIELD; // only the 128-bit host id exists
             }
             let hostid = ctrl.shared.hostid;
-            return copy_out(req, &hostid, 16);
+            return copy_out(req, &hostid);
         }
         _ => return Status::INVALID_FIELD,
     };

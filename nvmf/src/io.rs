@@ -38,8 +38,13 @@ impl PollGroup {
                 }
                 let len_bytes = nlb * u64::from(block_size);
                 let req = self.transports[t].request(id);
-                if u64::from(req.length) < len_bytes || req.data.is_none() {
+                // Exact, as nvmet's transfer length check: a longer SGL would
+                // send (or take) bytes no block of this command holds.
+                if u64::from(req.length) != len_bytes || req.data.is_none() {
                     return self.finish(t, id, Status::DATA_SGL_LENGTH_INVALID);
+                }
+                if io_type == IoType::Read {
+                    req.c2h_bytes = req.length; // sent only if the read succeeds
                 }
                 req.ctx.pending_ops = 1;
                 let io = BdevIo {

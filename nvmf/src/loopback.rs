@@ -383,9 +383,9 @@ impl TransportPollGroup for LoopbackPollGroup {
                 ..
             } = slot.plan
             {
-                if slot.req.rsp.status().is_success() {
-                    let ok =
-                        key == q.wire.rkey && q.wire.memory.write_at(addr, slot.req.data()).is_ok();
+                let data = slot.req.c2h_data();
+                if !data.is_empty() {
+                    let ok = key == q.wire.rkey && q.wire.memory.write_at(addr, data).is_ok();
                     if !ok {
                         slot.req.rsp.set_status(Status::DATA_TRANSFER_ERROR);
                     }

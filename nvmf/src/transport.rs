@@ -126,6 +126,10 @@ pub struct Request {
     pub data: Option<DmaBuf>,
     /// Where the data starts inside `data` (in-capsule data may sit at an offset).
     pub data_offset: u32,
+    /// Controller-to-host bytes the command produced, from `data_offset` on.
+    /// A transport sends exactly these, and only when the command succeeded:
+    /// never the rest of the SGL, whose buffer may hold an earlier user's bytes.
+    pub c2h_bytes: u32,
     /// A transport-detected error (bad SGL, too long); the target completes the
     /// request with it without executing the command.
     pub transport_status: Option<Status>,
@@ -141,6 +145,7 @@ impl Request {
             length: 0,
             data: None,
             data_offset: 0,
+            c2h_bytes: 0,
             transport_status: None,
             ctx: RequestCtx::default(),
         }
@@ -157,6 +162,7 @@ impl Request {
         self.xfer = Xfer::None;
         self.length = 0;
         self.data_offset = 0;
+        self.c2h_bytes = 0;
         self.transport_status = None;
         self.ctx = RequestCtx::default();
     }
@@ -180,6 +186,25 @@ impl Request {
             }
             None => &mut [],
         }
+    }
+}
+
+impl Request {
+    /// The controller-to-host bytes a transport may send: none unless the
+    /// command succeeded, else exactly what it produced (asserted to fit the
+    /// SGL and the buffer, so a handler's slip cannot leak a pool buffer's
+    /// stale bytes).
+    pub fn c2h_data(&self) -> &[u8] {
+        if self.xfer != Xfer::ControllerToHost || !self.rsp.status().is_success() {
+            return &[];
+        }
+        assert!(
+            self.c2h_bytes <= self.length,
+            "command produced {} bytes for a {}-byte SGL",
+            self.c2h_bytes,
+            self.length
+        );
+        &self.data()[..self.c2h_bytes as usize]
     }
 }
 

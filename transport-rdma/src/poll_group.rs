@@ -558,6 +558,43 @@ fn plan_capsule(
 
 /// Prepares a request slot for a newly received command. `icd` is the
 /// receive's ICD buffer when the plan is in-capsule data.
+/// Fills the slot's RDMA WRITE of controller-to-host data: exactly the bytes
+/// the command produced (`Request::c2h_data`), never the whole SGL, and
+/// nothing for a failed command. False when there is nothing to write.
+fn prepare_c2h_write(sl: &mut Slot, pool_lkey: u32, wr_id: u64) -> bool {
+    let DataPlan::Keyed {
+        addr,
+        key,
+        len,
+        xfer: Xfer::ControllerToHost,
+        ..
+    } = sl.plan
+    else {
+        return false;
+    };
+    let data = sl.req.c2h_data();
+    if data.is_empty() {
+        return false;
+    }
+    assert!(
+        data.len() as u64 <= u64::from(len),
+        "write beyond the host's SGL"
+    );
+    sl.data_sge = sys::ibv_sge {
+        addr: data.as_ptr() as u64,
+        length: data.len() as u32,
+        lkey: pool_lkey,
+    };
+    sl.data_wr.wr_id = wr_id;
+    sl.data_wr.opcode = sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE;
+    sl.data_wr.send_flags = 0;
+    sl.data_wr.wr.rdma = sys::ibv_send_wr__bindgen_ty_2__bindgen_ty_1 {
+        remote_addr: addr,
+        rkey: key,
+    };
+    true
+}
+
 fn start_request(sl: &mut Slot, sqe: Sqe, plan: Result<DataPlan, Status>, icd: Option<DmaBuf>) {
     sl.req.reset(sqe);
     match plan {
@@ -1466,34 +1503,8 @@ impl TransportPollGroup for RdmaPollGroup {
             .expect("response slot inside the region");
         let pool_lkey = self.devices[q.device].pool_mr.lkey();
         let sl = &mut q.slots[usize::from(s)];
-        if let DataPlan::Keyed {
-            addr,
-            key,
-            xfer: Xfer::ControllerToHost,
-            ..
-        } = sl.plan
-        {
-            if rsp.status().is_success() && sl.req.length > 0 {
-                let buf = sl
-                    .req
-                    .data
-                    .as_ref()
-                    .expect("controller-to-host data has a buffer");
-                let start = buf.as_ptr() as u64 + u64::from(sl.req.data_offset);
-                sl.data_sge = sys::ibv_sge {
-                    addr: start,
-                    length: sl.req.length,
-                    lkey: pool_lkey,
-                };
-                sl.data_wr.wr_id = wr_id(KIND_WRITE, q.gen, id.queue, s);
-                sl.data_wr.opcode = sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE;
-                sl.data_wr.send_flags = 0;
-                sl.data_wr.wr.rdma = sys::ibv_send_wr__bindgen_ty_2__bindgen_ty_1 {
-                    remote_addr: addr,
-                    rkey: key,
-                };
-                q.send_batch.push(&mut sl.data_wr);
-            }
+        if prepare_c2h_write(sl, pool_lkey, wr_id(KIND_WRITE, q.gen, id.queue, s)) {
+            q.send_batch.push(&mut sl.data_wr);
         }
         let (opcode, rkey) = response_opcode(&sl.plan, q.send_with_invalidate);
         sl.send_wr.opcode = opcode;
@@ -2017,5 +2028,74 @@ mod tests {
         start_request(&mut sl, write_cmd(512), Err(Status::INVALID_FIELD), None);
         assert_eq!(sl.plan, DataPlan::None);
         assert_eq!(sl.req.transport_status, Some(Status::INVALID_FIELD));
+    }
+
+    fn keyed_read_slot(sgl_bytes: u32, pool: &Arc<BufPool>) -> Slot {
+        let mut req = Request::new();
+        req.cmd = Sqe::new(opcode::io::READ, 1);
+        req.xfer = Xfer::ControllerToHost;
+        req.length = sgl_bytes;
+        req.data = pool.get();
+        Slot {
+            req,
+            plan: DataPlan::Keyed {
+                addr: 0x10_0000,
+                len: sgl_bytes,
+                key: 42,
+                invalidate: false,
+                xfer: Xfer::ControllerToHost,
+            },
+            data_sge: sys::ibv_sge::default(),
+            rsp_sge: sys::ibv_sge::default(),
+            data_wr: sys::ibv_send_wr::default(),
+            send_wr: sys::ibv_send_wr::default(),
+        }
+    }
+
+    #[test]
+    fn rdma_write_carries_only_the_bytes_the_command_produced() {
+        let pool = BufPool::with_ordinary_memory(8192, 1).unwrap();
+        // A 4 KiB SGL, of which the command produced 512 bytes (a short log page).
+        let mut sl = keyed_read_slot(4096, &pool);
+        sl.req.c2h_bytes = 512;
+        assert!(prepare_c2h_write(&mut sl, 5, 77));
+        let buf_start = sl.req.data.as_ref().unwrap().as_ptr() as u64;
+        assert_eq!(sl.data_sge.length, 512);
+        assert_eq!(sl.data_sge.addr, buf_start);
+        assert_eq!(sl.data_sge.lkey, 5);
+        assert_eq!(sl.data_wr.opcode, sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE);
+        // SAFETY: reading the union member this function just wrote.
+        let rdma = unsafe { sl.data_wr.wr.rdma };
+        assert_eq!((rdma.remote_addr, rdma.rkey), (0x10_0000, 42));
+        assert_eq!(sl.data_wr.wr_id, 77);
+        sl.req.data = None;
+    }
+
+    #[test]
+    fn failed_or_empty_commands_write_nothing() {
+        let pool = BufPool::with_ordinary_memory(8192, 1).unwrap();
+        let mut sl = keyed_read_slot(4096, &pool);
+        sl.req.c2h_bytes = 4096;
+        sl.req.rsp.set_status(Status::LBA_OUT_OF_RANGE);
+        assert!(
+            !prepare_c2h_write(&mut sl, 5, 1),
+            "a failed read sends no data"
+        );
+        sl.req.rsp.set_status(Status::SUCCESS);
+        sl.req.c2h_bytes = 0;
+        assert!(
+            !prepare_c2h_write(&mut sl, 5, 1),
+            "nothing produced, nothing sent"
+        );
+        sl.req.data = None;
+    }
+
+    #[test]
+    #[should_panic(expected = "produced 8192 bytes for a 4096-byte SGL")]
+    fn producing_more_than_the_sgl_is_caught() {
+        let pool = BufPool::with_ordinary_memory(8192, 1).unwrap();
+        let mut sl = keyed_read_slot(4096, &pool);
+        sl.req.c2h_bytes = 8192;
+        prepare_c2h_write(&mut sl, 5, 1);
     }
 }
