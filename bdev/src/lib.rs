@@ -95,6 +95,10 @@ pub struct BdevInfo {
     pub supported: IoTypes,
     /// Largest queue depth `open_channel` accepts.
     pub max_queue_depth: u32,
+    /// Completed writes may sit in a volatile cache until a Flush (or a
+    /// FUA write); such a bdev must support Flush. RAM and null devices have
+    /// no cache in front of their storage, so nothing to flush.
+    pub volatile_write_cache: bool,
 }
 
 impl BdevInfo {
@@ -122,6 +126,8 @@ pub struct BdevIo {
     pub buf_offset: u32,
     /// Caller's cookie, returned in the completion.
     pub tag: u64,
+    /// Force Unit Access (Write, WriteZeroes): complete only once durable.
+    pub fua: bool,
 }
 
 impl BdevIo {
@@ -140,6 +146,7 @@ impl BdevIo {
             buf: Some(buf),
             buf_offset: 0,
             tag,
+            fua: false,
         }
     }
 
@@ -152,6 +159,7 @@ impl BdevIo {
             buf: None,
             buf_offset: 0,
             tag,
+            fua: false,
         }
     }
 }
@@ -351,6 +359,7 @@ mod tests {
             num_blocks,
             supported,
             max_queue_depth: 8,
+            volatile_write_cache: false,
         }
     }
 

@@ -42,6 +42,7 @@ pub fn create_malloc(
             block_size,
             num_blocks,
             supported: IoTypes::all(),
+            volatile_write_cache: false,
             max_queue_depth: RAM_MAX_QUEUE_DEPTH,
         },
         memory,

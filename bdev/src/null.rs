@@ -23,6 +23,7 @@ pub fn create_null(
         block_size,
         num_blocks,
         supported: IoTypes::all().without(IoType::Compare),
+        volatile_write_cache: false,
         max_queue_depth: RAM_MAX_QUEUE_DEPTH,
     });
     log::info!(

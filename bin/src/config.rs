@@ -1713,7 +1713,7 @@ reactor_mask = "[0]"
 
 [transport]
 max_queue_depth = 64
-max_admin_queue_depth = 16
+max_admin_queue_depth = 64
 max_queues_per_controller = 8
 in_capsule_data_size = 8192
 max_io_size = 262144
@@ -1915,7 +1915,7 @@ allow_any_host = true
                 o.max_io_bytes,
                 o.acceptor_poll_period_us
             ),
-            (64, 16, 8, 8192, 262_144, 1000)
+            (64, 64, 8, 8192, 262_144, 1000)
         );
         assert_eq!(c.transport.num_shared_buffers, 256);
         assert_eq!(

@@ -66,6 +66,8 @@ impl NvmeDevice {
         let controller = Controller::open(bdf, options.io_queue_pairs.max(1))?;
         let id = controller.identify();
         let oncs = id.oncs.get();
+        // VWC bit 0: writes may sit in a volatile cache until Flush or FUA.
+        let volatile_write_cache = id.vwc & 1 != 0;
         let model = identify_text(&id.mn);
         let serial = identify_text(&id.sn);
         let max_transfer_bytes = controller.max_transfer_bytes();
@@ -88,6 +90,7 @@ impl NvmeDevice {
                         num_blocks: ns.num_blocks,
                         supported: supported_io_types(oncs, ns),
                         max_queue_depth,
+                        volatile_write_cache,
                     },
                     nsid: ns.nsid,
                     max_transfer_bytes: max_transfer_bytes

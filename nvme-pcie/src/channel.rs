@@ -156,6 +156,7 @@ impl<M: Mmio> NvmeChannel<M> {
                     return Err(IoStatus::InvalidBuffer);
                 }
                 set_lba_range(&mut sqe, io.offset_blocks, io.num_blocks);
+                sqe.set_fua(io.fua && io.io_type == IoType::Write);
                 let iova = buf.iova() + range.buf_offset as u64;
                 queue
                     .submit_with_prps(&sqe, iova, range.len_bytes)
@@ -169,6 +170,7 @@ impl<M: Mmio> NvmeChannel<M> {
                     return Err(nvme_status(Status::INVALID_FIELD));
                 }
                 set_lba_range(&mut sqe, io.offset_blocks, io.num_blocks);
+                sqe.set_fua(io.fua);
                 Ok(queue.submit(&sqe).expect("room checked by the caller"))
             }
             IoType::Flush => Ok(queue.submit(&sqe).expect("room checked by the caller")),
@@ -511,6 +513,7 @@ mod tests {
             num_blocks: 1 << 40,
             supported,
             max_queue_depth: 7,
+            volatile_write_cache: true,
         }
     }
 
@@ -571,6 +574,52 @@ mod tests {
         assert_eq!((done[0].tag, done[0].status), (77, IoStatus::Success));
         assert_eq!(done[0].buf.as_ref().unwrap().iova(), buf_iova);
         assert_eq!(ch.outstanding(), 0);
+    }
+
+    #[test]
+    fn fua_and_flush_reach_the_device() {
+        let fake = FakeMmio::new(0x2000);
+        let mut ch = channel(&fake, 8);
+        let mut dev = FakeController::new();
+        let pool = BufPool::with_ordinary_memory(4096, 3).unwrap();
+        let mut durable = BdevIo::with_buf(IoType::Write, 8, 8, pool.get().unwrap(), 1);
+        durable.fua = true;
+        ch.submit(durable).unwrap();
+        ch.submit(BdevIo::with_buf(
+            IoType::Write,
+            8,
+            8,
+            pool.get().unwrap(),
+            2,
+        ))
+        .unwrap();
+        let mut zeroes = BdevIo::without_buf(IoType::WriteZeroes, 0, 4, 3);
+        zeroes.fua = true;
+        ch.submit(zeroes).unwrap();
+        ch.submit(BdevIo::without_buf(IoType::Flush, 0, 0, 4))
+            .unwrap();
+        // FUA means nothing to a read: never set there.
+        let mut read = BdevIo::with_buf(IoType::Read, 0, 1, pool.get().unwrap(), 5);
+        read.fua = true;
+        ch.submit(read).unwrap();
+        ch.flush();
+        let sqes = dev.run(&ch, &fake, |_| Status::SUCCESS);
+        let got: Vec<(u8, bool, u32)> = sqes
+            .iter()
+            .map(|s| (s.opcode, s.fua(), s.cdw12.get() & 0xFFFF))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (io::WRITE, true, 7),
+                (io::WRITE, false, 7),
+                (io::WRITE_ZEROES, true, 3),
+                (io::FLUSH, false, 0),
+                (io::READ, false, 0),
+            ]
+        );
+        assert_eq!(sqes[3].nsid.get(), 3, "Flush names the namespace");
+        assert_eq!(poll_all(&mut ch).len(), 5);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct Sqe {
 }
 const _: () = assert!(core::mem::size_of::<Sqe>() == 64);
 
+/// CDW12 bit 30 of the NVM read/write family: Force Unit Access.
+const FUA_BIT: u32 = 1 << 30;
+
 /// PSDT values (flags bits 7:6).
 pub const PSDT_PRP: u8 = 0;
 pub const PSDT_SGL_MPTR_CONTIG: u8 = 1;
@@ -88,6 +91,14 @@ impl Sqe {
     /// Number of logical blocks, converted from the 0-based field.
     pub fn nlb(&self) -> u32 {
         (self.cdw12.get() & 0xFFFF) + 1
+    }
+    /// Force Unit Access (CDW12 bit 30) of Write, Write Zeroes, Read and Compare.
+    pub fn fua(&self) -> bool {
+        self.cdw12.get() & FUA_BIT != 0
+    }
+    pub fn set_fua(&mut self, fua: bool) {
+        let v = self.cdw12.get() & !FUA_BIT;
+        self.cdw12 = U32::new(v | if fua { FUA_BIT } else { 0 });
     }
     /// Sets the 0-based NLB field from a 1-based count (1..=65536).
     pub fn set_nlb(&mut self, blocks: u32) {

@@ -3,12 +3,13 @@
 //! Handlers build their answer on the stack and copy it into the request's
 //! data buffer. Nothing here is on the I/O path.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use nvme_spec::fabrics::{self, property};
 use nvme_spec::features::{self as feat, aen};
 use nvme_spec::identify::{
-    self, cns, nidt, oncs, IdentifyController, IdentifyNamespace, NsIdDescriptorHeader,
+    self, cns, nidt, IdentifyController, IdentifyNamespace, NsIdDescriptorHeader,
 };
 use nvme_spec::log::{effects, lid, ChangedNsList, CommandEffectsLog, FirmwareSlotLog, SmartLog};
 use nvme_spec::opcode::{admin, io};
@@ -178,7 +179,7 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
             }
             let mut id = IdentifyNamespace::new_zeroed();
             if let Some(ch) = active_namespace(env, nsid) {
-                fill_identify_namespace(&mut id, ch.num_blocks, ch.block_size, &ch.ns.nguid);
+                fill_identify_namespace(&mut id, ch);
             } else if nsid == NSID_ALL {
                 return Status::INVALID_NAMESPACE_OR_FORMAT;
             }
@@ -238,7 +239,7 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
                 return Status::INVALID_NAMESPACE_OR_FORMAT;
             }
             let mut out = [0u8; identify::IDENTIFY_DATA_LEN];
-            out[0] = 1 << 3; // NSFEAT: deallocated blocks read as zeroes (via DLFEAT)
+            out[0] = 0; // NSFEAT: as in Identify Namespace
             out[1] = 1; // NMIC: may be shared by controllers
             out[14] = 1; // NSTAT: namespace ready
             copy_out(req, &out)
@@ -247,24 +248,38 @@ fn identify(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Status 
     }
 }
 
-pub(crate) fn fill_identify_namespace(
-    id: &mut IdentifyNamespace,
-    num_blocks: u64,
-    block_size: u32,
-    nguid: &[u8; 16],
-) {
+/// Identify Namespace from what this namespace's bdev really does.
+pub(crate) fn fill_identify_namespace(id: &mut IdentifyNamespace, ch: &NsChannel) {
+    let (num_blocks, block_size) = (ch.num_blocks, ch.block_size);
+    let supported = ch.ns.bdev.info().supported;
     id.nsze = U64::new(num_blocks);
     id.ncap = U64::new(num_blocks);
     id.nuse = U64::new(num_blocks);
-    id.nsfeat = 1 << 0 | 1 << 3; // thin provisioning (deallocate), NGUID/EUI64 never reused
+    // NSFEAT: no thin provisioning (NUSE is always NSZE), and NGUIDs may be
+    // reused (they derive from the NQN, NSID and bdev name).
+    id.nsfeat = 0;
     id.nlbaf = 0;
     id.flbas = 0;
     id.nmic = 1;
-    id.dlfeat = 1 | (1 << 3); // deallocated blocks read as zeroes; Write Zeroes may deallocate
+    id.dlfeat = dlfeat(supported);
     id.lbaf[0] = identify::lba_format(0, block_size.trailing_zeros() as u8, 0);
-    id.nguid = *nguid;
+    id.nguid = ch.ns.nguid;
     let bytes = u128::from(num_blocks) * u128::from(block_size);
     put_u128(&mut id.nvmcap, bytes);
+}
+
+/// DLFEAT: deallocated blocks read as zeroes only where the bdev deallocates
+/// (every Unmap bdev here reads zeroes after it, the NVMe one by its own
+/// DLFEAT); elsewhere deallocation is an advisory no-op and says nothing.
+fn dlfeat(supported: bdev::IoTypes) -> u8 {
+    let mut d = 0;
+    if supported.contains(bdev::IoType::Unmap) {
+        d |= 0b001; // deallocated blocks read as zeroes
+        if supported.contains(bdev::IoType::WriteZeroes) {
+            d |= 1 << 3; // Write Zeroes' Deallocate bit is honoured (zeroes either way)
+        }
+    }
+    d
 }
 
 pub(crate) fn identify_controller(ctrl: &Controller, env: &AdminEnv) -> IdentifyController {
@@ -306,19 +321,16 @@ pub(crate) fn identify_controller(ctrl: &Controller, env: &AdminEnv) -> Identify
     if !ctrl.is_discovery() {
         id.nn = U32::new(sub.max_namespaces);
         id.mnan = U32::new(sub.max_namespaces);
-        let mut o = oncs::DATASET_MANAGEMENT | oncs::WRITE_ZEROES;
-        let all_compare = env.channels.is_some_and(|c| {
-            c.namespaces
-                .iter()
-                .flatten()
-                .all(|ch| ch.ns.bdev.info().supported.contains(bdev::IoType::Compare))
-        });
-        if all_compare {
-            o |= oncs::COMPARE;
+        let adv = sub.advertise(&ctrl.shared);
+        id.oncs = U16::new(adv.oncs);
+        if adv.vwc {
+            // Present; flush with the broadcast NSID is not supported.
+            id.vwc = 1 | (0b10 << 1);
         }
-        id.oncs = U16::new(o);
-        // Present; flush with the broadcast NSID is not supported.
-        id.vwc = 1 | (0b10 << 1);
+        ctrl.shared.write_cache_enabled.store(
+            adv.vwc && ctrl.features.volatile_write_cache,
+            Ordering::Relaxed,
+        );
         id.awun = U16::new(0);
         id.awupf = U16::new(0);
     }
@@ -445,7 +457,18 @@ fn set_features(ctrl: &mut Controller, req: &mut Request, now: Instant) -> Statu
         }
         feat::TEMPERATURE_THRESHOLD => ctrl.features.temperature_threshold = value,
         feat::ERROR_RECOVERY => ctrl.features.error_recovery = value,
-        feat::VOLATILE_WRITE_CACHE => ctrl.features.volatile_write_cache = value & 1 != 0,
+        feat::VOLATILE_WRITE_CACHE => {
+            // Without a cache there is nothing to control: the spec's
+            // Invalid Field, as nvmet answers.
+            if !ctrl.shared.advertised_vwc.load(Ordering::Relaxed) {
+                return Status::INVALID_FIELD;
+            }
+            let enabled = value & 1 != 0;
+            ctrl.features.volatile_write_cache = enabled;
+            ctrl.shared
+                .write_cache_enabled
+                .store(enabled, Ordering::Relaxed);
+        }
         feat::NUMBER_OF_QUEUES => {
             if ctrl.connected_io_queues() > 0 {
                 return Status::COMMAND_SEQUENCE_ERROR;
@@ -519,7 +542,12 @@ fn get_features(ctrl: &mut Controller, req: &mut Request) -> Status {
             }
         }
         feat::ERROR_RECOVERY => f.error_recovery * u32::from(!defaults),
-        feat::VOLATILE_WRITE_CACHE => u32::from(defaults || f.volatile_write_cache),
+        feat::VOLATILE_WRITE_CACHE => {
+            if !ctrl.shared.advertised_vwc.load(Ordering::Relaxed) {
+                return Status::INVALID_FIELD;
+            }
+            u32::from(defaults || f.volatile_write_cache)
+        }
         feat::NUMBER_OF_QUEUES => {
             let n = u32::from(f.io_queues_granted_0based);
             n | (n << 16)

@@ -10,7 +10,7 @@
 //! - `ShutdownComplete`: CC.SHN written; CSTS.SHST = complete.
 //! - `Failed`: keep-alive expired or a fatal error; CSTS.CFS = 1, torn down.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,17 @@ pub struct ControllerShared {
     pub counters: Box<[IoCounters]>,
     /// Set when the controller is gone; late messages check it.
     pub destroyed: AtomicBool,
+    /// The ONCS this controller last reported in Identify Controller; hosts
+    /// cache it, so a namespace added later must honour it. Written under
+    /// the subsystem's lock (`Subsystem::advertise_oncs`).
+    pub advertised_oncs: AtomicU16,
+    /// Identify told the host of a volatile write cache (VWC bit 0).
+    pub advertised_vwc: AtomicBool,
+    /// Writes may stay in a namespace's volatile cache: the controller
+    /// advertised one and the host left it enabled (Set Features VWC). When
+    /// false, writes to a namespace with a cache go out with FUA, so what the
+    /// host was told holds. Read once per I/O command.
+    pub write_cache_enabled: AtomicBool,
 }
 
 impl ControllerShared {
@@ -84,6 +95,9 @@ impl ControllerShared {
                 .map(|_| IoCounters::default())
                 .collect(),
             destroyed: AtomicBool::new(false),
+            advertised_oncs: AtomicU16::new(0),
+            advertised_vwc: AtomicBool::new(false),
+            write_cache_enabled: AtomicBool::new(false),
         }
     }
 

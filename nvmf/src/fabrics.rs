@@ -15,6 +15,7 @@ use crate::controller::{Controller, ControllerShared, ControllerState, IoQueueRe
 use crate::nqn::validate_nqn;
 use crate::poll_group::{PollGroup, QueueRole, MAX_CONTROLLERS_PER_POLL_GROUP};
 use crate::subsystem::Subsystem;
+use crate::target::MIN_ADMIN_QUEUE_DEPTH;
 use crate::transport::RequestId;
 
 /// A Connect failure: the status and the CQE dw0 (IATTR/IPO where it applies).
@@ -164,8 +165,10 @@ impl PollGroup {
             opts.max_queue_depth
         };
         let sq_size = u32::from(cmd.connect_sqsize()) + 1;
-        if sq_size < 2 || sq_size > u32::from(max_depth) {
-            log::warn!("Connect refused: queue size {sq_size} outside 2..={max_depth}");
+        // NVMe-oF: an admin queue holds at least 32 entries.
+        let min_depth = if qid == 0 { MIN_ADMIN_QUEUE_DEPTH } else { 2 };
+        if sq_size < u32::from(min_depth) || sq_size > u32::from(max_depth) {
+            log::warn!("Connect refused: queue size {sq_size} outside {min_depth}..={max_depth}");
             return Err(invalid_param(IATTR_COMMAND, connect_offset::SQSIZE));
         }
         if qid > 0 && subsystem.is_discovery() {

@@ -13,13 +13,23 @@ const DSM_MAX_RANGES: usize = 256;
 
 impl PollGroup {
     /// Runs an I/O command of a ready controller of subsystem `sub_id`.
-    pub(crate) fn io(&mut self, t: usize, id: RequestId, sub_id: usize, cmd: &Sqe) {
+    /// `write_through`: the controller has no enabled volatile write cache,
+    /// so writes to a namespace that has one must be FUA.
+    pub(crate) fn io(
+        &mut self,
+        t: usize,
+        id: RequestId,
+        sub_id: usize,
+        write_through: bool,
+        cmd: &Sqe,
+    ) {
         let (nsid, tag) = (cmd.nsid(), tag_of(t, id));
         let Some(ch) = self.ns_channel(sub_id, nsid) else {
             return self.finish(t, id, Status::INVALID_NAMESPACE_OR_FORMAT);
         };
-        let (block_size, num_blocks, supported) =
-            (ch.block_size, ch.num_blocks, ch.ns.bdev.info().supported);
+        let info = ch.ns.bdev.info();
+        let (block_size, num_blocks, supported) = (ch.block_size, ch.num_blocks, info.supported);
+        let fua = cmd.fua() || (write_through && info.volatile_write_cache);
         let in_range =
             |slba: u64, nlb: u64| slba.checked_add(nlb).is_some_and(|end| end <= num_blocks);
         let io = match cmd.opcode {
@@ -54,6 +64,7 @@ impl PollGroup {
                     buf: req.data.take(),
                     buf_offset: req.data_offset,
                     tag,
+                    fua: fua && io_type == IoType::Write,
                 };
                 if io_type != IoType::Compare {
                     self.count_io(t, id.queue, io_type == IoType::Write, len_bytes);
@@ -76,7 +87,9 @@ impl PollGroup {
                     return self.finish(t, id, Status::LBA_OUT_OF_RANGE);
                 }
                 self.transports[t].request(id).ctx.pending_ops = 1;
-                BdevIo::without_buf(IoType::WriteZeroes, slba, nlb, tag)
+                let mut io = BdevIo::without_buf(IoType::WriteZeroes, slba, nlb, tag);
+                io.fua = fua;
+                io
             }
             op::DATASET_MANAGEMENT => {
                 return self.dataset_management(t, id, sub_id, nsid, num_blocks, cmd)

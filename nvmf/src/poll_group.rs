@@ -415,6 +415,11 @@ impl PollGroup {
         if cmd.is_fabrics() {
             return self.fabrics(t, id, &cmd);
         }
+        if cmd.fuse() != 0 {
+            // No fused operations (ONCS bit 1, FUSES): running the two halves
+            // as independent commands would break Compare and Write's promise.
+            return self.finish(t, id, Status::INVALID_FIELD);
+        }
         match &self.queue(t, id.queue).role {
             QueueRole::Unconnected | QueueRole::Connecting => {
                 self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR)
@@ -428,8 +433,9 @@ impl PollGroup {
                     return self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR);
                 }
                 let sub_id = ctrl.subsystem.id;
+                let write_through = !ctrl.write_cache_enabled.load(Ordering::Relaxed);
                 self.io_commands += 1;
-                self.io(t, id, sub_id, &cmd)
+                self.io(t, id, sub_id, write_through, &cmd)
             }
         }
     }

@@ -5,10 +5,12 @@
 //! never touches it; each poll group keeps its own namespace channels.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bdev::Bdev;
+use bdev::{Bdev, IoType, IoTypes};
 use nvme_spec::fabrics::{CNTLID_MAX, DISCOVERY_NQN};
+use nvme_spec::identify::oncs;
 
 use crate::controller::ControllerShared;
 use crate::nqn::validate_nqn;
@@ -92,6 +94,30 @@ pub struct Subsystem {
     pub model: String,
     pub max_namespaces: u32,
     pub(crate) state: Mutex<SubsystemState>,
+}
+
+/// What Identify Controller promises about the namespaces behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Advertised {
+    pub oncs: u16,
+    pub vwc: bool,
+}
+
+/// ONCS bits that depend on what a namespace's bdev can do.
+const OPTIONAL_COMMANDS: [(u16, IoType); 2] = [
+    (oncs::COMPARE, IoType::Compare),
+    (oncs::WRITE_ZEROES, IoType::WriteZeroes),
+];
+
+/// The first command of `advertised` (ONCS bits) that `supported` lacks.
+fn missing_optional_command(advertised: u16, supported: IoTypes) -> Option<&'static str> {
+    OPTIONAL_COMMANDS
+        .iter()
+        .find(|(bit, t)| advertised & bit != 0 && !supported.contains(*t))
+        .map(|(_, t)| match t {
+            IoType::Compare => "Compare",
+            _ => "Write Zeroes",
+        })
 }
 
 /// Upper bound on controllers per subsystem; bounds per-subsystem tables.
@@ -238,6 +264,23 @@ impl Subsystem {
                 other.nsid
             )));
         }
+        let info = cfg.bdev.info();
+        if info.volatile_write_cache && !info.supported.contains(IoType::Flush) {
+            return Err(err(format!(
+                "bdev {name:?} has a volatile write cache but no Flush: its writes could never \
+                 be made durable"
+            )));
+        }
+        let advertised = st.controllers.values().fold(0, |acc, c| {
+            acc | c.shared.advertised_oncs.load(Ordering::Relaxed)
+        });
+        if let Some(cmd) = missing_optional_command(advertised, cfg.bdev.info().supported) {
+            return Err(err(format!(
+                "bdev {name:?} cannot do {cmd}, which this subsystem's connected controllers \
+                 were told it supports (Identify ONCS); export a bdev that supports {cmd}, \
+                 or add the namespace while no host is connected"
+            )));
+        }
         let ns = Namespace {
             nsid: cfg.nsid,
             bdev: cfg.bdev.clone(),
@@ -250,6 +293,38 @@ impl Subsystem {
         };
         st.namespaces.insert(cfg.nsid, ns.clone());
         Ok(ns)
+    }
+
+    /// The optional NVM commands (ONCS) a controller may advertise: Dataset
+    /// Management always (deallocation is advisory where a bdev cannot
+    /// deallocate, and DLFEAT says so per namespace); Compare and Write Zeroes
+    /// only when every namespace does them. No namespace, no promise. The
+    /// answer is recorded for `ctrl` under the lock that namespace inserts
+    /// take, so an insert either sees it or is seen by it.
+    ///
+    /// Also whether a volatile write cache is present (VWC): when any
+    /// namespace has one, so that hosts send Flush and FUA.
+    pub(crate) fn advertise(&self, ctrl: &ControllerShared) -> Advertised {
+        let st = self.lock();
+        let mut o = oncs::DATASET_MANAGEMENT;
+        if !st.namespaces.is_empty() {
+            for (bit, io_type) in OPTIONAL_COMMANDS {
+                if st
+                    .namespaces
+                    .values()
+                    .all(|n| n.bdev.info().supported.contains(io_type))
+                {
+                    o |= bit;
+                }
+            }
+        }
+        let vwc = st
+            .namespaces
+            .values()
+            .any(|n| n.bdev.info().volatile_write_cache);
+        ctrl.advertised_oncs.store(o, Ordering::Relaxed);
+        ctrl.advertised_vwc.store(vwc, Ordering::Relaxed);
+        Advertised { oncs: o, vwc }
     }
 
     pub(crate) fn remove_namespace(&self, nsid: u32) -> Option<Namespace> {

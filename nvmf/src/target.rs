@@ -57,8 +57,11 @@ impl TargetOptions {
         if !(2..=4096).contains(&self.max_queue_depth) {
             return bad("max_queue_depth", "must be 2..=4096");
         }
-        if !(2..=4096).contains(&self.max_admin_queue_depth) {
-            return bad("max_admin_queue_depth", "must be 2..=4096");
+        if !(MIN_ADMIN_QUEUE_DEPTH..=4096).contains(&self.max_admin_queue_depth) {
+            return bad(
+                "max_admin_queue_depth",
+                "must be 32..=4096 (NVMe-oF admin queues hold at least 32 entries)",
+            );
         }
         if !(2..=1024).contains(&self.max_queues_per_controller) {
             return bad(
@@ -90,6 +93,9 @@ impl TargetOptions {
         (self.max_io_bytes / 4096).trailing_zeros() as u8
     }
 }
+
+/// The NVMe-oF spec's smallest admin submission queue.
+pub const MIN_ADMIN_QUEUE_DEPTH: u16 = 32;
 
 /// The NVMe-oF target.
 pub struct Target {
