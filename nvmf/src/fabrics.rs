@@ -139,7 +139,12 @@ impl PollGroup {
             .ok_or(invalid_param(IATTR_DATA, connect_offset::DATA_SUBNQN))?;
         let hostnqn = get_str_nul_padded(&data.hostnqn, true)
             .ok_or(invalid_param(IATTR_DATA, connect_offset::DATA_HOSTNQN))?;
-        if let Err(e) = validate_nqn(hostnqn) {
+        // An empty host NQN (SPDK's perf and identify send one unless told
+        // -H): accepted where any host is, as SPDK's target and nvmet do; it
+        // can never match a hosts list.
+        if hostnqn.is_empty() {
+            log::info!("Connect from a host that gave no NQN, to {subnqn}");
+        } else if let Err(e) = validate_nqn(hostnqn) {
             log::warn!("Connect refused: host NQN invalid: {e}");
             return Err(invalid_param(IATTR_DATA, connect_offset::DATA_HOSTNQN));
         }

@@ -151,6 +151,12 @@ impl Transport for LoopbackTransport {
         Ok(())
     }
 
+    fn stop_listening(&self, addr: &ListenAddress) -> Result<(), TransportError> {
+        let mut l = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        l.retain(|a| a != addr);
+        Ok(())
+    }
+
     fn accept(&self, on_new: &mut dyn FnMut(PendingQueue)) -> usize {
         let mut n = 0;
         while let Some((wire, listener)) = self.backlog.pop() {

@@ -166,9 +166,14 @@ impl Target {
 
     /// Starts listening on `addr` if no listener covers it yet.
     pub fn listen(&self, addr: &ListenAddress) -> Result<(), ConfigError> {
+        self.listen_new(addr).map(|_| ())
+    }
+
+    /// As `listen`; true when this call started the listener.
+    fn listen_new(&self, addr: &ListenAddress) -> Result<bool, ConfigError> {
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         if listeners.contains(addr) {
-            return Ok(());
+            return Ok(false);
         }
         let t = self
             .transport_index(&addr.trtype)
@@ -192,7 +197,24 @@ impl Target {
             })?;
         log::info!("listening on {addr}");
         listeners.push(addr.clone());
-        Ok(())
+        Ok(true)
+    }
+
+    /// Stops a listener this target started (rolling back a failed change).
+    fn stop_listening(&self, addr: &ListenAddress) {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(i) = listeners.iter().position(|l| l == addr) else {
+            return;
+        };
+        let t = self
+            .transport_index(&addr.trtype)
+            .expect("a listener's transport exists");
+        if let Err(e) = self.transports[t].stop_listening(addr) {
+            log::error!("cannot stop listening on {addr}: {e}");
+            return;
+        }
+        listeners.remove(i);
+        log::info!("stopped listening on {addr}");
     }
 
     pub fn listeners(&self) -> Vec<ListenAddress> {
@@ -208,6 +230,8 @@ impl Target {
     }
 
     /// Adds a subsystem, starts its listeners and tells running reactors.
+    /// All or nothing: on any error no subsystem is added, no listener it
+    /// started stays, and the discovery log does not change.
     pub fn add_subsystem(&self, cfg: &SubsystemConfig) -> Result<Arc<Subsystem>, ConfigError> {
         let sub = {
             let mut subs = self.subsystems_locked();
@@ -218,12 +242,22 @@ impl Target {
                 });
             }
             let sub = Arc::new(Subsystem::from_config(subs.len(), cfg)?);
+            let mut started = Vec::new();
+            for l in &cfg.listeners {
+                match self.listen_new(l) {
+                    Ok(new) => started.extend(new.then_some(l)),
+                    Err(e) => {
+                        for l in started {
+                            self.stop_listening(l);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
             subs.push(sub.clone());
+            self.bump_genctr(&subs);
             sub
         };
-        for l in &cfg.listeners {
-            self.listen(l)?;
-        }
         if !cfg.allow_any_host && cfg.hosts.is_empty() {
             log::warn!(
                 "subsystem {} allows no host: set allow_any_host or list hosts",
@@ -234,7 +268,7 @@ impl Target {
             let sub = sub.clone();
             move |pg| pg.attach_subsystem(&sub)
         });
-        self.discovery_changed();
+        self.broadcast(|pg| pg.discovery_changed());
         Ok(sub)
     }
 
@@ -244,14 +278,21 @@ impl Target {
             what: "host".into(),
             msg,
         })?;
-        let sub = self.find_subsystem(nqn).ok_or_else(|| no_subsystem(nqn))?;
         {
+            let subs = self.subsystems_locked();
+            let sub = subs
+                .iter()
+                .find(|s| s.nqn == nqn)
+                .ok_or_else(|| no_subsystem(nqn))?;
             let mut st = sub.lock();
-            if !st.hosts.iter().any(|h| h == hostnqn) {
-                st.hosts.push(hostnqn.into());
+            if st.hosts.iter().any(|h| h == hostnqn) {
+                return Ok(());
             }
+            st.hosts.push(hostnqn.into());
+            drop(st);
+            self.bump_genctr(&subs);
         }
-        self.discovery_changed();
+        self.broadcast(|pg| pg.discovery_changed());
         Ok(())
     }
 
@@ -284,9 +325,12 @@ impl Target {
         Ok(())
     }
 
-    fn discovery_changed(&self) {
+    /// Moves the discovery generation counter. Takes the subsystem list's
+    /// guard as proof: a change the discovery log shows and its genctr move
+    /// together, so a log built under the same lock is never a new log with
+    /// an old genctr (which a host would take as unchanged).
+    fn bump_genctr(&self, _proof: &MutexGuard<'_, Vec<Arc<Subsystem>>>) {
         self.genctr.fetch_add(1, Ordering::AcqRel);
-        self.broadcast(|pg| pg.discovery_changed());
     }
 
     /// Runs `f` on every reactor's poll group (no-op before reactors start).
@@ -342,6 +386,8 @@ impl Target {
     /// The discovery log page for `hostnqn` on the listener it connected through:
     /// the current discovery subsystem, then every subsystem it may use there.
     pub fn discovery_log(&self, hostnqn: &str, via: &ListenAddress) -> Vec<u8> {
+        // Held throughout: genctr and the records describe the same state.
+        let subs = self.subsystems_locked();
         let mut entries: Vec<DiscoveryLogEntry> = Vec::new();
         let portid = self.portid(via);
         let entry = |subnqn: &str, kind: u8| {
@@ -364,7 +410,7 @@ impl Target {
             e
         };
         entries.push(entry(DISCOVERY_NQN, subtype::CURRENT_DISCOVERY));
-        for sub in self.subsystems().iter().filter(|s| !s.is_discovery()) {
+        for sub in subs.iter().filter(|s| !s.is_discovery()) {
             if entries.len() >= MAX_DISCOVERY_RECORDS {
                 log::warn!("discovery log truncated at {MAX_DISCOVERY_RECORDS} records");
                 break;
@@ -592,5 +638,69 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("already exists"));
+    }
+
+    #[test]
+    fn a_discovery_log_and_its_genctr_always_describe_the_same_state() {
+        let t = target();
+        let l = ListenAddress::new("loopback", "a", "4420");
+        let writer = {
+            let (t, l) = (t.clone(), l.clone());
+            std::thread::spawn(move || {
+                for i in 0..300 {
+                    let mut s = SubsystemConfig::new(&format!("nqn.2016-06.io.spdk:race{i}"));
+                    s.allow_any_host = true;
+                    s.listeners = vec![l.clone()];
+                    t.add_subsystem(&s).unwrap();
+                    std::thread::yield_now();
+                }
+            })
+        };
+        // Every add shows in the log: one genctr, one record count. A log
+        // with new records under an old genctr would leave a host's stale
+        // view in place (it rereads only when genctr moves).
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..20_000 {
+            let log = t.discovery_log("nqn.2016-06.io.spdk:h", &l);
+            let h = DiscoveryLogHeader::read_from_bytes(&log[..1024]).unwrap();
+            let numrec = h.numrec.get();
+            let first = *seen.entry(h.genctr.get()).or_insert(numrec);
+            assert_eq!(first, numrec, "genctr {} named two logs", h.genctr.get());
+        }
+        writer.join().unwrap();
+        assert!(seen.len() > 1, "the reader saw the log change");
+    }
+
+    #[test]
+    fn a_failed_add_subsystem_leaves_nothing_behind() {
+        let t = target();
+        let fresh = ListenAddress::new("loopback", "fresh", "4420");
+        let mut s = SubsystemConfig::new("nqn.2016-06.io.spdk:half");
+        s.allow_any_host = true;
+        s.listeners = vec![
+            fresh.clone(),
+            ListenAddress::new("rdma", "10.0.0.1", "4420"),
+        ];
+        let g = t.genctr();
+        let before = t.listeners();
+        assert!(t.add_subsystem(&s).is_err());
+        assert_eq!(
+            t.listeners(),
+            before,
+            "the listener it started is stopped again"
+        );
+        assert!(t.find_subsystem(&s.nqn).is_none());
+        assert_eq!(t.genctr(), g, "nothing a host could discover changed");
+        let log = t.discovery_log("nqn.2016-06.io.spdk:h", &fresh);
+        assert_eq!(
+            DiscoveryLogHeader::read_from_bytes(&log[..1024])
+                .unwrap()
+                .numrec
+                .get(),
+            1
+        );
+        s.listeners.pop();
+        t.add_subsystem(&s).expect("the corrected config is taken");
+        assert!(t.listeners().contains(&fresh));
     }
 }

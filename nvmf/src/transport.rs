@@ -334,6 +334,8 @@ pub trait Transport: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn caps(&self) -> TransportCaps;
     fn listen(&self, addr: &ListenAddress) -> Result<(), TransportError>;
+    /// Stops a listener `listen` started; queues it accepted stay connected.
+    fn stop_listening(&self, addr: &ListenAddress) -> Result<(), TransportError>;
     /// Takes newly connected queues (called by the acceptor poller).
     fn accept(&self, on_new: &mut dyn FnMut(PendingQueue)) -> usize;
     /// The poll group of reactor `reactor` out of `reactor_count`.

@@ -129,6 +129,50 @@ fn host_not_allowed() {
     f.still_healthy();
 }
 
+/// SPDK's perf and identify send an empty host NQN unless given one: SPDK's
+/// target and nvmet take it where any host is allowed, and so do we.
+#[test]
+fn an_empty_host_nqn_is_taken_only_where_any_host_is() {
+    let anonymous = HostId {
+        hostnqn: String::new(),
+        hostid: [7; 16],
+    };
+    let mut f = fixture();
+    let mut h = HostController::connect(&mut f.bed, &anonymous, SUBNQN).expect("allow_any_host");
+    let (mut io, c) = h.connect_io(&mut f.bed, 1, 32);
+    assert_eq!(c.status(), Status::SUCCESS);
+    assert_eq!(
+        io.write(&mut f.bed, 1, 9, 512, &[0x42; 512]).status(),
+        Status::SUCCESS
+    );
+    let mut d = f.bed.open_queue(0, 32);
+    let c = d.connect(
+        &mut f.bed,
+        &anonymous,
+        fabrics::DISCOVERY_NQN,
+        CNTLID_DYNAMIC,
+        31,
+        0,
+    );
+    assert_eq!(c.status(), Status::SUCCESS);
+    d.enable(&mut f.bed);
+    let (c, head) = d.get_log(&mut f.bed, lid::DISCOVERY, 0, 20, false);
+    assert_eq!(c.status(), Status::SUCCESS);
+    assert_eq!(u64::from_le_bytes(head[8..16].try_into().unwrap()), 2);
+    f.still_healthy();
+
+    let listed = HostId::new(1);
+    let mut f = fixture_with(subsystem(false, &[&listed.hostnqn]));
+    let mut q = f.bed.open_queue(0, 32);
+    let c = q.connect(&mut f.bed, &anonymous, SUBNQN, CNTLID_DYNAMIC, 31, 5000);
+    assert_eq!(
+        c.status(),
+        Status::CONNECT_INVALID_HOST,
+        "no NQN matches a hosts list"
+    );
+    f.still_healthy();
+}
+
 #[test]
 fn invalid_host_nqn_and_record_format() {
     let mut f = fixture();

@@ -398,6 +398,18 @@ impl Transport for RdmaTransport {
         Ok(())
     }
 
+    fn stop_listening(&self, addr: &ListenAddress) -> Result<(), TransportError> {
+        let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(i) = listeners.iter().position(|l| l.addr == *addr) else {
+            return Ok(());
+        };
+        let l = listeners.swap_remove(i);
+        if let Some(id) = l.id {
+            id.destroy(false);
+        }
+        Ok(())
+    }
+
     fn accept(&self, on_new: &mut dyn FnMut(PendingQueue)) -> usize {
         let now = Instant::now();
         self.refresh_devices_after_removal(now);
