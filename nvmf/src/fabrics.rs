@@ -82,7 +82,14 @@ impl PollGroup {
 
     fn connect(&mut self, t: usize, id: RequestId, cmd: &Sqe) {
         if !matches!(self.queue(t, id.queue).role, QueueRole::Unconnected) {
-            log::warn!("second Connect on queue {} rejected", id.queue);
+            remote_log!(
+                self,
+                Some((t, id.queue)),
+                "",
+                warn,
+                "second Connect on queue {} rejected",
+                id.queue
+            );
             return self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR);
         }
         let parsed = self.parse_connect(t, id, cmd);
@@ -120,16 +127,21 @@ impl PollGroup {
         }
         let qid = cmd.connect_qid();
         if qid != self.queue(t, id.queue).announced_qid {
-            log::warn!(
-                "Connect for qid {qid} on a queue the transport set up as qid {}",
-                self.queue(t, id.queue).announced_qid
+            let announced = self.queue(t, id.queue).announced_qid;
+            remote_log!(
+                self,
+                Some((t, id.queue)),
+                "",
+                warn,
+                "Connect for qid {qid} on a queue the transport set up as qid {announced}"
             );
             return Err(invalid_param(IATTR_COMMAND, connect_offset::QID));
         }
-        let listener = &self.queues[t][usize::from(id.queue)]
+        let listener = self.queues[t][usize::from(id.queue)]
             .as_ref()
             .expect("queue of a request")
-            .listener;
+            .listener
+            .clone();
         let req = self.transports[t].request(id);
         let data = req.data();
         let Ok((data, _)) = ConnectData::read_from_prefix(data) else {
@@ -143,21 +155,45 @@ impl PollGroup {
         // -H): accepted where any host is, as SPDK's target and nvmet do; it
         // can never match a hosts list.
         if hostnqn.is_empty() {
-            log::info!("Connect from a host that gave no NQN, to {subnqn}");
+            remote_log!(
+                self,
+                Some((t, id.queue)),
+                "",
+                info,
+                "Connect from a host that gave no NQN, to {subnqn}"
+            );
         } else if let Err(e) = validate_nqn(hostnqn) {
-            log::warn!("Connect refused: host NQN invalid: {e}");
+            remote_log!(
+                self,
+                Some((t, id.queue)),
+                hostnqn,
+                warn,
+                "Connect refused: host NQN invalid: {e}"
+            );
             return Err(invalid_param(IATTR_DATA, connect_offset::DATA_HOSTNQN));
         }
         let Some(subsystem) = self.target.find_subsystem(subnqn) else {
-            log::warn!("Connect refused: host {hostnqn} asked for unknown subsystem {subnqn:?}");
+            remote_log!(
+                self,
+                Some((t, id.queue)),
+                hostnqn,
+                warn,
+                "Connect refused: host {hostnqn} asked for unknown subsystem {subnqn:?}"
+            );
             return Err(invalid_param(IATTR_DATA, connect_offset::DATA_SUBNQN));
         };
-        if !subsystem.listener_allowed(listener) {
-            log::warn!("Connect refused: subsystem {subnqn} does not listen on {listener}");
+        if !subsystem.listener_allowed(&listener) {
+            remote_log!(
+                self,
+                Some((t, id.queue)),
+                hostnqn,
+                warn,
+                "Connect refused: subsystem {subnqn} does not listen on {listener}"
+            );
             return Err(invalid_param(IATTR_DATA, connect_offset::DATA_SUBNQN));
         }
         if !subsystem.host_allowed(hostnqn) {
-            log::warn!("Connect refused: host {hostnqn} is not allowed on {subnqn} (add it to hosts or set allow_any_host)");
+            remote_log!(self, Some((t, id.queue)), hostnqn, warn, "Connect refused: host {hostnqn} is not allowed on {subnqn} (add it to hosts or set allow_any_host)");
             return Err((
                 Status::CONNECT_INVALID_HOST,
                 connect_invalid_param_dw0(IATTR_DATA, connect_offset::DATA_HOSTNQN),
@@ -173,7 +209,13 @@ impl PollGroup {
         // NVMe-oF: an admin queue holds at least 32 entries.
         let min_depth = if qid == 0 { MIN_ADMIN_QUEUE_DEPTH } else { 2 };
         if sq_size < u32::from(min_depth) || sq_size > u32::from(max_depth) {
-            log::warn!("Connect refused: queue size {sq_size} outside {min_depth}..={max_depth}");
+            remote_log!(
+                self,
+                Some((t, id.queue)),
+                hostnqn,
+                warn,
+                "Connect refused: queue size {sq_size} outside {min_depth}..={max_depth}"
+            );
             return Err(invalid_param(IATTR_COMMAND, connect_offset::SQSIZE));
         }
         if qid > 0 && subsystem.is_discovery() {
@@ -198,7 +240,11 @@ impl PollGroup {
         c: ConnectRequest,
     ) -> Result<Option<u16>, ConnectError> {
         if c.cntlid != CNTLID_DYNAMIC {
-            log::warn!(
+            remote_log!(
+                self,
+                Some((t, id.queue)),
+                &c.hostnqn,
+                warn,
                 "Connect refused: static controller id {} requested; this target is dynamic",
                 c.cntlid
             );
@@ -232,7 +278,11 @@ impl PollGroup {
             opts.max_queues_per_controller,
             self.now,
         );
-        log::info!(
+        remote_log!(
+            self,
+            Some((t, id.queue)),
+            &c.hostnqn,
+            info,
             "controller {} of {} created for host {} on reactor {reactor} (KATO {} ms)",
             shared.cntlid,
             c.subsystem.nqn,
@@ -255,7 +305,11 @@ impl PollGroup {
         c: ConnectRequest,
     ) -> Result<Option<u16>, ConnectError> {
         let Some(shared) = c.subsystem.find_controller(c.cntlid) else {
-            log::warn!(
+            remote_log!(
+                self,
+                Some((t, id.queue)),
+                &c.hostnqn,
+                warn,
                 "I/O queue Connect refused: no controller {} in {}",
                 c.cntlid,
                 c.subsystem.nqn
@@ -263,7 +317,11 @@ impl PollGroup {
             return Err(invalid_param(IATTR_DATA, connect_offset::DATA_CNTLID));
         };
         if shared.hostnqn != c.hostnqn || shared.hostid != c.hostid {
-            log::warn!(
+            remote_log!(
+                self,
+                Some((t, id.queue)),
+                &c.hostnqn,
+                warn,
                 "I/O queue Connect refused: host {} does not own controller {}",
                 c.hostnqn,
                 c.cntlid
@@ -313,27 +371,40 @@ impl PollGroup {
         let Some(ctrl) = self.owned_controller(shared) else {
             return Err(invalid_param(IATTR_DATA, connect_offset::DATA_CNTLID));
         };
-        if ctrl.state != ControllerState::Ready {
-            log::warn!(
-                "I/O queue Connect refused: controller {} is not enabled (CC.EN=0)",
-                ctrl.cntlid()
-            );
-            return Err((Status::COMMAND_SEQUENCE_ERROR, 0));
+        let (cntlid, granted) = (ctrl.cntlid(), ctrl.io_queues_granted());
+        let refusal = if ctrl.state != ControllerState::Ready {
+            Some((
+                "is not enabled (CC.EN=0)",
+                (Status::COMMAND_SEQUENCE_ERROR, 0),
+            ))
+        } else if qid > granted || usize::from(qid) >= ctrl.io_queues.len() {
+            Some((
+                "granted fewer I/O queues",
+                invalid_param(IATTR_COMMAND, connect_offset::QID),
+            ))
+        } else if ctrl.io_queues[usize::from(qid)].is_some() {
+            Some((
+                "has that qid connected already",
+                invalid_param(IATTR_COMMAND, connect_offset::QID),
+            ))
+        } else {
+            ctrl.io_queues[usize::from(qid)] = Some(at);
+            None
+        };
+        match refusal {
+            None => Ok(()),
+            Some((why, err)) => {
+                remote_log!(
+                    self,
+                    None,
+                    &shared.hostnqn,
+                    warn,
+                    "I/O queue Connect refused: qid {qid}: controller {cntlid} {why} \
+                     ({granted} granted)"
+                );
+                Err(err)
+            }
         }
-        let granted = ctrl.io_queues_granted();
-        if qid > granted || usize::from(qid) >= ctrl.io_queues.len() {
-            log::warn!("I/O queue Connect refused: qid {qid} beyond the {granted} queues granted to controller {}", ctrl.cntlid());
-            return Err(invalid_param(IATTR_COMMAND, connect_offset::QID));
-        }
-        if ctrl.io_queues[usize::from(qid)].is_some() {
-            log::warn!(
-                "I/O queue Connect refused: qid {qid} of controller {} is already connected",
-                ctrl.cntlid()
-            );
-            return Err(invalid_param(IATTR_COMMAND, connect_offset::QID));
-        }
-        ctrl.io_queues[usize::from(qid)] = Some(at);
-        Ok(())
     }
 
     /// On the queue's reactor: the owner answered.

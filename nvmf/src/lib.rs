@@ -14,6 +14,23 @@
 //! - Transports implement `Transport` + `TransportPollGroup`; `loopback` is an
 //!   in-process one with RDMA semantics for tests and benchmarks.
 
+/// Logs a line a remote host caused, within its connection's, its host's and
+/// the poll group's budgets (`remote_log`): `remote_log!(pg, queue, host,
+/// warn, "...")` where `queue` is `Some((transport, queue slot))` on the
+/// queue's own reactor.
+macro_rules! remote_log {
+    ($pg:expr, $queue:expr, $host:expr, $lvl:ident, $($arg:tt)+) => {{
+        let key = $crate::remote_log::host_key($host);
+        let conn = $queue.and_then(|(t, q): (usize, u16)| {
+            $pg.queues[t].get_mut(usize::from(q)).and_then(|q| q.as_mut())
+        });
+        let lines = conn.map(|q| &mut q.log_lines);
+        if $pg.remote_log.allow($pg.now, key, lines) {
+            log::$lvl!($($arg)+);
+        }
+    }};
+}
+
 pub mod admin;
 pub mod controller;
 mod fabrics;
@@ -21,6 +38,7 @@ mod io;
 pub mod loopback;
 pub mod nqn;
 pub mod poll_group;
+pub mod remote_log;
 pub mod subsystem;
 pub mod target;
 pub mod testing;

@@ -16,6 +16,7 @@ use nvme_spec::Status;
 use reactor::{PollStatus, Poller, ReactorContext, ReactorHandle};
 
 use crate::controller::{Controller, ControllerShared, IoQueueRef};
+use crate::remote_log::RemoteLogLimiter;
 use crate::subsystem::{Namespace, Subsystem};
 use crate::target::{with_poll_group, Target};
 use crate::transport::{
@@ -63,6 +64,8 @@ pub(crate) struct QueueState {
     pub announced_qid: u16,
     /// The listener the queue arrived on.
     pub listener: ListenAddress,
+    /// Log lines this connection caused (see `remote_log`).
+    pub log_lines: u8,
 }
 
 impl QueueState {
@@ -139,6 +142,8 @@ pub struct PollGroup {
     pub(crate) io_commands: u64,
     pub(crate) io_queues_connected: u64,
     drained_reported: bool,
+    /// Budgets for log lines remote hosts cause.
+    pub(crate) remote_log: RemoteLogLimiter,
 }
 
 /// The poll group as stored in reactor-local storage and registered as a poller.
@@ -219,6 +224,7 @@ impl PollGroup {
             io_commands: 0,
             io_queues_connected: 0,
             drained_reported: false,
+            remote_log: RemoteLogLimiter::default(),
         };
         for sub in target.subsystems() {
             pg.attach_subsystem(&sub);
@@ -256,6 +262,8 @@ impl PollGroup {
             >= KEEP_ALIVE_CHECK_PERIOD
         {
             self.last_keep_alive_check = self.now;
+            let who = format_args!("reactor {}", self.reactor);
+            self.remote_log.report(self.now, &who);
             self.check_keep_alive();
             self.tick_bdev_channels();
         }
@@ -373,6 +381,7 @@ impl PollGroup {
                     disconnected: false,
                     announced_qid: qid,
                     listener,
+                    log_lines: 0,
                 });
                 if qid != 0 {
                     self.target.io_queue_opened(self.reactor);
@@ -400,10 +409,14 @@ impl PollGroup {
         q.sq_head = (q.sq_head + 1) % q.sq_size;
         q.outstanding += 1;
         if q.outstanding > q.sq_size {
-            log::warn!(
-                "host overran queue {} (depth {}); command failed",
-                id.queue,
-                q.sq_size
+            let q_size = q.sq_size;
+            remote_log!(
+                self,
+                Some((t, id.queue)),
+                "",
+                warn,
+                "host overran queue {} (depth {q_size}); command failed",
+                id.queue
             );
             return self.finish(t, id, Status::COMMAND_SEQUENCE_ERROR);
         }
@@ -576,7 +589,11 @@ impl PollGroup {
         let Some(mut ctrl) = self.controllers[slot].take() else {
             return;
         };
-        log::info!(
+        remote_log!(
+            self,
+            None,
+            &ctrl.shared.hostnqn,
+            info,
             "controller {} of {} (host {}) destroyed: {reason}",
             ctrl.cntlid(),
             ctrl.shared.subsystem.nqn,
@@ -632,7 +649,11 @@ impl PollGroup {
         for slot in 0..self.controllers.len() {
             let expired = match &self.controllers[slot] {
                 Some(c) if c.keep_alive_expired(self.now) => {
-                    log::warn!(
+                    remote_log!(
+                        self,
+                        None,
+                        &c.shared.hostnqn,
+                        warn,
                         "keep-alive timeout ({} ms) on controller {} of {} (host {}): tearing it down",
                         c.kato_ms,
                         c.cntlid(),
