@@ -14,6 +14,9 @@
 //! - Transports implement `Transport` + `TransportPollGroup`; `loopback` is an
 //!   in-process one with RDMA semantics for tests and benchmarks.
 
+// No FFI, MMIO or DMA here: host memory and buffers are reached through `dma`'s safe API.
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod controller;
 mod fabrics;
