@@ -173,7 +173,10 @@ impl DmaMemory {
                 memory
             }
             None => {
-                flags |= libc::MAP_POPULATE;
+                // Miri's mmap takes MAP_PRIVATE | MAP_ANONYMOUS only (and zero-fills anyway).
+                if !cfg!(miri) {
+                    flags |= libc::MAP_POPULATE;
+                }
                 Self::map(len, Backing::Ordinary, flags)?
             }
         };
@@ -446,6 +449,10 @@ impl DmaMemory {
     }
 
     fn lock(&mut self) -> io::Result<()> {
+        if cfg!(miri) {
+            // Miri has no mlock; the region just stays unlocked, as without RLIMIT_MEMLOCK.
+            return Err(io::ErrorKind::Unsupported.into());
+        }
         // SAFETY: mlock pins our own mapping's pages; it does not touch their contents.
         let rc = unsafe { libc::mlock(self.ptr.as_ptr().cast(), self.len) };
         if rc != 0 {
@@ -655,6 +662,10 @@ mod tests {
     /// Uses the real hugepage pool: allocates when pages happen to be free, otherwise checks
     /// the shortage error and the fallback. One test so the two paths do not race each other.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "MAP_HUGETLB, mbind and madvise: syscalls Miri does not emulate"
+    )]
     fn live_hugepages_or_clear_shortage_and_fallback() {
         let size_bytes = 4 << 20;
         let needed = 2;
