@@ -85,6 +85,9 @@ pub enum DmaError {
         size: usize,
     },
 
+    #[error("access at offset {offset} is not {align}-byte aligned")]
+    Misaligned { offset: usize, align: usize },
+
     #[error("this DMA region is owned by a buffer pool or DmaBuf; access its bytes through DmaBuf, not the region's copy methods")]
     RegionOwnedByBuffers,
 

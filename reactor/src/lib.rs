@@ -30,7 +30,6 @@
 //! Only the libc calls (`sched_{get,set}affinity`, `sigaction`, epoll, eventfd) use `unsafe`.
 
 #![warn(missing_docs)]
-#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod interrupt;
 pub mod mask;

@@ -60,7 +60,10 @@ fn refused_connects_from_many_hosts_log_a_bounded_number_of_lines() {
     // A burst of 50, then 5 a second, plus one summary per 10 s.
     let secs = start.elapsed().as_secs() as usize + 1;
     let bound = 50 + 5 * secs + secs / 10 + 1;
-    assert!(lines <= bound, "{lines} lines for 1,100 refused commands in {secs} s");
+    assert!(
+        lines <= bound,
+        "{lines} lines for 1,100 refused commands in {secs} s"
+    );
     let ka = healthy
         .admin
         .features(&mut bed, nvme_spec::opcode::admin::KEEP_ALIVE, 0, 0);

@@ -1,7 +1,10 @@
 //! The NVMe-oF RDMA transport (RoCEv2, iWARP, InfiniBand through RDMA CM).
 //!
 //! ## Design
-//! - `verbs`: the only `unsafe` code, thin wrappers over rdma-core.
+//! - `verbs`: the FFI module, owning wrappers over rdma-core; it holds the
+//!   `unsafe` blocks that call it. Posting work requests is an `unsafe fn`:
+//!   `poll_group` calls it where it vouches (SAFETY notes) for the memory the
+//!   NIC reads and writes.
 //! - The acceptor (`Transport::accept`, run by the target on reactor 0)
 //!   polls a non-blocking CM event channel. A connect request is checked
 //!   against the NVMe-oF private data and handed to the target, which places
@@ -31,7 +34,7 @@ use nvmf::transport::{
     ListenAddress, PendingQueue, Transport, TransportCaps, TransportError, TransportPollGroup,
 };
 
-use crate::verbs::{CmId, EventChannel};
+use crate::verbs::{CmId, CmToken, DeviceKey, EventChannel};
 
 /// CM events handled per acceptor run.
 const CM_EVENT_BATCH: usize = 64;
@@ -102,6 +105,10 @@ impl Listener {
         self.id.take()
     }
 
+    fn is(&self, token: CmToken) -> bool {
+        self.id.as_ref().is_some_and(|id| id.token() == token)
+    }
+
     fn relisten_due(&self, now: Instant) -> bool {
         self.id.is_none() && self.retry_at.is_some_and(|t| t <= now)
     }
@@ -110,32 +117,47 @@ impl Listener {
 /// What the acceptor tells a poll group about one of its connections.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Notice {
-    Disconnected(CmId),
-    /// The device (its `ibv_context` address) is being removed: every poll
-    /// group must let go of its PD, CQ, SRQ and MRs there, or the kernel
-    /// cannot finish the removal.
-    DeviceRemoved(usize),
+    /// The connection of this id; its token is never reused, so a notice that
+    /// arrives after the queue is gone matches nothing.
+    Disconnected(CmToken),
+    /// The device is being removed: every poll group must let go of its PD,
+    /// CQ, SRQ and MRs there, or the kernel cannot finish the removal.
+    DeviceRemoved(DeviceKey),
 }
 
-/// A connect request on its way to a poll group. Dropped unaccepted, it is
-/// rejected and its id destroyed.
+/// A connect request on its way to a poll group. Dropped while it still
+/// holds its id (not taken by an accepted queue), it is rejected and the id
+/// destroyed.
 pub(crate) struct ConnRequest {
-    pub id: CmId,
+    pub id: Option<CmId>,
     pub depth: u16,
     pub responder_resources: u8,
     pub initiator_depth: u8,
-    pub accepted: bool,
+}
+
+impl ConnRequest {
+    pub fn id(&self) -> &CmId {
+        self.id
+            .as_ref()
+            .expect("the connect request still holds its id")
+    }
+
+    pub fn id_mut(&mut self) -> &mut CmId {
+        self.id
+            .as_mut()
+            .expect("the connect request still holds its id")
+    }
 }
 
 impl Drop for ConnRequest {
     fn drop(&mut self) {
-        if !self.accepted {
+        if let Some(id) = self.id.take() {
             let rej = CmReject {
                 recfmt: 0.into(),
                 status: reject::NO_RESOURCES.into(),
             };
-            self.id.reject(rej.as_bytes());
-            self.id.destroy(false);
+            id.reject(rej.as_bytes());
+            // Dropping the id destroys it (and its QP, if it got one).
         }
     }
 }
@@ -147,7 +169,7 @@ pub struct RdmaTransport {
     pool: Arc<BufPool>,
     inboxes: Mutex<Vec<Option<Arc<ArrayQueue<Notice>>>>>,
     /// Which reactor owns each connection id.
-    owners: Arc<Mutex<HashMap<usize, usize>>>,
+    owners: Arc<Mutex<HashMap<CmToken, usize>>>,
     /// After a device removal: have librdmacm re-read the device list every
     /// [`RELISTEN_PERIOD`] until then (see `verbs::refresh_devices`).
     refresh_devices: Mutex<Option<DeviceRefresh>>,
@@ -184,12 +206,12 @@ impl RdmaTransport {
         }
     }
 
-    fn notify_owner(&self, id: CmId, notice: Notice) {
+    fn notify_owner(&self, token: CmToken, notice: Notice) {
         let owner = self
             .owners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&id.addr())
+            .get(&token)
             .copied();
         let Some(r) = owner else { return };
         let inbox = self
@@ -208,9 +230,9 @@ impl RdmaTransport {
 
     /// A listener's device went away or its address moved: destroy its id and
     /// re-listen from the acceptor. False when `id` is not a listener.
-    fn lose_listener(&self, id: CmId, event: &str, status: i32) -> bool {
+    fn lose_listener(&self, token: CmToken, event: &str, status: i32) -> bool {
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(l) = listeners.iter_mut().find(|l| l.id == Some(id)) else {
+        let Some(l) = listeners.iter_mut().find(|l| l.is(token)) else {
             return false;
         };
         log::warn!(
@@ -218,9 +240,7 @@ impl RdmaTransport {
             l.addr,
             RELISTEN_PERIOD.as_secs()
         );
-        if let Some(id) = l.lose(Instant::now()) {
-            id.destroy(false);
-        }
+        drop(l.lose(Instant::now())); // destroys the id
         true
     }
 
@@ -292,18 +312,19 @@ impl RdmaTransport {
     }
 
     fn on_connect_request(&self, ev: verbs::CmEvent, on_new: &mut dyn FnMut(PendingQueue)) {
-        let id = ev.id();
-        let listener = {
+        let listener = ev.listen_token().and_then(|token| {
             let l = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-            l.iter()
-                .find(|l| l.id == Some(ev.listen_id()))
-                .map(|l| l.addr.clone())
-        };
-        let (data, host_responder_resources, host_initiator_depth) = ev.conn();
-        drop(ev); // ack before anything that may destroy the id
+            l.iter().find(|l| l.is(token)).map(|l| l.addr.clone())
+        });
+        // Acks the event before anything may destroy the id.
+        let (id, params) = ev.into_conn_request();
+        let (data, host_responder_resources, host_initiator_depth) = (
+            params.private_data,
+            params.responder_resources,
+            params.initiator_depth,
+        );
         let Some(listener) = listener else {
             id.reject(&[]);
-            id.destroy(false);
             return;
         };
         let (qid, depth) = match self.check_request(&data) {
@@ -315,22 +336,20 @@ impl RdmaTransport {
                     status: status.into(),
                 };
                 id.reject(rej.as_bytes());
-                id.destroy(false);
                 return;
             }
         };
-        let limits = verbs::query_device(id.context()).ok();
+        let limits = id.device().and_then(|d| d.query().ok());
         let dev_init = limits.map_or(1, |l| l.max_qp_init_rd_atom.max(1));
         let dev_resp = limits.map_or(1, |l| l.max_qp_rd_atom.max(1));
         let conn = ConnRequest {
-            id,
+            id: Some(id),
             depth,
             // We issue RDMA READs: at most what the host will answer.
             initiator_depth: host_responder_resources
                 .min(dev_init)
                 .clamp(1, MAX_READ_DEPTH),
             responder_resources: host_initiator_depth.min(dev_resp),
-            accepted: false,
         };
         log::debug!("RDMA connect request qid {qid} depth {depth} on {listener}");
         on_new(PendingQueue {
@@ -404,9 +423,10 @@ impl Transport for RdmaTransport {
             return Ok(());
         };
         let l = listeners.swap_remove(i);
-        if let Some(id) = l.id {
-            id.destroy(false);
-        }
+        // Dropping the listener destroys its CM id, which waits for the id's
+        // unacknowledged events: never under the lock the acceptor takes.
+        drop(listeners);
+        drop(l);
         Ok(())
     }
 
@@ -430,16 +450,18 @@ impl Transport for RdmaTransport {
                 | cm_event::REJECTED
                 | cm_event::DEVICE_REMOVAL
                 | cm_event::ADDR_CHANGE => {
-                    let id = ev.id();
+                    let token = ev.token();
                     let (name, status) = (ev.name(), ev.status());
-                    let removed_device = (kind == cm_event::DEVICE_REMOVAL).then(|| id.context());
+                    let removed_device = (kind == cm_event::DEVICE_REMOVAL)
+                        .then(|| ev.device_key())
+                        .flatten();
                     drop(ev); // ack before the id may be destroyed
-                    if !self.lose_listener(id, &name, status) && kind != cm_event::ADDR_CHANGE {
+                    if !self.lose_listener(token, &name, status) && kind != cm_event::ADDR_CHANGE {
                         log::debug!("RDMA event {name} on a connection");
-                        self.notify_owner(id, Notice::Disconnected(id));
+                        self.notify_owner(token, Notice::Disconnected(token));
                     }
-                    if let Some(ctx) = removed_device.filter(|c| !c.is_null()) {
-                        self.notify_all(Notice::DeviceRemoved(ctx as usize));
+                    if let Some(device) = removed_device {
+                        self.notify_all(Notice::DeviceRemoved(device));
                         let now = Instant::now();
                         *self
                             .refresh_devices
@@ -487,9 +509,7 @@ impl Drop for RdmaTransport {
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
         {
-            if let Some(id) = l.id {
-                id.destroy(false);
-            }
+            drop(l.id); // destroys the listening id
         }
     }
 }
@@ -503,10 +523,9 @@ pub fn rdma_capable_addresses() -> Vec<IpAddr> {
     let mut out = Vec::new();
     for ip in local_addresses() {
         if let Ok(id) = channel.listen(SocketAddr::new(ip, 0), 1) {
-            if !id.context().is_null() {
+            if id.device().is_some() {
                 out.push(ip);
             }
-            id.destroy(false);
         }
     }
     out

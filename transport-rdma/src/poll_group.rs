@@ -31,7 +31,7 @@ use rdma_sys as sys;
 use reactor::Epoll;
 
 use crate::request::{RequestState, RequestTable};
-use crate::verbs::{self, CmId, Cq, DeviceLimits, Mr, Pd, QpSpec, Srq};
+use crate::verbs::{self, CmId, CmToken, Cq, DeviceKey, DeviceLimits, Mr, Pd, QpSpec, Srq};
 use crate::{accept_private_data, ConnRequest, Notice, RdmaOptions, RdmaTransport};
 
 /// Completions taken per CQ poll.
@@ -85,7 +85,13 @@ fn decode_srq(id: u64) -> (usize, u32) {
 }
 
 struct Device {
-    ctx: *mut sys::ibv_context,
+    /// Which open device context this is (see `Notice::DeviceRemoved`).
+    ///
+    /// Known limit: librdmacm closes a removed device's context once no CM id
+    /// is bound to it, on the acceptor's next device-list refresh, which may
+    /// come before this poll group has dropped the PD, CQ, SRQ and MRs below;
+    /// those destructors would then use a closed context.
+    ctx: DeviceKey,
     name: String,
     limits: DeviceLimits,
     /// Being removed: no new queues; released once its last queue is gone.
@@ -310,6 +316,12 @@ impl RecvRing {
 
     /// Posts the armed receives with `post`. Those the device took count as
     /// posted; the rest stay in the batch.
+    ///
+    /// What `post` gets (what its SAFETY notes rely on): WRs of the boxed
+    /// table, in place while the ring lives and not posted yet; each names
+    /// its command slot in `sqe_region` and the ICD buffer it holds, both
+    /// kept, and neither read, until the receive completes (the slot is read
+    /// by `sqe`, the buffer lent by `lend_icd`, only after that).
     pub(crate) fn post(
         &mut self,
         post: impl FnOnce(&[*mut sys::ibv_recv_wr]) -> Result<(), verbs::PostError>,
@@ -671,8 +683,9 @@ enum Life {
 }
 
 struct Queue {
+    /// Owns the QP; destroyed (QP first) when the queue drops, before its
+    /// memory (fields drop in order).
     id: CmId,
-    qp: *mut sys::ibv_qp,
     qp_num: u32,
     device: usize,
     gen: u16,
@@ -697,6 +710,11 @@ struct Queue {
 }
 
 impl Queue {
+    /// The id, once the rest of the queue (memory, MRs) is dropped.
+    fn into_id(self) -> CmId {
+        self.id
+    }
+
     fn response_offset(slot: u16) -> usize {
         usize::from(slot) * RESPONSE_BYTES
     }
@@ -707,7 +725,7 @@ pub(crate) struct RdmaPollGroup {
     options: RdmaOptions,
     pool: Arc<BufPool>,
     cache: PoolCache,
-    owners: Arc<Mutex<HashMap<usize, usize>>>,
+    owners: Arc<Mutex<HashMap<CmToken, usize>>>,
     inbox: Arc<ArrayQueue<Notice>>,
     // Drop order: queues before the devices they use.
     queues: Vec<Option<Queue>>,
@@ -749,11 +767,11 @@ impl RdmaPollGroup {
 
     /// A device is going away: close its queues; it is released (see
     /// `release_removed_devices`) once they are gone.
-    fn device_removed(&mut self, ctx: usize) {
+    fn device_removed(&mut self, ctx: DeviceKey) {
         let Some(d) = self
             .devices
             .iter()
-            .find(|(_, dev)| dev.ctx as usize == ctx && !dev.removed)
+            .find(|(_, dev)| dev.ctx == ctx && !dev.removed)
             .map(|(d, _)| d)
         else {
             return;
@@ -790,7 +808,8 @@ impl RdmaPollGroup {
         }
     }
 
-    fn device_for(&mut self, ctx: *mut sys::ibv_context) -> Result<usize, String> {
+    fn device_for(&mut self, device: &verbs::Device<'_>) -> Result<usize, String> {
+        let ctx = device.key();
         if let Some((i, _)) = self.devices.iter().find(|(_, dev)| dev.ctx == ctx) {
             if self.devices[i].removed {
                 return Err(format!(
@@ -801,8 +820,10 @@ impl RdmaPollGroup {
             return Ok(i);
         }
         let d = self.devices.len();
-        let name = verbs::device_name(ctx);
-        let limits = verbs::query_device(ctx).map_err(|e| format!("{name}: query device: {e}"))?;
+        let name = device.name();
+        let limits = device
+            .query()
+            .map_err(|e| format!("{name}: query device: {e}"))?;
         let icd_bytes = self.options.in_capsule_data_bytes;
         let recv_sge = if icd_bytes > 0 { 2 } else { 1 };
         let srq_depth = if self.options.srq {
@@ -825,10 +846,10 @@ impl RdmaPollGroup {
         } else {
             None
         };
-        let pd = Pd::new(ctx).map_err(|e| format!("{name}: allocate PD: {e}"))?;
+        let pd = Pd::new(device).map_err(|e| format!("{name}: allocate PD: {e}"))?;
         // SRQ receive completions land in the CQ too: room for all of them.
         let cq_entries = (CQ_ENTRIES + srq_depth.unwrap_or(0)).min(limits.max_cqe);
-        let cq = Cq::new(ctx, cq_entries).map_err(|e| format!("{name}: create CQ: {e}"))?;
+        let cq = Cq::new(device, cq_entries).map_err(|e| format!("{name}: create CQ: {e}"))?;
         self.wakeups
             .add(cq.event_fd(), d as u64)
             .map_err(|e| format!("{name}: watch the CQ's completion channel: {e}"))?;
@@ -908,10 +929,12 @@ impl RdmaPollGroup {
             depth as usize,
             |i| srq_wr_id(device, i),
         )?;
-        let raw = srq.0;
         recvs
             .ring
-            .post(|wrs| verbs::post_srq_recv_chain(raw, wrs))
+            // SAFETY: see `RecvRing::post`: the WRs live in the ring's boxed
+            // table, naming its command slots and ICD buffers, registered on
+            // `pd` (the SRQ's) by `recvs`, which outlives the SRQ in DeviceSrq.
+            .post(|wrs| unsafe { srq.post_recv_chain(wrs) })
             .map_err(|e| format!("post receives: {e}"))?;
         Ok(DeviceSrq {
             srq,
@@ -920,16 +943,15 @@ impl RdmaPollGroup {
         })
     }
 
-    fn setup_queue(&mut self, conn: &ConnRequest, qi: u16) -> Result<Queue, String> {
-        let ctx = conn.id.context();
-        if ctx.is_null() {
+    fn setup_queue(&mut self, conn: &mut ConnRequest, qi: u16) -> Result<Queue, String> {
+        let Some(device) = conn.id().device() else {
             return Err("connection has no RDMA device".into());
-        }
-        let d = self.device_for(ctx)?;
+        };
+        let d = self.device_for(&device)?;
         let depth = conn.depth;
         let icd_bytes = self.options.in_capsule_data_bytes;
         let dev = &mut self.devices[d];
-        let srq = dev.srq.as_ref().map(|s| s.srq.0);
+        let srq = dev.srq.as_ref().map(|s| &s.srq);
         // On an SRQ the receives (and their CQ entries) belong to the device.
         let recv_wrs = if srq.is_some() { 0 } else { u32::from(depth) };
         let send_wrs = 2 * u32::from(depth) + 1;
@@ -963,14 +985,12 @@ impl RdmaPollGroup {
             recv_wr: recv_wrs,
             recv_sge: if icd_bytes > 0 { 2 } else { 1 },
             inline_bytes: RESPONSE_BYTES as u32,
-            srq: srq.unwrap_or(std::ptr::null_mut()),
         };
-        let created = conn
-            .id
-            .create_qp(dev.pd.0, dev.cq.as_ptr(), &spec)
+        let max_inline_bytes = conn
+            .id_mut()
+            .create_qp(&dev.pd, &dev.cq, srq, &spec)
             .map_err(|e| format!("create QP: {e}"))?;
-        let qp = created.qp;
-        let send_flags = response_send_flags(created.max_inline_bytes);
+        let send_flags = response_send_flags(max_inline_bytes);
         let inline = send_flags & sys::ibv_send_flags::IBV_SEND_INLINE != 0;
         if dev.responses_inline != Some(inline) {
             // Said once per device (and again only if a QP is granted otherwise).
@@ -984,7 +1004,7 @@ impl RdmaPollGroup {
                 } else {
                     "from registered memory"
                 },
-                created.max_inline_bytes
+                max_inline_bytes
             );
         }
         dev.cqe_used += send_wrs + recv_wrs;
@@ -1011,10 +1031,13 @@ impl RdmaPollGroup {
                 },
             })
             .collect();
+        let id = conn
+            .id
+            .take()
+            .expect("the connect request still holds its id");
         let mut q = Queue {
-            id: conn.id,
-            qp,
-            qp_num: verbs::qp_num(qp),
+            qp_num: id.qp_num(),
+            id,
             device: d,
             gen,
             send_wrs,
@@ -1036,14 +1059,20 @@ impl RdmaPollGroup {
             s.data_wr.sg_list = &mut s.data_sge;
             s.data_wr.num_sge = 1;
         }
+        let id = &q.id;
         let posted = match q.recvs.as_mut() {
-            Some(r) => r.ring.post(|wrs| verbs::post_recv_chain(qp, wrs)),
+            // SAFETY: see `RecvRing::post`: the WRs live in the ring's boxed
+            // table, naming memory registered on the QP's PD by the ring,
+            // which the queue drops only after destroying the QP.
+            Some(r) => r.ring.post(|wrs| unsafe { id.post_recv_chain(wrs) }),
             None => Ok(()),
         };
         if let Err(e) = posted {
             self.devices[d].cqe_used -= send_wrs + recv_wrs;
-            conn.id.destroy_qp();
-            drop(q);
+            // The QP before the memory its receives point at; the id goes
+            // back to the request, which rejects the connection.
+            q.id.destroy_qp();
+            conn.id = Some(q.into_id());
             return Err(format!("post receives: {e}"));
         }
         Ok(q)
@@ -1062,7 +1091,9 @@ impl RdmaPollGroup {
         q.flush_started = Some(Instant::now());
         // Work requests never posted will never complete: settle them here.
         for &wr in &q.send_batch {
-            let (kind, _, _, slot) = decode(verbs::send_wr_id(wr));
+            // SAFETY: the batch holds WRs of `q.slots` (boxed, in place while
+            // the queue lives), not posted, so only we touch them.
+            let (kind, _, _, slot) = decode(unsafe { verbs::send_wr_id(wr) });
             let s = &mut q.slots[usize::from(slot)];
             match kind {
                 KIND_SEND => {
@@ -1356,19 +1387,17 @@ impl RdmaPollGroup {
                 FLUSH_TIMEOUT.as_secs()
             ),
         }
-        let q = self.queues[usize::from(qi)].take().expect("checked");
+        let mut q = self.queues[usize::from(qi)].take().expect("checked");
         self.devices[q.device].cqe_used -= q.send_wrs + q.recv_wrs;
         self.owners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&q.id.addr());
-        let id = q.id;
+            .remove(&q.id.token());
         let on_srq = q.recvs.is_none();
         let (device, qp_num) = (q.device, q.qp_num);
         // The QP first: the NIC must be done with the memory before it is freed.
-        id.destroy_qp();
-        drop(q); // MRs, command slots, ICD and response buffers
-        id.destroy(false);
+        q.id.destroy_qp();
+        drop(q); // the id, MRs, command slots, ICD and response buffers
         if on_srq {
             // Receive completions of the QP may still sit in the CQ. Take them
             // now, while its qp_num still names this (gone) queue: a new QP
@@ -1395,11 +1424,8 @@ impl Drop for RdmaPollGroup {
             self.owners
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&q.id.addr());
-            let id = q.id;
-            id.destroy_qp();
-            drop(q);
-            id.destroy(false);
+                .remove(&q.id.token());
+            drop(q); // the id (QP first), then the memory
         }
     }
 }
@@ -1418,29 +1444,29 @@ impl TransportPollGroup for RdmaPollGroup {
             }
         };
         // On any error, dropping `conn` rejects the connection and frees its id.
-        let q = self
-            .setup_queue(&conn, qi as u16)
+        let mut q = self
+            .setup_queue(&mut conn, qi as u16)
             .map_err(TransportError::Full)?;
         let private = accept_private_data(conn.depth);
-        if let Err(e) = conn.id.accept(
+        if let Err(e) = q.id.accept(
             private.as_bytes(),
             conn.responder_resources,
             conn.initiator_depth,
         ) {
             self.devices[q.device].cqe_used -= q.send_wrs + q.recv_wrs;
-            // The QP before the memory its receives point at.
-            conn.id.destroy_qp();
-            drop(q);
+            // The QP before the memory its receives point at; the id goes
+            // back to the request, which rejects the connection.
+            q.id.destroy_qp();
+            conn.id = Some(q.into_id());
             return Err(TransportError::Other(format!("RDMA accept: {e}")));
         }
-        conn.accepted = true;
         if q.recvs.is_none() {
             self.srq_queues.insert(q.qp_num, qi as u16);
         }
         self.owners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(conn.id.addr(), self.reactor);
+            .insert(q.id.token(), self.reactor);
         self.queues[qi] = Some(q);
         Ok(qi as u16)
     }
@@ -1449,11 +1475,11 @@ impl TransportPollGroup for RdmaPollGroup {
         let start = events.len();
         while let Some(notice) = self.inbox.pop() {
             match notice {
-                Notice::Disconnected(id) => {
+                Notice::Disconnected(token) => {
                     if let Some(qi) = self
                         .queues
                         .iter()
-                        .position(|q| q.as_ref().is_some_and(|q| q.id == id))
+                        .position(|q| q.as_ref().is_some_and(|q| q.id.token() == token))
                     {
                         self.kill(qi as u16);
                     }
@@ -1522,13 +1548,12 @@ impl TransportPollGroup for RdmaPollGroup {
             let Some(srq) = dev.srq.as_mut() else {
                 continue;
             };
-            let raw = srq.srq.0;
             srq.recvs.ring.refill();
-            match srq
-                .recvs
-                .ring
-                .post(|wrs| verbs::post_srq_recv_chain(raw, wrs))
-            {
+            let shared = &srq.srq;
+            // SAFETY: see `RecvRing::post`: the ring's WRs name memory
+            // registered on the SRQ's PD, kept until the receive completes.
+            let post = |wrs: &[*mut sys::ibv_recv_wr]| unsafe { shared.post_recv_chain(wrs) };
+            match srq.recvs.ring.post(post) {
                 Ok(()) => srq.post_failed = false,
                 Err(e) => {
                     // The receives stay armed and are posted again next time.
@@ -1551,15 +1576,22 @@ impl TransportPollGroup for RdmaPollGroup {
             if q.life != Life::Live {
                 continue;
             }
-            let qp = q.qp;
+            let id = &q.id;
             let posted_recv = match q.recvs.as_mut() {
                 Some(r) => {
                     r.ring.refill();
-                    r.ring.post(|wrs| verbs::post_recv_chain(qp, wrs))
+                    // SAFETY: see `RecvRing::post`.
+                    r.ring.post(|wrs| unsafe { id.post_recv_chain(wrs) })
                 }
                 None => Ok(()),
             };
-            let posted_send = verbs::post_send_chain(q.qp, &q.send_batch);
+            // SAFETY: the batch holds data and send WRs of `q.slots` (boxed,
+            // in place while the queue lives, unposted so far). Their SGEs
+            // name the slot's response (in `rsp_region`, registered by
+            // `_rsp_mr`) and the request's pool buffer (pool MR), which the
+            // request holds until its SEND completes or flushes (KIND_SEND in
+            // on_wc, or kill); a READ's buffer is not read before `read_done`.
+            let posted_send = unsafe { q.id.post_send_chain(&q.send_batch) };
             // What the device took completes later; kill settles the rest.
             let taken = match &posted_send {
                 Ok(()) => q.send_batch.len(),
