@@ -9,7 +9,7 @@ use std::time::Instant;
 use nvme_spec::fabrics::{self, property};
 use nvme_spec::features::{self as feat, aen};
 use nvme_spec::identify::{
-    self, cns, nidt, IdentifyController, IdentifyNamespace, NsIdDescriptorHeader,
+    self, cns, nidt, oncs, IdentifyController, IdentifyNamespace, NsIdDescriptorHeader,
 };
 use nvme_spec::log::{effects, lid, ChangedNsList, CommandEffectsLog, FirmwareSlotLog, SmartLog};
 use nvme_spec::opcode::{admin, io};
@@ -290,7 +290,11 @@ pub(crate) fn identify_controller(ctrl: &Controller, env: &AdminEnv) -> Identify
     put_ascii_padded(&mut id.mn, &sub.model);
     put_ascii_padded(&mut id.fr, FIRMWARE_REVISION);
     id.rab = 6;
-    id.cmic = 1 << 1; // the subsystem may have several controllers (one per host)
+    if !ctrl.is_discovery() {
+        // Several ports (listeners) and controllers (one per host), as
+        // nvmet and SPDK say; namespaces are shared (NMIC).
+        id.cmic = 1 | (1 << 1);
+    }
     id.mdts = opts.mdts();
     id.cntlid = U16::new(ctrl.cntlid());
     id.ver = U32::new(ctrl.vs);
@@ -304,7 +308,12 @@ pub(crate) fn identify_controller(ctrl: &Controller, env: &AdminEnv) -> Identify
     id.acl = (ABORT_LIMIT - 1) as u8;
     id.aerl = (AER_LIMIT - 1) as u8;
     id.frmw = 1 | (1 << 1); // slot 1 read-only, one slot
-    id.lpa = identify::lpa::COMMANDS_EFFECTS | identify::lpa::EXTENDED_DATA;
+                            // The discovery controller serves only the discovery log (with offsets).
+    id.lpa = if ctrl.is_discovery() {
+        identify::lpa::EXTENDED_DATA
+    } else {
+        identify::lpa::COMMANDS_EFFECTS | identify::lpa::EXTENDED_DATA
+    };
     id.elpe = (ERROR_LOG_ENTRIES - 1) as u8;
     id.wctemp = U16::new(343);
     id.cctemp = U16::new(373);
@@ -354,7 +363,7 @@ fn get_log_page(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Sta
             .error_log_newest_first()
             .flat_map(|e| e.as_bytes().to_vec())
             .collect(),
-        lid::SMART_HEALTH => smart_log(ctrl).as_bytes().to_vec(),
+        lid::SMART_HEALTH => smart_log(ctrl, env).as_bytes().to_vec(),
         lid::FIRMWARE_SLOT => {
             let mut fw = FirmwareSlotLog::new_zeroed();
             fw.afi = 1;
@@ -377,7 +386,10 @@ fn get_log_page(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Sta
             }
             list.as_bytes().to_vec()
         }
-        lid::COMMANDS_SUPPORTED_AND_EFFECTS => command_effects().as_bytes().to_vec(),
+        lid::COMMANDS_SUPPORTED_AND_EFFECTS => {
+            let oncs = ctrl.shared.advertised_oncs.load(Ordering::Relaxed);
+            command_effects(oncs).as_bytes().to_vec()
+        }
         lid::DISCOVERY => {
             if !cmd.log_page_rae() {
                 ctrl.discovery_change_masked = false;
@@ -400,7 +412,7 @@ fn get_log_page(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Sta
     Status::SUCCESS
 }
 
-fn smart_log(ctrl: &Controller) -> SmartLog {
+fn smart_log(ctrl: &Controller, env: &AdminEnv) -> SmartLog {
     let (reads, writes, read_bytes, write_bytes) = ctrl.shared.io_totals();
     let mut s = SmartLog::new_zeroed();
     s.temperature = U16::new(298); // 25 C: RAM does not heat up
@@ -413,11 +425,21 @@ fn smart_log(ctrl: &Controller) -> SmartLog {
     put_u128(&mut s.host_read_commands, u128::from(reads));
     put_u128(&mut s.host_write_commands, u128::from(writes));
     put_u128(&mut s.power_cycles, 1);
+    // Powered on when the target started; busy while an I/O command was
+    // outstanding (minutes, as the spec counts).
+    let on_s = env
+        .now
+        .saturating_duration_since(env.target.started)
+        .as_secs();
+    put_u128(&mut s.power_on_hours, u128::from(on_s / 3600));
+    let busy_minutes = ctrl.shared.busy_us() / 60_000_000;
+    put_u128(&mut s.controller_busy_time, u128::from(busy_minutes));
     put_u128(&mut s.error_log_entries, u128::from(ctrl.error_count));
     s
 }
 
-fn command_effects() -> CommandEffectsLog {
+/// The commands this controller runs: the I/O ones per the ONCS it advertised.
+fn command_effects(advertised_oncs: u16) -> CommandEffectsLog {
     let mut log = CommandEffectsLog::new_zeroed();
     for op in [
         admin::GET_LOG_PAGE,
@@ -430,10 +452,21 @@ fn command_effects() -> CommandEffectsLog {
     ] {
         log.admin[usize::from(op)] = U32::new(effects::CSUPP);
     }
-    for op in [io::FLUSH, io::READ, io::COMPARE] {
+    let optional = |bit: u16, op: u8| (advertised_oncs & bit != 0).then_some(op);
+    let reads = [
+        Some(io::FLUSH),
+        Some(io::READ),
+        optional(oncs::COMPARE, io::COMPARE),
+    ];
+    for op in reads.into_iter().flatten() {
         log.io[usize::from(op)] = U32::new(effects::CSUPP);
     }
-    for op in [io::WRITE, io::WRITE_ZEROES, io::DATASET_MANAGEMENT] {
+    let writes = [
+        Some(io::WRITE),
+        optional(oncs::WRITE_ZEROES, io::WRITE_ZEROES),
+        optional(oncs::DATASET_MANAGEMENT, io::DATASET_MANAGEMENT),
+    ];
+    for op in writes.into_iter().flatten() {
         log.io[usize::from(op)] = U32::new(effects::CSUPP | effects::LBCC);
     }
     log

@@ -10,7 +10,7 @@
 //! - `ShutdownComplete`: CC.SHN written; CSTS.SHST = complete.
 //! - `Failed`: keep-alive expired or a fatal error; CSTS.CFS = 1, torn down.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,13 +38,21 @@ const STATE_SHUTDOWN: u8 = 2;
 const STATE_FAILED: u8 = 3;
 
 /// Per-reactor I/O counters for SMART; each reactor writes only its own slot.
+/// Aligned to 128 bytes (two cache lines: x86's adjacent-line prefetcher
+/// pairs them) so that reactors counting at once never share a line.
 #[derive(Default)]
+#[repr(align(128))]
 pub struct IoCounters {
     pub read_commands: AtomicU64,
     pub write_commands: AtomicU64,
     pub read_bytes: AtomicU64,
     pub write_bytes: AtomicU64,
-    _pad: [u64; 4],
+    /// This reactor's I/O queues of the controller with a command outstanding.
+    busy_queues: AtomicU32,
+    /// When the first of them became busy (µs since the controller's birth).
+    busy_since_us: AtomicU64,
+    /// Time with at least one of them busy, ended spells only.
+    pub busy_us: AtomicU64,
 }
 
 /// What I/O queues on any reactor may see of a controller.
@@ -60,6 +68,8 @@ pub struct ControllerShared {
     pub counters: Box<[IoCounters]>,
     /// Set when the controller is gone; late messages check it.
     pub destroyed: AtomicBool,
+    /// When the controller was created (origin of the busy-time clock).
+    born: Instant,
     /// The ONCS this controller last reported in Identify Controller; hosts
     /// cache it, so a namespace added later must honour it. Written under
     /// the subsystem's lock (`Subsystem::advertise_oncs`).
@@ -95,6 +105,7 @@ impl ControllerShared {
                 .map(|_| IoCounters::default())
                 .collect(),
             destroyed: AtomicBool::new(false),
+            born: Instant::now(),
             advertised_oncs: AtomicU16::new(0),
             advertised_vwc: AtomicBool::new(false),
             write_cache_enabled: AtomicBool::new(false),
@@ -135,6 +146,47 @@ impl ControllerShared {
         };
         cmds.store(cmds.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         total.store(total.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
+    }
+
+    fn micros_since_birth(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.born).as_micros() as u64
+    }
+
+    /// An I/O queue on `reactor` got its first outstanding command. With
+    /// `queue_idle`, keeps SMART's controller busy time: per reactor, the
+    /// time any of its queues of this controller had a command outstanding
+    /// (reactors overlapping in time each count theirs).
+    pub fn queue_busy(&self, reactor: usize, now: Instant) {
+        let c = &self.counters[reactor.min(self.counters.len() - 1)];
+        let n = c.busy_queues.load(Ordering::Relaxed);
+        if n == 0 {
+            c.busy_since_us
+                .store(self.micros_since_birth(now), Ordering::Relaxed);
+        }
+        c.busy_queues.store(n + 1, Ordering::Relaxed);
+    }
+
+    /// An I/O queue on `reactor` has no command outstanding any more.
+    pub fn queue_idle(&self, reactor: usize, now: Instant) {
+        let c = &self.counters[reactor.min(self.counters.len() - 1)];
+        let n = c.busy_queues.load(Ordering::Relaxed);
+        debug_assert!(n > 0, "queue_idle without queue_busy");
+        c.busy_queues.store(n.saturating_sub(1), Ordering::Relaxed);
+        if n == 1 {
+            let spell = self
+                .micros_since_birth(now)
+                .saturating_sub(c.busy_since_us.load(Ordering::Relaxed));
+            c.busy_us
+                .store(c.busy_us.load(Ordering::Relaxed) + spell, Ordering::Relaxed);
+        }
+    }
+
+    /// Busy time over all reactors, in µs (ended spells).
+    pub fn busy_us(&self) -> u64 {
+        self.counters
+            .iter()
+            .map(|c| c.busy_us.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// (read commands, write commands, read bytes, write bytes) over all reactors.
@@ -450,6 +502,44 @@ mod tests {
             1,
         ));
         Controller::new(shared, (0, 0), 5000, 128, 8, Instant::now())
+    }
+
+    #[test]
+    fn each_reactors_counters_have_lines_of_their_own() {
+        let sub = Arc::new(
+            Subsystem::from_config(1, &SubsystemConfig::new("nqn.2016-06.io.spdk:c1")).unwrap(),
+        );
+        let shared = ControllerShared::new(1, sub, 0, 0, "h".into(), [0; 16], 4);
+        let lines: Vec<usize> = shared
+            .counters
+            .iter()
+            .map(|c| c as *const IoCounters as usize)
+            .collect();
+        for pair in lines.windows(2) {
+            assert_eq!(pair[0] % 128, 0, "slot starts a line pair");
+            assert!(
+                pair[1] - pair[0] >= 128,
+                "slots {pair:x?} share a line pair"
+            );
+        }
+    }
+
+    #[test]
+    fn busy_time_counts_spells_with_a_command_outstanding() {
+        let c = ctrl();
+        let t0 = c.shared.born;
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Two queues on reactor 0 overlap: 10..40 counts once (30 ms).
+        c.shared.queue_busy(0, at(10));
+        c.shared.queue_busy(0, at(20));
+        c.shared.queue_idle(0, at(30));
+        assert_eq!(c.shared.busy_us(), 0, "a queue is still busy");
+        c.shared.queue_idle(0, at(40));
+        assert_eq!(c.shared.busy_us(), 30_000);
+        // Idle time does not count; the next spell adds.
+        c.shared.queue_busy(0, at(100));
+        c.shared.queue_idle(0, at(105));
+        assert_eq!(c.shared.busy_us(), 35_000);
     }
 
     #[test]

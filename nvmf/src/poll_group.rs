@@ -66,6 +66,30 @@ pub(crate) struct QueueState {
     pub listener: ListenAddress,
     /// Log lines this connection caused (see `remote_log`).
     pub log_lines: u8,
+    /// An I/O queue with a command outstanding, counted in its controller's
+    /// busy time (`ControllerShared::queue_busy`) until `end_busy_spell`.
+    pub busy_counted: bool,
+}
+
+impl QueueState {
+    /// Starts a busy spell when an I/O queue gets its first command.
+    fn begin_busy_spell(&mut self, reactor: usize, now: Instant) {
+        if let QueueRole::Io { ctrl, .. } = &self.role {
+            if self.outstanding == 1 && !self.busy_counted {
+                ctrl.queue_busy(reactor, now);
+                self.busy_counted = true;
+            }
+        }
+    }
+
+    /// Ends the busy spell: the last command completed, or the queue is
+    /// leaving its controller with commands still outstanding.
+    fn end_busy_spell(&mut self, reactor: usize, now: Instant) {
+        if let (true, QueueRole::Io { ctrl, .. }) = (self.busy_counted, &self.role) {
+            ctrl.queue_idle(reactor, now);
+            self.busy_counted = false;
+        }
+    }
 }
 
 impl QueueState {
@@ -382,6 +406,7 @@ impl PollGroup {
                     announced_qid: qid,
                     listener,
                     log_lines: 0,
+                    busy_counted: false,
                 });
                 if qid != 0 {
                     self.target.io_queue_opened(self.reactor);
@@ -405,9 +430,11 @@ impl PollGroup {
     }
 
     fn on_request(&mut self, t: usize, id: RequestId) {
+        let (reactor, now) = (self.reactor, self.now);
         let q = self.queue(t, id.queue);
         q.sq_head = (q.sq_head + 1) % q.sq_size;
         q.outstanding += 1;
+        q.begin_busy_spell(reactor, now);
         if q.outstanding > q.sq_size {
             let q_size = q.sq_size;
             remote_log!(
@@ -461,6 +488,9 @@ impl PollGroup {
         let (qid, sqhd) = (q.qid(), q.sq_head);
         debug_assert!(q.outstanding > 0);
         q.outstanding -= 1;
+        if q.outstanding == 0 {
+            q.end_busy_spell(self.reactor, self.now);
+        }
         let release = q.disconnected && q.outstanding == 0;
         let req = self.transports[t].request(id);
         req.rsp.cid = req.cmd.cid;
@@ -491,6 +521,7 @@ impl PollGroup {
             return;
         }
         q.disconnected = true;
+        q.end_busy_spell(self.reactor, self.now);
         match std::mem::replace(&mut q.role, QueueRole::Unconnected) {
             QueueRole::Admin { ctrl_slot } => {
                 self.destroy_controller(ctrl_slot, "admin queue disconnected");
@@ -537,6 +568,7 @@ impl PollGroup {
         };
         let ours = matches!(&q.role, QueueRole::Io { ctrl: c, qid: q2 } if Arc::ptr_eq(c, ctrl) && *q2 == qid);
         if ours && !q.disconnected {
+            q.end_busy_spell(self.reactor, self.now);
             q.role = QueueRole::Unconnected;
             self.transports[t].disconnect(queue);
         }

@@ -42,7 +42,7 @@ impl SubsystemConfig {
         SubsystemConfig {
             nqn: nqn.into(),
             serial: "NVMF00000000000000001".chars().take(20).collect(),
-            model: "Rust NVMe-oF target".into(),
+            model: DEFAULT_MODEL.into(),
             allow_any_host: false,
             hosts: Vec::new(),
             listeners: Vec::new(),
@@ -140,8 +140,10 @@ impl Subsystem {
             id,
             nqn: DISCOVERY_NQN.into(),
             kind: SubsystemKind::Discovery,
-            serial: String::new(),
-            model: String::new(),
+            // As nvmet's: a serial of this target instance, the model of
+            // every subsystem by default.
+            serial: discovery_serial(),
+            model: DEFAULT_MODEL.into(),
             max_namespaces: 0,
             state: Mutex::new(SubsystemState {
                 allow_any_host: true,
@@ -377,6 +379,20 @@ impl Subsystem {
 
 /// 128 bits from two FNV-1a passes with different offsets: deterministic
 /// across builds and Rust versions (unlike `DefaultHasher`).
+/// The model number subsystems report unless configured otherwise.
+pub const DEFAULT_MODEL: &str = "Rust NVMe-oF target";
+
+/// 16 hex digits, new each time the target starts (pid and clock).
+fn discovery_serial() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+        .to_string();
+    let id = stable_id(&[&std::process::id().to_string(), &now, "discovery"]);
+    id[..8].iter().map(|b| format!("{b:02X}")).collect()
+}
+
 pub(crate) fn stable_id(parts: &[&str]) -> [u8; 16] {
     let mut out = [0u8; 16];
     for (half, offset) in [0xcbf2_9ce4_8422_2325u64, 0x6c62_272e_07bb_0142]

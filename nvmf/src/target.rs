@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nvme_spec::fabrics::{CNTLID_DYNAMIC, DISCOVERY_NQN};
 use nvme_spec::log::{rdma_tsas, subtype, treq, DiscoveryLogEntry, DiscoveryLogHeader};
@@ -109,6 +109,8 @@ pub struct Target {
     reactors: OnceLock<ReactorHandle>,
     queue_load: OnceLock<Box<[AtomicUsize]>>,
     next_admin_reactor: AtomicUsize,
+    /// When the target started: SMART's power-on time.
+    pub started: Instant,
 }
 
 /// Bound on discovery log records, so a log page stays a few MiB at most.
@@ -129,6 +131,7 @@ impl Target {
             reactors: OnceLock::new(),
             queue_load: OnceLock::new(),
             next_admin_reactor: AtomicUsize::new(0),
+            started: Instant::now(),
         }))
     }
 

@@ -299,3 +299,98 @@ fn an_admin_queue_below_32_entries_is_refused() {
         "32 entries is the minimum, and enough"
     );
 }
+
+#[test]
+fn every_controller_kind_serves_what_its_identify_claims() {
+    use nvme_spec::identify::lpa;
+    let mut bed = TestBed::new(1, TargetOptions::default(), &[subsystem(true, &[])]);
+    let (mut h, _q) = connect(&mut bed);
+    let id = identify_controller(&mut h, &mut bed);
+    assert_eq!(id.lpa & lpa::COMMANDS_EFFECTS, lpa::COMMANDS_EFFECTS);
+    assert_eq!(id.cmic, 0b11, "several ports and controllers");
+    let (c, effects) = h.admin.get_log(
+        &mut bed,
+        nvme_spec::log::lid::COMMANDS_SUPPORTED_AND_EFFECTS,
+        0,
+        4096,
+        false,
+    );
+    assert_eq!(c.status(), Status::SUCCESS);
+    let io_supported = |op: u8| effects[1024 + 4 * usize::from(op)] & 1 != 0;
+    assert!(io_supported(io::READ) && io_supported(io::WRITE) && io_supported(io::WRITE_ZEROES));
+    assert!(
+        !io_supported(io::COMPARE),
+        "the null namespace cannot compare: not in ONCS, not here"
+    );
+    assert_eq!(id.oncs.get() & oncs::COMPARE, 0);
+
+    let host = HostId::new(1);
+    let mut d = bed.open_queue(0, 32);
+    let c = d.connect(
+        &mut bed,
+        &host,
+        nvme_spec::fabrics::DISCOVERY_NQN,
+        CNTLID_DYNAMIC,
+        31,
+        0,
+    );
+    assert_eq!(c.status(), Status::SUCCESS);
+    d.enable(&mut bed);
+    let (c, data) = d.identify(&mut bed, cns::CONTROLLER, 0, 0);
+    assert_eq!(c.status(), Status::SUCCESS);
+    let disc = IdentifyController::read_from_bytes(&data).unwrap();
+    assert_eq!(
+        disc.lpa & lpa::COMMANDS_EFFECTS,
+        0,
+        "not served, so not claimed"
+    );
+    let (c, _) = d.get_log(
+        &mut bed,
+        nvme_spec::log::lid::COMMANDS_SUPPORTED_AND_EFFECTS,
+        0,
+        4096,
+        false,
+    );
+    assert_eq!(c.status(), Status::INVALID_LOG_PAGE);
+    assert!(
+        disc.sn.iter().any(|&b| b != b' ' && b != 0),
+        "discovery serial filled in"
+    );
+    assert!(
+        disc.mn.iter().any(|&b| b != b' ' && b != 0),
+        "discovery model filled in"
+    );
+    assert_eq!(disc.cmic, 0);
+}
+
+#[test]
+fn smart_counts_what_the_host_did() {
+    let mut bed = TestBed::new(1, TargetOptions::default(), &[subsystem(true, &[])]);
+    let (mut h, mut q) = connect(&mut bed);
+    for lba in 0..3 {
+        assert_eq!(
+            q.write(&mut bed, 1, lba, 512, &[1; 1024]).status(),
+            Status::SUCCESS
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(q.read(&mut bed, 1, 0, 512, 4).0.status(), Status::SUCCESS);
+    }
+    let (c, log) = h
+        .admin
+        .get_log(&mut bed, nvme_spec::log::lid::SMART_HEALTH, 0, 512, false);
+    assert_eq!(c.status(), Status::SUCCESS);
+    let smart = nvme_spec::log::SmartLog::read_from_bytes(&log).unwrap();
+    let n = |f: &[u8; 16]| u128::from_le_bytes(*f);
+    assert_eq!(n(&smart.host_write_commands), 3);
+    assert_eq!(n(&smart.host_read_commands), 2);
+    assert_eq!(
+        n(&smart.data_units_written),
+        1,
+        "3 KiB rounds up to one unit of 512,000 bytes"
+    );
+    assert_eq!(n(&smart.data_units_read), 1);
+    assert_eq!(n(&smart.power_cycles), 1);
+    assert_eq!(n(&smart.power_on_hours), 0, "started just now");
+    assert_eq!(n(&smart.controller_busy_time), 0, "under a minute");
+}
