@@ -52,6 +52,14 @@ unsafe fn store_part(word: *mut u64, first: usize, bytes: &[u8]) {
     });
 }
 
+/// Splits `len` bytes at address `at` into a head (bytes before the first word
+/// boundary), whole words, and a tail.
+fn split(at: usize, len: usize) -> (usize, usize, usize) {
+    let head = (at.wrapping_neg() % WORD).min(len);
+    let words = (len - head) / WORD;
+    (head, words, len - head - words * WORD)
+}
+
 /// Copies `src` to `dst` with relaxed atomic word stores.
 ///
 /// # Safety
@@ -61,20 +69,27 @@ unsafe fn store_part(word: *mut u64, first: usize, bytes: &[u8]) {
 /// device's. `src` must not overlap them (a `&[u8]` to memory reached only through this
 /// module cannot exist).
 pub(crate) unsafe fn copy_in(dst: *mut u8, src: &[u8]) {
-    let mut done = 0;
-    while done < src.len() {
-        let (word, first) = word_of(dst.wrapping_add(done));
-        let n = (WORD - first).min(src.len() - done);
-        let bytes = &src[done..done + n];
-        if n == WORD {
-            let value = u64::from_ne_bytes(bytes.try_into().expect("one word"));
-            // SAFETY: an aligned word of the caller's range, accessed atomically only.
-            unsafe { atomic(word) }.store(value, Ordering::Relaxed);
-        } else {
-            // SAFETY: as above; first + n <= 8.
-            unsafe { store_part(word, first, bytes) };
-        }
-        done += n;
+    let (head, words, tail) = split(dst as usize, src.len());
+    if head > 0 {
+        let (word, first) = word_of(dst);
+        // SAFETY: the word holding the range's first bytes; first + head <= 8.
+        unsafe { store_part(word, first, &src[..head]) };
+    }
+    // The body: whole aligned words, one relaxed store (a plain `mov`) each. This loop is
+    // the RAM disk's and the loopback wire's copy, so it is kept free of per-word checks.
+    let body = dst.wrapping_add(head).cast::<u64>();
+    for (i, chunk) in src[head..head + words * WORD]
+        .chunks_exact(WORD)
+        .enumerate()
+    {
+        let value = u64::from_ne_bytes(chunk.try_into().expect("one word"));
+        // SAFETY: an aligned word inside the caller's range, accessed atomically only.
+        unsafe { atomic(body.wrapping_add(i)) }.store(value, Ordering::Relaxed);
+    }
+    if tail > 0 {
+        let at = head + words * WORD;
+        // SAFETY: the word holding the range's last bytes, which starts there (offset 0).
+        unsafe { store_part(dst.wrapping_add(at).cast::<u64>(), 0, &src[at..]) };
     }
 }
 
@@ -83,17 +98,31 @@ pub(crate) unsafe fn copy_in(dst: *mut u8, src: &[u8]) {
 /// # Safety
 /// As for [`copy_in`], with the range `src..src + dst.len()`; `dst` must not overlap it.
 pub(crate) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
-    let mut done = 0;
-    while done < dst.len() {
-        // Loads only: the *mut is what from_ptr takes; nothing is written through it.
-        let (word, first) = word_of(src.wrapping_add(done).cast_mut());
-        let n = (WORD - first).min(dst.len() - done);
-        // SAFETY: an aligned word overlapping the caller's range, accessed atomically only.
-        let value = unsafe { atomic(word) }
+    // Loads only: the *mut is what from_ptr takes; nothing is written through it.
+    let src = src.cast_mut();
+    let (head, words, tail) = split(src as usize, dst.len());
+    if head > 0 {
+        let (word, first) = word_of(src);
+        // SAFETY: the word holding the range's first bytes.
+        let value = unsafe { atomic(word) }.load(Ordering::Relaxed).to_ne_bytes();
+        dst[..head].copy_from_slice(&value[first..first + head]);
+    }
+    let body = src.wrapping_add(head).cast::<u64>();
+    for (i, chunk) in dst[head..head + words * WORD]
+        .chunks_exact_mut(WORD)
+        .enumerate()
+    {
+        // SAFETY: an aligned word inside the caller's range, accessed atomically only.
+        let value = unsafe { atomic(body.wrapping_add(i)) }.load(Ordering::Relaxed);
+        chunk.copy_from_slice(&value.to_ne_bytes());
+    }
+    if tail > 0 {
+        let at = head + words * WORD;
+        // SAFETY: the word holding the range's last bytes, which starts there.
+        let value = unsafe { atomic(src.wrapping_add(at).cast::<u64>()) }
             .load(Ordering::Relaxed)
             .to_ne_bytes();
-        dst[done..done + n].copy_from_slice(&value[first..first + n]);
-        done += n;
+        dst[at..].copy_from_slice(&value[..tail]);
     }
 }
 
@@ -102,13 +131,21 @@ pub(crate) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
 /// # Safety
 /// As for [`copy_in`] with a source of `len` zero bytes.
 pub(crate) unsafe fn fill_zero(dst: *mut u8, len: usize) {
-    const ZEROES: [u8; 512] = [0; 512];
-    let mut done = 0;
-    while done < len {
-        let n = ZEROES.len().min(len - done);
-        // SAFETY: a part of the caller's range, same contract.
-        unsafe { copy_in(dst.wrapping_add(done), &ZEROES[..n]) };
-        done += n;
+    let (head, words, tail) = split(dst as usize, len);
+    if head > 0 {
+        let (word, first) = word_of(dst);
+        // SAFETY: the range's first word; first + head <= 8.
+        unsafe { store_part(word, first, &[0; WORD][..head]) };
+    }
+    let body = dst.wrapping_add(head).cast::<u64>();
+    for i in 0..words {
+        // SAFETY: an aligned word inside the caller's range, accessed atomically only.
+        unsafe { atomic(body.wrapping_add(i)) }.store(0, Ordering::Relaxed);
+    }
+    if tail > 0 {
+        let at = dst.wrapping_add(head + words * WORD).cast::<u64>();
+        // SAFETY: the range's last word, from its start.
+        unsafe { store_part(at, 0, &[0; WORD][..tail]) };
     }
 }
 

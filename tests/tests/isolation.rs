@@ -467,3 +467,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn host_to_controller_data_shorter_than_the_command_needs_is_refused() {
+    let (mut bed, [mut h, _]) = two_hosts(1);
+    // Dataset Management with 2 ranges (32 bytes) in a 16-byte SGL, keyed
+    // and in the capsule: the target must not read past what it was given.
+    let mut dsm = Sqe::new(io::DATASET_MANAGEMENT, 0);
+    dsm.nsid = 1.into();
+    dsm.cdw10 = U32::new(1); // 2 ranges, 0-based
+    dsm.cdw11 = U32::new(1 << 2); // deallocate
+    dsm.dptr = h.io.hq.keyed_sgl(DATA_AT, 16);
+    assert_eq!(
+        h.io.exec(&mut bed, dsm).status(),
+        Status::DATA_SGL_LENGTH_INVALID
+    );
+    let c = h.io.exec_in_capsule(&mut bed, dsm, &[0; 16]);
+    assert_eq!(c.status(), Status::DATA_SGL_LENGTH_INVALID);
+    // Connect data is 1 KiB: a 512-byte SGL is refused.
+    let mut q = bed.open_queue(0, 32);
+    let sgl = q.hq.keyed_sgl(0, 512);
+    let connect = nvme_spec::fabrics::connect_command(0, 0, 31, 0, sgl);
+    assert_eq!(
+        q.exec(&mut bed, connect).status(),
+        Status::DATA_SGL_LENGTH_INVALID
+    );
+}
