@@ -104,7 +104,9 @@ pub(crate) unsafe fn copy_out(src: *const u8, dst: &mut [u8]) {
     if head > 0 {
         let (word, first) = word_of(src);
         // SAFETY: the word holding the range's first bytes.
-        let value = unsafe { atomic(word) }.load(Ordering::Relaxed).to_ne_bytes();
+        let value = unsafe { atomic(word) }
+            .load(Ordering::Relaxed)
+            .to_ne_bytes();
         dst[..head].copy_from_slice(&value[first..first + head]);
     }
     let body = src.wrapping_add(head).cast::<u64>();

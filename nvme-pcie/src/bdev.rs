@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bdev::{check_queue_depth, Bdev, BdevChannel, BdevError, BdevInfo, IoType, IoTypes};
-use nvme_spec::identify::oncs;
+use nvme_spec::identify::{oncs, IdentifyController};
 
 use crate::channel::{ChannelConfig, NvmeChannel, QueueOwner};
 use crate::controller::{identify_text, Controller, ControllerError, IoQueue, NamespaceInfo};
@@ -64,10 +64,7 @@ impl NvmeDevice {
         options: NvmeOptions,
     ) -> Result<NvmeDevice, ControllerError> {
         let controller = Controller::open(bdf, options.io_queue_pairs.max(1))?;
-        let id = controller.identify();
-        let oncs = id.oncs.get();
-        // VWC bit 0: writes may sit in a volatile cache until Flush or FUA.
-        let volatile_write_cache = id.vwc & 1 != 0;
+        let id = *controller.identify();
         let model = identify_text(&id.mn);
         let serial = identify_text(&id.sn);
         let max_transfer_bytes = controller.max_transfer_bytes();
@@ -83,15 +80,7 @@ impl NvmeDevice {
             .iter()
             .map(|ns| {
                 Arc::new(NvmeNamespace {
-                    info: BdevInfo {
-                        name: format!("{name}n{}", ns.nsid),
-                        product_name: PRODUCT_NAME,
-                        block_size: ns.block_size,
-                        num_blocks: ns.num_blocks,
-                        supported: supported_io_types(oncs, ns),
-                        max_queue_depth,
-                        volatile_write_cache,
-                    },
+                    info: namespace_info(name, &id, ns, max_queue_depth),
                     nsid: ns.nsid,
                     max_transfer_bytes: max_transfer_bytes
                         .unwrap_or(u64::MAX)
@@ -130,6 +119,26 @@ impl NvmeDevice {
     /// I/O queue pairs the controller granted: the channels that can be open at once.
     pub fn io_queue_pairs_granted(&self) -> u16 {
         self.controller.lock().io_queue_pairs_granted()
+    }
+}
+
+/// The bdev of namespace `ns` of controller `id` (bdev `{name}n{nsid}`).
+fn namespace_info(
+    name: &str,
+    id: &IdentifyController,
+    ns: &NamespaceInfo,
+    max_queue_depth: u32,
+) -> BdevInfo {
+    BdevInfo {
+        name: format!("{name}n{}", ns.nsid),
+        product_name: PRODUCT_NAME,
+        block_size: ns.block_size,
+        num_blocks: ns.num_blocks,
+        supported: supported_io_types(id.oncs.get(), ns),
+        max_queue_depth,
+        // VWC bit 0: completed writes may sit in a volatile cache until a
+        // Flush or a FUA write. Without it, the target claims no cache.
+        volatile_write_cache: id.vwc & 1 != 0,
     }
 }
 
@@ -259,6 +268,28 @@ impl Bdev for NvmeNamespace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bdev_has_a_volatile_cache_exactly_when_the_ssd_says_so() {
+        use nvme_spec::FromZeros;
+        let ns = NamespaceInfo {
+            nsid: 2,
+            block_size: 4096,
+            num_blocks: 8,
+            deallocate_reads_zeroes: true,
+        };
+        let mut id = IdentifyController::new_zeroed();
+        let info = namespace_info("Nvme0", &id, &ns, 31);
+        assert_eq!(info.name, "Nvme0n2");
+        assert!(
+            !info.volatile_write_cache,
+            "VWC = 0: no cache to claim or flush"
+        );
+        id.vwc = 1 | (0b10 << 1);
+        assert!(namespace_info("Nvme0", &id, &ns, 31).volatile_write_cache);
+        // Flush is always there for a cache to be made durable with.
+        assert!(info.supported.contains(IoType::Flush));
+    }
 
     #[test]
     fn optional_commands_follow_oncs_and_dlfeat() {

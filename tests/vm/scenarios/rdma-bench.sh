@@ -10,6 +10,9 @@
 #              with fio and the host, which the bed cannot avoid.
 # Prints every run (IOPS, latency, the guest's CPU split), the medians and
 # the ratios to the kernel. Only one target runs at a time.
+# A/B against another build: stage it as nvmf-tgt-prev in NVMF_VM_EXTRA_IN
+# (/mnt/in/extra in the guest); it then runs as "prev" in every round, with
+# the configuration of "ours", and the summary adds ours' ratio to it.
 # Functions below run through step/must: SC2317 cannot see that.
 # shellcheck disable=SC2317
 # shellcheck source=tests/vm/guest/lib.sh
@@ -76,18 +79,24 @@ bench_ours() {
     step "$who round $round: nvmf-tgt exits 0 on SIGTERM" stop_target
 }
 
+PREV_BIN=/mnt/in/extra/nvmf-tgt-prev
+TARGETS="kernel ours ours_spin"
+[[ -x $PREV_BIN ]] && TARGETS+=" prev"
 for ((round = 1; round <= BENCH_ROUNDS; round++)); do
     bench_one kernel "$round" "$KERNEL_PORT" "$KERNEL_NQN"
     bench_ours ours "$round" 0x3 "$CONF"
     bench_ours ours_spin "$round" 0x1 "$CONF_SPIN"
+    if [[ -x $PREV_BIN ]]; then
+        NVMF_TGT_BIN=$PREV_BIN bench_ours prev "$round" 0x3 "$CONF"
+    fi
 done
 step "kernel: configfs teardown" nvmet_teardown "$KERNEL_NQN"
 
 # Per-run lines, then "key=value" figures (medians, ratio) on the last lines.
 summarize() {
-    python3 - "$R" "$BENCH_ROUNDS" <<'PY' | tee "$R/bench-summary.txt"
+    python3 - "$R" "$BENCH_ROUNDS" $TARGETS <<'PY' | tee "$R/bench-summary.txt"
 import json, statistics, sys
-root, rounds = sys.argv[1], int(sys.argv[2])
+root, rounds, targets = sys.argv[1], int(sys.argv[2]), tuple(sys.argv[3:])
 def cpu(who, r):
     # /proc/stat "cpu" line: user nice system idle iowait irq softirq steal ...
     before, after = [[int(x) for x in l.split()[1:9]]
@@ -103,7 +112,6 @@ def run(who, r):
     return ([s["iops"]] + [p[k] / 1000.0 for k in ("50.000000", "99.000000", "99.900000")]
             + cpu(who, r))
 med = {}
-targets = ("kernel", "ours", "ours_spin")
 for who in targets:
     runs = [run(who, r) for r in range(1, rounds + 1)]
     for r, (iops, p50, p99, p999, user, system, softirq, idle) in enumerate(runs, 1):
@@ -118,6 +126,11 @@ for who in targets:
         print("%s_%s_median=%.0f" % (who, key, v))
 for who in targets[1:]:
     print("iops_ratio_%s_to_kernel=%.2f" % (who, med[who][0] / med["kernel"][0]))
+if "prev" in med:
+    # Per round, then the median: the host's drift cancels within a round.
+    pairs = [run("ours", r)[0] / run("prev", r)[0] for r in range(1, rounds + 1)]
+    print("iops_ratio_ours_to_prev_per_round=%s" % ",".join("%.2f" % x for x in pairs))
+    print("iops_ratio_ours_to_prev=%.2f" % statistics.median(pairs))
 ratio = med["ours"][0] / med["kernel"][0]
 print("goal_ours_ge_kernel=%s" % ("met" if ratio >= 1.0 else "missed"))
 PY
