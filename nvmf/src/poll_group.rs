@@ -108,6 +108,8 @@ pub(crate) struct NsChannel {
     pub channel: Box<dyn BdevChannel>,
     pub block_size: u32,
     pub num_blocks: u64,
+    /// In `PollGroup::busy_channels`.
+    busy_listed: bool,
 }
 
 impl NsChannel {
@@ -126,6 +128,7 @@ impl NsChannel {
             channel,
             block_size: info.block_size,
             num_blocks: info.num_blocks,
+            busy_listed: false,
         })
     }
 }
@@ -157,6 +160,12 @@ pub struct PollGroup {
     events: Vec<TransportEvent>,
     completions: Vec<BdevCompletion>,
     retry: VecDeque<RetryIo>,
+    /// Channels with I/O submitted and not yet reaped, as (subsystem, nsid):
+    /// what a poll reaps and flushes, never every namespace.
+    busy_channels: Vec<(usize, u32)>,
+    /// Where the next reap starts in `busy_channels`, so that no channel
+    /// always goes first when completions exceed one batch.
+    reap_start: usize,
     last_keep_alive_check: Instant,
     /// Zero of the millisecond clock given to bdev channels.
     clock_origin: Instant,
@@ -242,6 +251,8 @@ impl PollGroup {
             events: Vec::with_capacity(EVENT_BATCH),
             completions: Vec::with_capacity(COMPLETION_BATCH),
             retry: VecDeque::with_capacity(4096),
+            busy_channels: Vec::new(),
+            reap_start: 0,
             last_keep_alive_check: Instant::now(),
             clock_origin: Instant::now(),
             shutdown_started: false,
@@ -291,11 +302,7 @@ impl PollGroup {
             self.check_keep_alive();
             self.tick_bdev_channels();
         }
-        for sub in self.subsystems.iter_mut().flatten() {
-            for ns in sub.namespaces.iter_mut().flatten() {
-                ns.channel.flush();
-            }
-        }
+        self.flush_bdev_channels();
         for t in self.transports.iter_mut() {
             t.flush();
         }
@@ -329,13 +336,55 @@ impl PollGroup {
     /// Bdev I/Os submitted and not yet reaped, on every channel (removed
     /// namespaces' included).
     fn bdev_io_outstanding(&self) -> usize {
-        self.subsystems
+        self.busy_channels
             .iter()
-            .flatten()
-            .flat_map(|s| s.namespaces.iter().flatten())
+            .filter_map(|&(sub, nsid)| self.channel_at(sub, nsid))
             .chain(self.draining.iter())
             .map(|ns| ns.channel.outstanding())
             .sum()
+    }
+
+    fn channel_at(&self, sub_id: usize, nsid: u32) -> Option<&NsChannel> {
+        let idx = (nsid as usize).checked_sub(1)?;
+        self.subsystems
+            .get(sub_id)?
+            .as_ref()?
+            .namespaces
+            .get(idx)?
+            .as_ref()
+    }
+
+    /// Channel (`sub_id`, `nsid`) has I/O: polls reap and flush it.
+    fn list_busy_channel(&mut self, sub_id: usize, nsid: u32) {
+        if let Some(ch) = self.ns_channel(sub_id, nsid) {
+            if !ch.busy_listed {
+                ch.busy_listed = true;
+                self.busy_channels.push((sub_id, nsid));
+            }
+        }
+    }
+
+    /// Rings the doorbells of busy channels; forgets those with nothing left
+    /// in flight (a channel detached meanwhile is forgotten too).
+    fn flush_bdev_channels(&mut self) {
+        let mut i = 0;
+        while i < self.busy_channels.len() {
+            let (sub, nsid) = self.busy_channels[i];
+            let still_busy = match self.ns_channel(sub, nsid) {
+                Some(ch) => {
+                    ch.channel.flush();
+                    let busy = ch.channel.outstanding() > 0;
+                    ch.busy_listed = busy;
+                    busy
+                }
+                None => false,
+            };
+            if still_busy {
+                i += 1;
+            } else {
+                self.busy_channels.swap_remove(i);
+            }
+        }
     }
 
     /// Shutdown: disconnect every queue once, then report drained when all
@@ -769,6 +818,15 @@ impl PollGroup {
             }
         }
         self.subsystems[sub.id] = Some(channels);
+        // Room for every channel in the busy list: listing never allocates.
+        let channels: usize = self
+            .subsystems
+            .iter()
+            .flatten()
+            .map(|s| s.namespaces.len())
+            .sum();
+        self.busy_channels
+            .reserve(channels.saturating_sub(self.busy_channels.len()));
     }
 
     pub(crate) fn attach_namespace(&mut self, sub_id: usize, ns: &Namespace) {
@@ -785,11 +843,13 @@ impl PollGroup {
         let Some(Some(sub)) = self.subsystems.get_mut(sub_id) else {
             return;
         };
-        if let Some(ch) = sub
+        let taken = sub
             .namespaces
             .get_mut(nsid as usize - 1)
-            .and_then(|c| c.take())
-        {
+            .and_then(|c| c.take());
+        self.busy_channels
+            .retain(|&(s, n)| (s, n) != (sub_id, nsid));
+        if let Some(ch) = taken {
             if ch.channel.outstanding() > 0 {
                 self.draining.push(ch);
             }
@@ -827,6 +887,7 @@ impl PollGroup {
                 return;
             }
         };
+        self.list_busy_channel(sub_id, nsid);
         if let Some(io) = rejected {
             self.retry.push_back(RetryIo {
                 subsystem: sub_id,
@@ -848,6 +909,7 @@ impl PollGroup {
                     continue;
                 }
             };
+            self.list_busy_channel(r.subsystem, r.nsid);
             if let Some(io) = rejected {
                 self.retry.push_front(RetryIo { io, ..r });
                 break;
@@ -859,16 +921,29 @@ impl PollGroup {
 
     fn reap_bdev_completions(&mut self) -> usize {
         self.completions.clear();
-        let completions = &mut self.completions;
-        for sub in self.subsystems.iter_mut().flatten() {
-            for ns in sub.namespaces.iter_mut().flatten() {
-                let room = COMPLETION_BATCH - completions.len();
-                if room == 0 {
-                    break;
-                }
-                ns.channel.poll(room, &mut |c| completions.push(c));
-            }
+        let busy = self.busy_channels.len();
+        if busy > 0 {
+            self.reap_start = (self.reap_start + 1) % busy;
         }
+        for k in 0..busy {
+            let room = COMPLETION_BATCH - self.completions.len();
+            if room == 0 {
+                break;
+            }
+            let (sub, nsid) = self.busy_channels[(self.reap_start + k) % busy];
+            let completions = &mut self.completions;
+            let Some(ch) = self
+                .subsystems
+                .get_mut(sub)
+                .and_then(|s| s.as_mut())
+                .and_then(|s| s.namespaces.get_mut(nsid as usize - 1))
+                .and_then(|c| c.as_mut())
+            else {
+                continue;
+            };
+            ch.channel.poll(room, &mut |c| completions.push(c));
+        }
+        let completions = &mut self.completions;
         for ns in self.draining.iter_mut() {
             let room = COMPLETION_BATCH - completions.len();
             ns.channel.poll(room, &mut |c| completions.push(c));

@@ -18,6 +18,8 @@
 
 mod poll_group;
 pub mod request;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod verbs;
 
 use std::collections::HashMap;
@@ -34,7 +36,7 @@ use nvmf::transport::{
     ListenAddress, PendingQueue, Transport, TransportCaps, TransportError, TransportPollGroup,
 };
 
-use crate::verbs::{CmId, CmToken, DeviceKey, EventChannel};
+use crate::verbs::{CmId, CmToken, Connection, DeviceKey, EventChannel, RdmaCore, Verbs};
 
 /// CM events handled per acceptor run.
 const CM_EVENT_BATCH: usize = 64;
@@ -128,28 +130,28 @@ pub(crate) enum Notice {
 /// A connect request on its way to a poll group. Dropped while it still
 /// holds its id (not taken by an accepted queue), it is rejected and the id
 /// destroyed.
-pub(crate) struct ConnRequest {
-    pub id: Option<CmId>,
+pub(crate) struct ConnRequest<V: Verbs> {
+    pub id: Option<V::Conn>,
     pub depth: u16,
     pub responder_resources: u8,
     pub initiator_depth: u8,
 }
 
-impl ConnRequest {
-    pub fn id(&self) -> &CmId {
+impl<V: Verbs> ConnRequest<V> {
+    pub fn id(&self) -> &V::Conn {
         self.id
             .as_ref()
             .expect("the connect request still holds its id")
     }
 
-    pub fn id_mut(&mut self) -> &mut CmId {
+    pub fn id_mut(&mut self) -> &mut V::Conn {
         self.id
             .as_mut()
             .expect("the connect request still holds its id")
     }
 }
 
-impl Drop for ConnRequest {
+impl<V: Verbs> Drop for ConnRequest<V> {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             let rej = CmReject {
@@ -342,7 +344,7 @@ impl RdmaTransport {
         let limits = id.device().and_then(|d| d.query().ok());
         let dev_init = limits.map_or(1, |l| l.max_qp_init_rd_atom.max(1));
         let dev_resp = limits.map_or(1, |l| l.max_qp_rd_atom.max(1));
-        let conn = ConnRequest {
+        let conn = ConnRequest::<RdmaCore> {
             id: Some(id),
             depth,
             // We issue RDMA READs: at most what the host will answer.
@@ -494,7 +496,15 @@ impl Transport for RdmaTransport {
             inboxes[reactor] = Some(inbox.clone());
         }
         let cache = (self.pool.count() / (2 * reactor_count.max(1))).clamp(1, 128);
-        let pg = poll_group::RdmaPollGroup::new(self, reactor, inbox, cache).map_err(|e| {
+        let pg = poll_group::RdmaPollGroup::<RdmaCore>::new(
+            self.options,
+            self.pool.clone(),
+            self.owners.clone(),
+            reactor,
+            inbox,
+            cache,
+        )
+        .map_err(|e| {
             TransportError::Other(format!("RDMA poll group: cannot create an epoll set: {e}"))
         })?;
         Ok(Box::new(pg))

@@ -1,41 +1,110 @@
-//! The RDMA request state machine (one per request slot of a queue).
+//! The RDMA request state machine: every state a request slot of a queue
+//! can be in, and every transition, in one function (`RequestTable::advance`).
 //!
 //! ```text
-//! Free ──capsule──▶ NeedBuffer ──buffer──▶ NeedReadCredit ──credit──▶ ReadingFromHost
-//!                       │                        │ (no host data)          │ READ done
-//!                       ▼                        ▼                         ▼
-//!                  (no data) ────────────▶ ReadyToExecute ◀────────────────┘
-//!                                                │ lent to the target
-//!                                                ▼
-//!                                            Executing ──complete()──▶ Completing ──SEND done──▶ Free
+//!          capsule (keyed data)             buffer             credit
+//! Free ──────────────────────▶ NeedBuffer ───────▶ NeedReadCredit ─────▶ ReadingFromHost
+//!  │  capsule (no data,            │ buffer (data to the host)              │ READ done
+//!  │  or data in the capsule)      ▼                                        │
+//!  └──────────────────────▶ ReadyToExecute ◀────────────────────────────────┘
+//!                                  │ reported to the target
+//!                                  ▼
+//!                              Executing ──executed──▶ Responding ──SEND done──▶ Free
+//!                                                      (data WRITE, if any, and response)
+//!
+//! The queue dies (QP error, disconnect, device removal):
+//!   NeedBuffer, NeedReadCredit, ReadyToExecute ──▶ Free (buffer released)
+//!   ReadingFromHost, Responding ──▶ Flushing ──READ or SEND flushed──▶ Free
+//!   Executing ──▶ Orphaned ──executed (the target gives it back)──▶ Free
 //! ```
-//! Requests waiting for a buffer or a read credit wait in arrival order.
-//! This file is pure bookkeeping so it can be tested without a NIC.
+//!
+//! `advance` takes what happened (`Input`) and returns what the poll group
+//! must do (`Action`): post a work request, report the request to the target,
+//! or release its buffer. It makes no verbs call, so every transition is
+//! tested here without a NIC. Requests waiting for a buffer, a READ credit or
+//! room to be reported wait in arrival order (`next_waiter`).
 
 use std::collections::VecDeque;
-
-use nvmf::transport::DataPlan;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestState {
     Free,
-    /// Capsule received; a data buffer is needed before anything else.
+    /// Capsule received; its keyed data needs a buffer from the shared pool.
     NeedBuffer,
-    /// Host data must be read, but the RDMA READ depth is used up.
+    /// Host data must be read, but the queue's RDMA READ depth is used up.
     NeedReadCredit,
-    /// RDMA READ posted.
+    /// RDMA READ of the host's data posted.
     ReadingFromHost,
-    /// Waiting to be reported to the target.
+    /// Command and data in place; waiting to be reported to the target.
     ReadyToExecute,
     /// Lent to the target.
     Executing,
-    /// Response (and any RDMA WRITE) posted; waiting for the SEND completion.
-    Completing,
+    /// The data WRITE (if the command produced data) and the response SEND
+    /// posted; waiting for the SEND to complete.
+    Responding,
+    /// The queue died with a READ or SEND of this request at the NIC:
+    /// waiting for it to flush before the buffer may be reused.
+    Flushing,
+    /// The queue died while the target held the request: waiting for the
+    /// target to give it back.
+    Orphaned,
 }
 
-/// Per-queue request bookkeeping: slot states, free list, ordered waits.
+/// What the command's data needs, decided when its capsule arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataNeed {
+    /// No data, or data already in the capsule (its buffer lent by the receive).
+    Ready,
+    /// Keyed data the target will send to the host: a buffer, then execution.
+    BufferForHost,
+    /// Keyed data to read from the host: a buffer, a READ credit, the READ.
+    BufferAndRead,
+}
+
+/// What happened to a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A capsule arrived in this free slot.
+    Capsule(DataNeed),
+    /// What the request waits for is there (a buffer attached by the poll
+    /// group, a READ credit, room to report it): for the oldest waiter only.
+    Granted,
+    /// Its RDMA READ completed (or flushed).
+    ReadDone,
+    /// The target completed it.
+    Executed,
+    /// Its response SEND completed (or flushed).
+    SendDone,
+    /// The queue died.
+    QueueDead,
+}
+
+/// What the poll group must do after a transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    None,
+    /// Post the RDMA READ of the host's data into the request's buffer.
+    PostRead,
+    /// Report the request to the target.
+    Report,
+    /// Post the data WRITE (if the command produced data) and the response.
+    PostResponse,
+    /// The request is done: give its data buffer back; the slot is free.
+    Release,
+}
+
+/// What a waiting request waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    Buffer,
+    ReadCredit,
+    Report,
+}
+
+/// The request slots of one queue: their states, and who waits for what.
 pub struct RequestTable {
     states: Vec<RequestState>,
+    needs: Vec<DataNeed>,
     free: Vec<u16>,
     need_buffer: VecDeque<u16>,
     need_read_credit: VecDeque<u16>,
@@ -43,6 +112,8 @@ pub struct RequestTable {
     /// RDMA READs the queue may have in flight (host's ORD/IRD, device limit).
     read_credits: u16,
     reads_in_flight: u16,
+    /// Requests the target holds (Executing or Orphaned).
+    held_by_target: usize,
 }
 
 impl RequestTable {
@@ -51,12 +122,14 @@ impl RequestTable {
         let n = usize::from(depth);
         RequestTable {
             states: vec![RequestState::Free; n],
+            needs: vec![DataNeed::Ready; n],
             free: (0..depth).rev().collect(),
             need_buffer: VecDeque::with_capacity(n),
             need_read_credit: VecDeque::with_capacity(n),
             ready: VecDeque::with_capacity(n),
             read_credits,
             reads_in_flight: 0,
+            held_by_target: 0,
         }
     }
 
@@ -64,207 +137,376 @@ impl RequestTable {
         self.states[usize::from(slot)]
     }
 
-    fn set(&mut self, slot: u16, from: RequestState, to: RequestState) {
-        let s = &mut self.states[usize::from(slot)];
-        assert_eq!(
-            *s, from,
-            "request {slot}: {from:?} -> {to:?} from the wrong state"
-        );
-        *s = to;
+    /// A free slot for a capsule that arrived (None when the host overran
+    /// the queue). The slot stays Free until `advance(.., Input::Capsule)`.
+    pub fn take_free(&mut self) -> Option<u16> {
+        self.free.pop()
     }
 
-    /// A capsule arrived: takes a free slot (None when the host overran the queue).
-    pub fn receive(&mut self) -> Option<u16> {
-        let slot = self.free.pop()?;
-        self.set(slot, RequestState::Free, RequestState::NeedBuffer);
-        self.need_buffer.push_back(slot);
-        Some(slot)
-    }
-
-    /// The oldest request waiting for a buffer.
-    pub fn next_needing_buffer(&self) -> Option<u16> {
-        self.need_buffer.front().copied()
-    }
-
-    /// The oldest waiting request got its buffer (or needs none); `plan`
-    /// says whether host data must be read first.
-    pub fn buffer_ready(&mut self, plan: &DataPlan) {
-        let slot = self
-            .need_buffer
-            .pop_front()
-            .expect("a request waits for a buffer");
-        let reads_host = matches!(
-            plan,
-            DataPlan::Keyed {
-                xfer: nvmf::transport::Xfer::HostToController,
-                ..
+    /// The oldest request waiting for `wait`, if it may have it now (a READ
+    /// credit waiter only while the queue has a credit).
+    pub fn next_waiter(&self, wait: Wait) -> Option<u16> {
+        match wait {
+            Wait::Buffer => self.need_buffer.front().copied(),
+            Wait::ReadCredit if self.reads_in_flight < self.read_credits => {
+                self.need_read_credit.front().copied()
             }
-        );
-        if reads_host {
-            self.set(slot, RequestState::NeedBuffer, RequestState::NeedReadCredit);
-            self.need_read_credit.push_back(slot);
-        } else {
-            self.set(slot, RequestState::NeedBuffer, RequestState::ReadyToExecute);
-            self.ready.push_back(slot);
+            Wait::ReadCredit => None,
+            Wait::Report => self.ready.front().copied(),
         }
     }
 
-    /// The oldest request that may post its RDMA READ now.
-    pub fn take_read_credit(&mut self) -> Option<u16> {
-        if self.reads_in_flight == self.read_credits {
-            return None;
+    /// Whether any request waits for a buffer.
+    pub fn waits_for_buffer(&self) -> bool {
+        !self.need_buffer.is_empty()
+    }
+
+    /// Whether a poll has anything to do for this queue's waiting requests.
+    pub fn has_waiters(&self) -> bool {
+        !self.need_buffer.is_empty()
+            || self.next_waiter(Wait::ReadCredit).is_some()
+            || !self.ready.is_empty()
+    }
+
+    /// Moves request `slot` on after `input`; returns what the poll group
+    /// must do. A pair of state and input that cannot happen panics.
+    pub fn advance(&mut self, slot: u16, input: Input) -> Action {
+        use Action as A;
+        use Input as I;
+        use RequestState as S;
+        let from = self.state(slot);
+        let (to, action) = match (from, input) {
+            (S::Free, I::Capsule(need)) => {
+                assert!(!self.free.contains(&slot), "take_free gives the slot first");
+                self.needs[usize::from(slot)] = need;
+                match need {
+                    DataNeed::Ready => (S::ReadyToExecute, A::None),
+                    DataNeed::BufferForHost | DataNeed::BufferAndRead => (S::NeedBuffer, A::None),
+                }
+            }
+            (S::NeedBuffer, I::Granted) => {
+                self.pop_waiter(Wait::Buffer, slot);
+                match self.needs[usize::from(slot)] {
+                    DataNeed::BufferAndRead => (S::NeedReadCredit, A::None),
+                    _ => (S::ReadyToExecute, A::None),
+                }
+            }
+            (S::NeedReadCredit, I::Granted) => {
+                assert!(self.reads_in_flight < self.read_credits, "no READ credit");
+                self.pop_waiter(Wait::ReadCredit, slot);
+                self.reads_in_flight += 1;
+                (S::ReadingFromHost, A::PostRead)
+            }
+            (S::ReadingFromHost, I::ReadDone) => {
+                self.reads_in_flight -= 1;
+                (S::ReadyToExecute, A::None)
+            }
+            (S::ReadyToExecute, I::Granted) => {
+                self.pop_waiter(Wait::Report, slot);
+                self.held_by_target += 1;
+                (S::Executing, A::Report)
+            }
+            (S::Executing, I::Executed) => {
+                self.held_by_target -= 1;
+                (S::Responding, A::PostResponse)
+            }
+            (S::Responding, I::SendDone) => (S::Free, A::Release),
+
+            // The queue died.
+            (S::NeedBuffer | S::NeedReadCredit | S::ReadyToExecute, I::QueueDead) => {
+                self.forget_waiter(from, slot);
+                (S::Free, A::Release)
+            }
+            (S::ReadingFromHost, I::QueueDead) => {
+                self.reads_in_flight -= 1;
+                (S::Flushing, A::None)
+            }
+            (S::Responding, I::QueueDead) => (S::Flushing, A::None),
+            (S::Flushing, I::ReadDone | I::SendDone) => (S::Free, A::Release),
+            (S::Executing, I::QueueDead) => (S::Orphaned, A::None),
+            (S::Orphaned, I::Executed) => {
+                self.held_by_target -= 1;
+                (S::Free, A::Release)
+            }
+            (S::Free | S::Flushing | S::Orphaned, I::QueueDead) => (from, A::None),
+
+            (from, input) => panic!("request {slot}: {input:?} cannot happen in state {from:?}"),
+        };
+        self.states[usize::from(slot)] = to;
+        match to {
+            S::NeedBuffer if from != to => self.need_buffer.push_back(slot),
+            S::NeedReadCredit if from != to => self.need_read_credit.push_back(slot),
+            S::ReadyToExecute if from != to => self.ready.push_back(slot),
+            S::Free if from != to => self.free.push(slot),
+            _ => {}
         }
-        let slot = self.need_read_credit.pop_front()?;
-        self.set(
-            slot,
-            RequestState::NeedReadCredit,
-            RequestState::ReadingFromHost,
+        action
+    }
+
+    /// Takes `slot` off the front of its wait list: only the oldest waiter
+    /// is granted anything.
+    fn pop_waiter(&mut self, wait: Wait, slot: u16) {
+        let list = match wait {
+            Wait::Buffer => &mut self.need_buffer,
+            Wait::ReadCredit => &mut self.need_read_credit,
+            Wait::Report => &mut self.ready,
+        };
+        assert_eq!(
+            list.pop_front(),
+            Some(slot),
+            "{wait:?} granted to a request that is not the oldest waiter"
         );
-        self.reads_in_flight += 1;
-        Some(slot)
     }
 
-    pub fn read_done(&mut self, slot: u16) {
-        self.set(
-            slot,
-            RequestState::ReadingFromHost,
-            RequestState::ReadyToExecute,
-        );
-        self.reads_in_flight -= 1;
-        self.ready.push_back(slot);
-    }
-
-    /// The next request to report to the target.
-    pub fn take_ready(&mut self) -> Option<u16> {
-        let slot = self.ready.pop_front()?;
-        self.set(slot, RequestState::ReadyToExecute, RequestState::Executing);
-        Some(slot)
-    }
-
-    pub fn completing(&mut self, slot: u16) {
-        self.set(slot, RequestState::Executing, RequestState::Completing);
-    }
-
-    /// SEND completed (or the target finished a request on a dead queue).
-    pub fn free(&mut self, slot: u16) {
-        let s = self.state(slot);
-        assert!(
-            matches!(s, RequestState::Completing | RequestState::Executing),
-            "request {slot} freed in state {s:?}"
-        );
-        self.states[usize::from(slot)] = RequestState::Free;
-        self.free.push(slot);
-    }
-
-    /// The queue died: forget everything the target does not hold. Returns
-    /// the slots that were reading (their READs are flushed by the NIC).
-    pub fn abandon_waiting(&mut self) -> usize {
-        let mut dropped = 0;
-        let waiting: Vec<u16> = self
-            .need_buffer
-            .drain(..)
-            .chain(self.need_read_credit.drain(..))
-            .chain(self.ready.drain(..))
-            .collect();
-        for slot in waiting {
-            self.states[usize::from(slot)] = RequestState::Free;
-            self.free.push(slot);
-            dropped += 1;
-        }
-        dropped
-    }
-
-    /// A flushed READ of a dead queue.
-    pub fn read_flushed(&mut self, slot: u16) {
-        self.set(slot, RequestState::ReadingFromHost, RequestState::Free);
-        self.reads_in_flight -= 1;
-        self.free.push(slot);
+    /// Takes a waiting request of a dead queue off its list (once per death).
+    fn forget_waiter(&mut self, state: RequestState, slot: u16) {
+        let list = match state {
+            RequestState::NeedBuffer => &mut self.need_buffer,
+            RequestState::NeedReadCredit => &mut self.need_read_credit,
+            _ => &mut self.ready,
+        };
+        list.retain(|&s| s != slot);
     }
 
     pub fn held_by_target(&self) -> usize {
-        self.states
-            .iter()
-            .filter(|s| **s == RequestState::Executing)
-            .count()
-    }
-
-    pub fn all_free(&self) -> bool {
-        self.free.len() == self.states.len()
+        self.held_by_target
     }
 
     /// Slots in the Free state.
     pub fn free_count(&self) -> usize {
         self.free.len()
     }
+
+    pub fn depth(&self) -> usize {
+        self.states.len()
+    }
+
+    pub fn all_free(&self) -> bool {
+        self.free.len() == self.states.len()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nvmf::transport::Xfer;
+    use Action as A;
+    use Input as I;
+    use RequestState as S;
 
-    fn keyed(xfer: Xfer) -> DataPlan {
-        DataPlan::Keyed {
-            addr: 0,
-            len: 4096,
-            key: 1,
-            invalidate: false,
-            xfer,
+    /// A slot of a fresh table brought into `state`, and the table.
+    fn in_state(state: S) -> (RequestTable, u16) {
+        let mut t = RequestTable::new(4, 1);
+        let s = t.take_free().unwrap();
+        let need = match state {
+            S::NeedReadCredit | S::ReadingFromHost => DataNeed::BufferAndRead,
+            S::NeedBuffer | S::Flushing => DataNeed::BufferForHost,
+            _ => DataNeed::Ready,
+        };
+        if state == S::Free {
+            t.advance(s, I::Capsule(DataNeed::Ready));
+            t.advance(s, I::Granted);
+            t.advance(s, I::Executed);
+            t.advance(s, I::SendDone);
+            return (t, s);
+        }
+        t.advance(s, I::Capsule(need));
+        let path: &[I] = match state {
+            S::NeedBuffer | S::ReadyToExecute => &[],
+            S::NeedReadCredit => &[I::Granted],
+            S::ReadingFromHost => &[I::Granted, I::Granted],
+            S::Executing => &[I::Granted],
+            S::Responding => &[I::Granted, I::Executed],
+            S::Flushing => &[I::Granted, I::Granted, I::Executed, I::QueueDead],
+            S::Orphaned => &[I::Granted, I::QueueDead],
+            S::Free => unreachable!(),
+        };
+        for &i in path {
+            t.advance(s, i);
+        }
+        assert_eq!(t.state(s), state);
+        (t, s)
+    }
+
+    const ALL: [S; 9] = [
+        S::Free,
+        S::NeedBuffer,
+        S::NeedReadCredit,
+        S::ReadingFromHost,
+        S::ReadyToExecute,
+        S::Executing,
+        S::Responding,
+        S::Flushing,
+        S::Orphaned,
+    ];
+
+    /// Every legal transition: (from, input, to, action).
+    const LEGAL: [(S, I, S, A); 20] = [
+        (
+            S::Free,
+            I::Capsule(DataNeed::Ready),
+            S::ReadyToExecute,
+            A::None,
+        ),
+        (
+            S::Free,
+            I::Capsule(DataNeed::BufferForHost),
+            S::NeedBuffer,
+            A::None,
+        ),
+        (
+            S::Free,
+            I::Capsule(DataNeed::BufferAndRead),
+            S::NeedBuffer,
+            A::None,
+        ),
+        (
+            S::NeedReadCredit,
+            I::Granted,
+            S::ReadingFromHost,
+            A::PostRead,
+        ),
+        (S::ReadingFromHost, I::ReadDone, S::ReadyToExecute, A::None),
+        (S::ReadyToExecute, I::Granted, S::Executing, A::Report),
+        (S::Executing, I::Executed, S::Responding, A::PostResponse),
+        (S::Responding, I::SendDone, S::Free, A::Release),
+        (S::NeedBuffer, I::QueueDead, S::Free, A::Release),
+        (S::NeedReadCredit, I::QueueDead, S::Free, A::Release),
+        (S::ReadyToExecute, I::QueueDead, S::Free, A::Release),
+        (S::ReadingFromHost, I::QueueDead, S::Flushing, A::None),
+        (S::Responding, I::QueueDead, S::Flushing, A::None),
+        (S::Flushing, I::SendDone, S::Free, A::Release),
+        (S::Executing, I::QueueDead, S::Orphaned, A::None),
+        (S::Orphaned, I::Executed, S::Free, A::Release),
+        (S::Free, I::QueueDead, S::Free, A::None),
+        (S::Flushing, I::QueueDead, S::Flushing, A::None),
+        (S::Orphaned, I::QueueDead, S::Orphaned, A::None),
+        (S::NeedBuffer, I::Granted, S::ReadyToExecute, A::None),
+    ];
+
+    #[test]
+    fn every_legal_transition_does_what_the_table_says() {
+        for (from, input, to, action) in LEGAL {
+            let (mut t, s) = in_state(from);
+            if from == S::Free {
+                // A capsule lands in a slot take_free gave out.
+                if matches!(input, I::Capsule(_)) {
+                    assert_eq!(t.take_free(), Some(s));
+                }
+            }
+            assert_eq!(t.advance(s, input), action, "{from:?} + {input:?}");
+            assert_eq!(t.state(s), to, "{from:?} + {input:?}");
         }
     }
 
     #[test]
-    fn write_flows_through_read_credit() {
-        let mut t = RequestTable::new(4, 1);
-        let a = t.receive().unwrap();
-        let b = t.receive().unwrap();
-        t.buffer_ready(&keyed(Xfer::HostToController));
-        t.buffer_ready(&keyed(Xfer::HostToController));
-        assert_eq!(t.take_read_credit(), Some(a));
-        assert_eq!(t.take_read_credit(), None, "one READ at a time");
-        t.read_done(a);
-        assert_eq!(t.take_read_credit(), Some(b), "waiters keep arrival order");
-        assert_eq!(t.take_ready(), Some(a));
-        t.completing(a);
-        t.free(a);
-        assert_eq!(t.state(a), RequestState::Free);
+    fn a_keyed_write_needs_a_credit_after_its_buffer() {
+        let (mut t, s) = in_state(S::NeedReadCredit);
+        assert_eq!(t.next_waiter(Wait::ReadCredit), Some(s));
+        assert_eq!(t.advance(s, I::Granted), A::PostRead);
     }
 
     #[test]
-    fn reads_and_no_data_go_straight_to_ready() {
-        let mut t = RequestTable::new(2, 4);
-        let a = t.receive().unwrap();
-        t.buffer_ready(&keyed(Xfer::ControllerToHost));
-        let b = t.receive().unwrap();
-        t.buffer_ready(&DataPlan::None);
-        assert_eq!(t.receive(), None, "depth 2: the third capsule overruns");
-        assert_eq!((t.take_ready(), t.take_ready()), (Some(a), Some(b)));
-        assert_eq!(t.held_by_target(), 2);
+    fn every_other_pair_is_refused() {
+        let inputs = [
+            I::Capsule(DataNeed::Ready),
+            I::Granted,
+            I::ReadDone,
+            I::Executed,
+            I::SendDone,
+            I::QueueDead,
+        ];
+        let legal = |f: S, i: I| {
+            LEGAL.iter().any(|&(lf, li, _, _)| lf == f && li == i)
+                || (f == S::Flushing && i == I::ReadDone)
+                || (f == S::NeedBuffer && i == I::Granted)
+        };
+        for from in ALL {
+            for input in inputs {
+                if legal(from, input) {
+                    continue;
+                }
+                let refused = std::panic::catch_unwind(|| {
+                    let (mut t, s) = in_state(from);
+                    t.advance(s, input);
+                })
+                .is_err();
+                assert!(refused, "{input:?} in {from:?} was accepted");
+            }
+        }
     }
 
     #[test]
-    fn abandon_frees_only_waiting() {
+    fn waiters_are_served_in_arrival_order() {
+        let mut t = RequestTable::new(8, 1);
+        let slots: Vec<u16> = (0..3).map(|_| t.take_free().unwrap()).collect();
+        for &s in &slots {
+            t.advance(s, I::Capsule(DataNeed::BufferAndRead));
+        }
+        for &s in &slots {
+            assert_eq!(t.next_waiter(Wait::Buffer), Some(s));
+            t.advance(s, I::Granted);
+        }
+        assert_eq!(t.next_waiter(Wait::ReadCredit), Some(slots[0]));
+        assert_eq!(t.advance(slots[0], I::Granted), A::PostRead);
+        assert_eq!(t.next_waiter(Wait::ReadCredit), None, "one credit");
+        assert!(t.has_waiters() || t.next_waiter(Wait::Buffer).is_none());
+        t.advance(slots[0], I::ReadDone);
+        assert_eq!(t.next_waiter(Wait::ReadCredit), Some(slots[1]));
+        assert_eq!(t.next_waiter(Wait::Report), Some(slots[0]));
+    }
+
+    #[test]
+    #[should_panic(expected = "not the oldest waiter")]
+    fn granting_out_of_order_is_caught() {
         let mut t = RequestTable::new(4, 1);
-        let a = t.receive().unwrap();
-        t.buffer_ready(&DataPlan::None);
-        assert_eq!(t.take_ready(), Some(a));
-        let _b = t.receive().unwrap();
-        let c = t.receive().unwrap();
-        t.buffer_ready(&keyed(Xfer::HostToController)); // b
-        assert_eq!(t.abandon_waiting(), 2);
-        assert_eq!(t.state(c), RequestState::Free);
+        let a = t.take_free().unwrap();
+        let b = t.take_free().unwrap();
+        t.advance(a, I::Capsule(DataNeed::BufferForHost));
+        t.advance(b, I::Capsule(DataNeed::BufferForHost));
+        t.advance(b, I::Granted);
+    }
+
+    #[test]
+    fn a_dead_queue_frees_its_waiters_and_keeps_what_others_hold() {
+        let mut t = RequestTable::new(8, 1);
+        let mut take = |need| {
+            let s = t.take_free().unwrap();
+            t.advance(s, I::Capsule(need));
+            s
+        };
+        let executing = take(DataNeed::Ready);
+        let reading = take(DataNeed::BufferAndRead);
+        let waiting_credit = take(DataNeed::BufferAndRead);
+        let waiting_buffer = take(DataNeed::BufferForHost);
+        t.advance(executing, I::Granted);
+        t.advance(reading, I::Granted);
+        t.advance(reading, I::Granted);
+        t.advance(waiting_credit, I::Granted);
         assert_eq!(t.held_by_target(), 1);
-        assert_eq!(t.free_count(), 3);
-        t.free(a);
+        let actions: Vec<A> = (0..8).map(|s| t.advance(s, I::QueueDead)).collect();
+        assert_eq!(actions[usize::from(waiting_credit)], A::Release);
+        assert_eq!(actions[usize::from(waiting_buffer)], A::Release);
+        assert_eq!(t.state(reading), S::Flushing);
+        assert_eq!(t.state(executing), S::Orphaned);
+        assert!(!t.has_waiters());
+        assert_eq!(t.held_by_target(), 1);
+        assert_eq!(t.advance(reading, I::ReadDone), A::Release);
+        assert_eq!(t.advance(executing, I::Executed), A::Release);
         assert!(t.all_free());
-        assert_eq!(t.free_count(), 4);
+        assert_eq!(t.held_by_target(), 0);
+        assert_eq!(t.free_count(), 8);
     }
 
     #[test]
-    #[should_panic(expected = "wrong state")]
-    fn illegal_transition_is_caught() {
-        let mut t = RequestTable::new(1, 1);
-        let a = t.receive().unwrap();
-        t.completing(a);
+    fn credits_come_back_when_a_reading_queue_dies() {
+        let (mut t, s) = in_state(S::ReadingFromHost);
+        assert_eq!(t.reads_in_flight, 1);
+        t.advance(s, I::QueueDead);
+        assert_eq!(t.reads_in_flight, 0);
+        t.advance(s, I::ReadDone);
+        assert_eq!(
+            t.reads_in_flight, 0,
+            "the flushed READ is not counted twice"
+        );
     }
 }

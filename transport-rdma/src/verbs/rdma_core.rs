@@ -14,49 +14,23 @@ use std::io;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rdma_sys as sys;
 
-/// What a queue pair needs.
-#[derive(Clone, Copy, Debug)]
-pub struct QpSpec {
-    pub send_wr: u32,
-    pub recv_wr: u32,
-    /// SGEs per receive work request.
-    pub recv_sge: u32,
-    /// Inline data wanted per send work request.
-    pub inline_bytes: u32,
+use super::{
+    chain_result, CmToken, CompletionQueue, Connection, DeviceKey, DeviceLimits, MemoryRegion,
+    PostError, QpSpec, Verbs,
+};
+
+fn token_as_context(token: CmToken) -> *mut c_void {
+    // Only a number stored in a pointer-sized field, never dereferenced.
+    token.0 as usize as *mut c_void
 }
 
-/// Names one CM id for the life of the process: never reused, unlike the
-/// id's heap address, so a late notice cannot hit a newer connection. It is
-/// kept in the id's `context`, which librdmacm hands back with every event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CmToken(u64);
-
-static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
-
-impl CmToken {
-    fn next() -> CmToken {
-        CmToken(NEXT_TOKEN.fetch_add(1, Ordering::Relaxed))
-    }
-
-    fn as_context(self) -> *mut c_void {
-        // Only a number stored in a pointer-sized field, never dereferenced.
-        self.0 as usize as *mut c_void
-    }
-
-    fn from_context(context: *mut c_void) -> CmToken {
-        CmToken(context as usize as u64)
-    }
+fn token_from_context(context: *mut c_void) -> CmToken {
+    CmToken(context as usize as u64)
 }
-
-/// Identity of an open device context (its address), to match a
-/// DEVICE_REMOVAL event to the devices a poll group uses. Never dereferenced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DeviceKey(usize);
 
 /// The raw channel; destroyed when the last `EventChannel` or `CmId` using it
 /// goes, so it always outlives its ids.
@@ -111,7 +85,7 @@ impl CmId {
     unsafe fn own(raw: NonNull<sys::rdma_cm_id>, channel: Arc<ChannelRaw>) -> CmId {
         let token = CmToken::next();
         // SAFETY: live id, exclusively ours per the contract.
-        unsafe { (*raw.as_ptr()).context = token.as_context() };
+        unsafe { (*raw.as_ptr()).context = token_as_context(token) };
         CmId {
             raw,
             token,
@@ -405,7 +379,7 @@ impl EventChannel {
             sys::rdma_create_id(
                 self.0 .0.as_ptr(),
                 &mut raw,
-                token.as_context(),
+                token_as_context(token),
                 sys::rdma_port_space::RDMA_PS_TCP,
             )
         })?;
@@ -515,14 +489,14 @@ impl CmEvent {
     pub fn token(&self) -> CmToken {
         // SAFETY: every event names a live id; it cannot be destroyed before
         // this event is acked (rdma_destroy_id waits for that).
-        CmToken::from_context(unsafe { (*self.raw().id).context })
+        token_from_context(unsafe { (*self.raw().id).context })
     }
     /// The token of the listener a connect request came to (None otherwise).
     pub fn listen_token(&self) -> Option<CmToken> {
         let listen_id = self.raw().listen_id;
         // SAFETY: non-null, a live listening id: it cannot be destroyed before
         // this event is acked.
-        (!listen_id.is_null()).then(|| CmToken::from_context(unsafe { (*listen_id).context }))
+        (!listen_id.is_null()).then(|| token_from_context(unsafe { (*listen_id).context }))
     }
     /// The device of the event's id (for DEVICE_REMOVAL: the one going away).
     pub fn device_key(&self) -> Option<DeviceKey> {
@@ -574,22 +548,6 @@ impl Drop for CmEvent {
         // SAFETY: acking the event we got from rdma_get_cm_event, once.
         unsafe { sys::rdma_ack_cm_event(self.raw.as_ptr()) };
     }
-}
-
-/// Device limits the transport needs.
-#[derive(Clone, Copy, Debug)]
-pub struct DeviceLimits {
-    pub vendor_id: u32,
-    /// IBV_DEVICE_* capability flags.
-    pub device_cap_flags: u32,
-    pub max_qp_wr: u32,
-    pub max_cqe: u32,
-    pub max_qp_rd_atom: u8,
-    pub max_qp_init_rd_atom: u8,
-    /// Shared receive queues the device supports (0: none).
-    pub max_srq: u32,
-    pub max_srq_wr: u32,
-    pub max_srq_sge: u32,
 }
 
 /// Makes librdmacm re-read the device list. It keeps each device's context
@@ -855,32 +813,6 @@ impl Drop for Mr {
     }
 }
 
-/// A chain post that stopped at `wrs[posted]`: the ones before it were
-/// posted (and will complete), the rest were not.
-#[derive(Debug)]
-pub struct PostError {
-    pub posted: usize,
-    pub error: io::Error,
-}
-
-impl std::fmt::Display for PostError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (after {} work requests)", self.error, self.posted)
-    }
-}
-
-/// The outcome of a post of `wrs` that returned `rc` and named `bad`.
-fn chain_result<T>(rc: i32, wrs: &[*mut T], bad: *mut T) -> Result<(), PostError> {
-    if rc == 0 {
-        return Ok(());
-    }
-    Err(PostError {
-        // Providers name the first WR they did not take; none named: none taken.
-        posted: wrs.iter().position(|&w| w == bad).unwrap_or(0),
-        error: io::Error::from_raw_os_error(rc.abs()),
-    })
-}
-
 /// Points each receive work request of `wrs` (non-empty) at the next one.
 ///
 /// # Safety
@@ -895,29 +827,121 @@ unsafe fn link_recv_chain(wrs: &[*mut sys::ibv_recv_wr]) {
     unsafe { (**wrs.last().expect("non-empty")).next = ptr::null_mut() };
 }
 
-/// The wr_id of a send work request (to settle unposted ones).
-///
-/// # Safety
-/// `wr` points to a live `ibv_send_wr` that nothing writes during the call.
-pub unsafe fn send_wr_id(wr: *const sys::ibv_send_wr) -> u64 {
-    // SAFETY: per the contract.
-    unsafe { (*wr).wr_id }
+/// rdma-core's verbs, for the production poll group.
+pub struct RdmaCore;
+
+impl Verbs for RdmaCore {
+    type Conn = CmId;
+    type Pd = Pd;
+    type Cq = Cq;
+    type Srq = Srq;
+    type Mr = Mr;
+
+    fn alloc_pd(conn: &CmId) -> io::Result<Pd> {
+        Pd::new(&conn.device().ok_or_else(unbound)?)
+    }
+
+    fn create_cq(conn: &CmId, entries: u32) -> io::Result<Cq> {
+        Cq::new(&conn.device().ok_or_else(unbound)?, entries)
+    }
+
+    fn create_srq(pd: &Pd, max_wr: u32, max_sge: u32) -> io::Result<Srq> {
+        Srq::new(pd, max_wr, max_sge)
+    }
+
+    fn register(pd: &Pd, addr: *mut u8, len: usize) -> io::Result<Mr> {
+        Mr::register(pd, addr, len)
+    }
+
+    unsafe fn post_srq_recv(srq: &Srq, wrs: &[*mut sys::ibv_recv_wr]) -> Result<(), PostError> {
+        // SAFETY: the caller keeps the contract of `Srq::post_recv_chain`.
+        unsafe { srq.post_recv_chain(wrs) }
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn unbound() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the CM id has no RDMA device")
+}
 
-    #[test]
-    fn a_failed_post_counts_what_went_before_the_bad_wr() {
-        let mut wrs = [sys::ibv_recv_wr::default(), sys::ibv_recv_wr::default()];
-        let ptrs: Vec<*mut sys::ibv_recv_wr> = wrs.iter_mut().map(|w| w as *mut _).collect();
-        assert!(chain_result(0, &ptrs, ptr::null_mut()).is_ok());
-        let e = chain_result(libc::ENOMEM, &ptrs, ptrs[1]).unwrap_err();
-        assert_eq!(e.posted, 1);
-        assert_eq!(e.error.raw_os_error(), Some(libc::ENOMEM));
-        let e = chain_result(-libc::EINVAL, &ptrs, ptr::null_mut()).unwrap_err();
-        assert_eq!((e.posted, e.error.raw_os_error()), (0, Some(libc::EINVAL)));
-        assert!(e.to_string().contains("after 0 work requests"), "{e}");
+impl Connection for CmId {
+    type Verbs = RdmaCore;
+
+    fn token(&self) -> CmToken {
+        self.token
+    }
+
+    fn device_key(&self) -> Option<DeviceKey> {
+        self.device().map(|d| d.key())
+    }
+
+    fn device_name(&self) -> String {
+        self.device().map(|d| d.name()).unwrap_or_default()
+    }
+
+    fn query_device(&self) -> io::Result<DeviceLimits> {
+        self.device().ok_or_else(unbound)?.query()
+    }
+
+    fn accept(
+        &self,
+        private_data: &[u8],
+        responder_resources: u8,
+        initiator_depth: u8,
+    ) -> io::Result<()> {
+        CmId::accept(self, private_data, responder_resources, initiator_depth)
+    }
+
+    fn reject(&self, private_data: &[u8]) {
+        CmId::reject(self, private_data)
+    }
+
+    fn disconnect(&self) {
+        CmId::disconnect(self)
+    }
+
+    fn create_qp(&mut self, pd: &Pd, cq: &Cq, srq: Option<&Srq>, spec: &QpSpec) -> io::Result<u32> {
+        CmId::create_qp(self, pd, cq, srq, spec)
+    }
+
+    fn qp_num(&self) -> u32 {
+        CmId::qp_num(self)
+    }
+
+    fn destroy_qp(&mut self) {
+        CmId::destroy_qp(self)
+    }
+
+    unsafe fn post_send(&self, wrs: &[*mut sys::ibv_send_wr]) -> Result<(), PostError> {
+        // SAFETY: the trait's contract is `post_send_chain`'s.
+        unsafe { self.post_send_chain(wrs) }
+    }
+
+    unsafe fn post_recv(&self, wrs: &[*mut sys::ibv_recv_wr]) -> Result<(), PostError> {
+        // SAFETY: the trait's contract is `post_recv_chain`'s.
+        unsafe { self.post_recv_chain(wrs) }
+    }
+}
+
+impl CompletionQueue for Cq {
+    fn event_fd(&self) -> std::os::fd::RawFd {
+        Cq::event_fd(self)
+    }
+
+    fn arm(&mut self) -> io::Result<()> {
+        Cq::arm(self)
+    }
+
+    fn take_event(&mut self) {
+        Cq::take_event(self)
+    }
+
+    fn poll(&self, wcs: &mut [sys::ibv_wc]) -> usize {
+        Cq::poll(self, wcs)
+    }
+}
+
+impl MemoryRegion for Mr {
+    fn lkey(&self) -> u32 {
+        Mr::lkey(self)
     }
 }
