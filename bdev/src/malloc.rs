@@ -95,29 +95,49 @@ impl MallocChannel {
             return IoStatus::OutOfRange;
         };
         let memory = &self.disk.memory;
-        // Saturating: an impossible overflow then fails the .get() below instead of panicking.
-        let data = range.buf_offset..range.buf_offset.saturating_add(len);
-        let result = match io.io_type {
-            IoType::Read => match io.buf.as_mut().and_then(|b| b.as_mut_slice().get_mut(data)) {
-                Some(dst) => memory.read_at(device_offset, dst),
-                None => return IoStatus::InvalidBuffer,
-            },
-            IoType::Write => match io.buf.as_ref().and_then(|b| b.as_slice().get(data)) {
-                Some(src) => memory.write_at(device_offset, src),
-                None => return IoStatus::InvalidBuffer,
-            },
-            IoType::Compare => match io.buf.as_ref().and_then(|b| b.as_slice().get(data)) {
-                Some(expected) => match memory.compare_at(device_offset, expected) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => return IoStatus::Miscompare,
-                    Err(e) => Err(e),
-                },
-                None => return IoStatus::InvalidBuffer,
-            },
+        let at = range.buf_offset;
+        if io.io_type.needs_buffer() && io.buf.is_none() {
+            return IoStatus::InvalidBuffer;
+        }
+        // validate_io proved the data fits the buffer; a chained buffer is
+        // copied unit by unit.
+        let result = match (io.io_type, io.buf.as_mut()) {
+            (IoType::Read, Some(buf)) => {
+                let mut device = device_offset;
+                crate::pieces_mut(buf, at, len).try_for_each(|dst| {
+                    let r = memory.read_at(device, dst);
+                    device += dst.len();
+                    r
+                })
+            }
+            (IoType::Write, Some(buf)) => {
+                let mut device = device_offset;
+                crate::pieces(buf, at, len).try_for_each(|src| {
+                    let r = memory.write_at(device, src);
+                    device += src.len();
+                    r
+                })
+            }
+            (IoType::Compare, Some(buf)) => {
+                let mut device = device_offset;
+                let mut same = true;
+                let r = crate::pieces(buf, at, len).try_for_each(|expected| {
+                    same &= memory.compare_at(device, expected)?;
+                    device += expected.len();
+                    Ok(())
+                });
+                match r {
+                    Ok(()) if !same => return IoStatus::Miscompare,
+                    r => r,
+                }
+            }
             // Deallocated blocks read back as zeroes (NVMe DLFEAT "read zeroes").
-            IoType::WriteZeroes | IoType::Unmap => memory.fill_zero(device_offset, len),
+            (IoType::WriteZeroes | IoType::Unmap, _) => memory.fill_zero(device_offset, len),
             // Nothing volatile to persist.
-            IoType::Flush => Ok(()),
+            (IoType::Flush, _) => Ok(()),
+            (IoType::Read | IoType::Write | IoType::Compare, None) => {
+                unreachable!("checked above: data commands have a buffer")
+            }
         };
         match result {
             Ok(()) => IoStatus::Success,
@@ -171,6 +191,39 @@ mod tests {
         let mut buf = pool.get().unwrap();
         buf.as_mut_slice().fill(byte);
         buf
+    }
+
+    #[test]
+    fn chained_buffers_are_written_read_and_compared_unit_by_unit() {
+        let bdev = create_malloc("Malloc0", 64, 512, None).unwrap();
+        let mut ch = bdev.open_channel(4).unwrap();
+        let units = BufPool::with_ordinary_memory(4096, 8).unwrap();
+        let mut cache = dma::PoolCache::new(units, 8);
+        // 5 units: 20 KiB; 40 blocks from buf_offset 0 cross four unit boundaries.
+        let mut buf = cache.get_chain(5).unwrap();
+        let data: Vec<u8> = (0..20_480u32).map(|i| (i % 241) as u8).collect();
+        buf.write_at(0, &data);
+        let done = run(&mut *ch, BdevIo::with_buf(IoType::Write, 2, 40, buf, 1));
+        assert_eq!(done.status, IoStatus::Success);
+        cache.put(done.buf.unwrap());
+        let mut read = cache.get_chain(5).unwrap();
+        read.fill(0, 20_480, 0xee);
+        let done = run(&mut *ch, BdevIo::with_buf(IoType::Read, 2, 40, read, 2));
+        assert_eq!(done.status, IoStatus::Success);
+        let back = done.buf.unwrap();
+        let mut got = vec![0u8; 20_480];
+        back.read_at(0, &mut got);
+        assert_eq!(got, data);
+        let done = run(&mut *ch, BdevIo::with_buf(IoType::Compare, 2, 40, back, 3));
+        assert_eq!(done.status, IoStatus::Success);
+        let mut other = done.buf.unwrap();
+        other.fill(20_000, 1, 0);
+        let done = run(&mut *ch, BdevIo::with_buf(IoType::Compare, 2, 40, other, 4));
+        assert_eq!(
+            done.status,
+            IoStatus::Miscompare,
+            "one byte in the last unit differs"
+        );
     }
 
     fn write_then_read_back(block_size: u32) {

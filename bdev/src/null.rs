@@ -68,10 +68,16 @@ impl NullChannel {
             let Ok(len) = usize::try_from(range.len_bytes) else {
                 return IoStatus::InvalidBuffer;
             };
-            let data = range.buf_offset..range.buf_offset.saturating_add(len);
-            match io.buf.as_mut().and_then(|b| b.as_mut_slice().get_mut(data)) {
-                Some(dst) => dst.fill(0),
-                None => return IoStatus::InvalidBuffer,
+            let Some(buf) = io.buf.as_mut() else {
+                return IoStatus::InvalidBuffer;
+            };
+            if buf.units() == 1 {
+                // validate_io proved the range lies in the buffer.
+                buf.as_mut_slice()[range.buf_offset..range.buf_offset + len].fill(0);
+            } else {
+                for dst in crate::pieces_mut(buf, range.buf_offset, len) {
+                    dst.fill(0);
+                }
             }
         }
         IoStatus::Success

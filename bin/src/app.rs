@@ -42,7 +42,16 @@ pub enum AppError {
 /// Creates every `[[bdev]]`, in file order (an nvme bdev gives one bdev per namespace).
 /// Errors point at the bdev's line.
 pub fn build_bdevs(cfg: &Config) -> Result<Vec<Arc<dyn Bdev>>, ConfigError> {
+    build_bdevs_and_limit(cfg).map(|(bdevs, _)| bdevs)
+}
+
+/// Bdevs, and the largest transfer every NVMe controller among them takes in
+/// one command (None without NVMe bdevs, or when none sets a limit).
+type BdevsAndLimit = (Vec<Arc<dyn Bdev>>, Option<u64>);
+
+fn build_bdevs_and_limit(cfg: &Config) -> Result<BdevsAndLimit, ConfigError> {
     let mut out: Vec<Arc<dyn Bdev>> = Vec::with_capacity(cfg.bdevs.len());
+    let mut limit: Option<u64> = None;
     for b in &cfg.bdevs {
         let at_bdev = |msg| cfg.error_at(b.line, msg);
         log::debug!(
@@ -75,6 +84,9 @@ pub fn build_bdevs(cfg: &Config) -> Result<Vec<Arc<dyn Bdev>>, ConfigError> {
                 _,
             ) => {
                 let device = open_nvme(cfg, b, traddr, *io_timeout_ms).map_err(at_bdev)?;
+                if let Some(l) = device.max_transfer_bytes() {
+                    limit = Some(limit.map_or(l, |m| m.min(l)));
+                }
                 out.extend(
                     device
                         .namespaces()
@@ -84,7 +96,7 @@ pub fn build_bdevs(cfg: &Config) -> Result<Vec<Arc<dyn Bdev>>, ConfigError> {
             }
         }
     }
-    Ok(out)
+    Ok((out, limit))
 }
 
 /// Opens an NVMe controller with an I/O queue pair for every reactor and exported namespace,
@@ -135,7 +147,8 @@ fn open_nvme(
         }
     }
     let max_io_bytes = u64::from(cfg.transport.options.max_io_bytes);
-    if let Some(limit) = device.max_transfer_bytes().filter(|&l| l < max_io_bytes) {
+    let too_small = device.max_transfer_bytes().filter(|&l| l < max_io_bytes);
+    if let Some(limit) = too_small.filter(|_| cfg.transport.max_io_size_set) {
         return Err(format!(
             "[transport] max_io_size {max_io_bytes} is larger than NVMe controller {traddr} \
              takes in one command ({limit} bytes); set max_io_size = {limit}"
@@ -171,6 +184,7 @@ pub fn build_transport(
         "loopback" => LoopbackTransport::new(
             t.options.in_capsule_data_bytes,
             t.options.max_io_bytes,
+            t.io_unit_bytes,
             t.num_shared_buffers,
         )
         .map(|l| l as Arc<dyn Transport>)
@@ -180,6 +194,7 @@ pub fn build_transport(
             max_admin_queue_depth: t.options.max_admin_queue_depth,
             in_capsule_data_bytes: t.options.in_capsule_data_bytes,
             max_io_bytes: t.options.max_io_bytes,
+            io_unit_bytes: t.io_unit_bytes,
             buffer_count: t.num_shared_buffers,
             srq: t.srq,
             srq_depth: t.srq_depth,
@@ -217,9 +232,9 @@ fn build_transports(cfg: &Config) -> Result<Vec<Arc<dyn Transport>>, ConfigError
         .filter(|name| used(name))
         .map(|name| {
             log::debug!(
-                "creating the {name} transport ({} shared buffers of {} bytes)",
+                "creating the {name} transport ({} shared buffer units of {} bytes)",
                 cfg.transport.num_shared_buffers,
-                cfg.transport.options.max_io_bytes
+                cfg.transport.io_unit_bytes
             );
             build_transport(name, &cfg.transport, reactors_numa_node(&cfg.reactor_mask)).map_err(
                 |e| ConfigError::Whole {
@@ -234,12 +249,39 @@ fn build_transports(cfg: &Config) -> Result<Vec<Arc<dyn Transport>>, ConfigError
         .collect()
 }
 
+/// The config with `max_io_size` lowered to what every NVMe controller takes
+/// in one command, when the file did not set it and the default is larger
+/// (None when nothing changes). Hosts then split larger transfers.
+fn fit_max_io_size(cfg: &Config, device_limit: Option<u64>) -> Option<Config> {
+    let max = u64::from(cfg.transport.options.max_io_bytes);
+    let limit = device_limit.filter(|&l| l < max && !cfg.transport.max_io_size_set)?;
+    // MDTS is a power of two of pages: the largest one within the limit.
+    let fitted = 1u64 << (63 - limit.max(4096).leading_zeros());
+    let mut c = cfg.clone();
+    c.transport.options.max_io_bytes = fitted as u32;
+    c.transport.io_unit_bytes = c.transport.io_unit_bytes.min(fitted as u32);
+    log::info!(
+        "[transport] max_io_size lowered from the default {max} to {fitted} bytes: the NVMe \
+         controller takes at most {limit} bytes in one command"
+    );
+    Some(c)
+}
+
 /// Builds the target with all subsystems, listeners and namespaces, without starting reactors.
 pub fn build_target(cfg: &Config) -> Result<Arc<Target>, ConfigError> {
-    let bdevs: HashMap<String, Arc<dyn Bdev>> = build_bdevs(cfg)?
+    let (bdevs, limit) = build_bdevs_and_limit(cfg)?;
+    let bdevs: HashMap<String, Arc<dyn Bdev>> = bdevs
         .into_iter()
         .map(|b| (b.info().name.clone(), b))
         .collect();
+    let lowered;
+    let cfg = match fit_max_io_size(cfg, limit) {
+        Some(c) => {
+            lowered = c;
+            &lowered
+        }
+        None => cfg,
+    };
     let transports = build_transports(cfg)?;
     let target =
         Target::new(cfg.transport.options, transports).map_err(|e| ConfigError::Whole {
@@ -394,6 +436,36 @@ pub fn run(cfg: &Config) -> Result<(), AppError> {
 mod tests {
     use super::*;
     use crate::config::DEFAULT_CONFIG_NAME;
+
+    #[test]
+    fn an_unset_max_io_size_is_lowered_to_fit_the_nvme_controllers() {
+        let mut cfg = Config::builtin_default().unwrap();
+        cfg.transport.max_io_size_set = false;
+        assert_eq!(cfg.transport.options.max_io_bytes, 1 << 20);
+        let fitted = |cfg: &Config, limit| {
+            fit_max_io_size(cfg, limit)
+                .map(|c| (c.transport.options.max_io_bytes, c.transport.io_unit_bytes))
+        };
+        assert_eq!(fitted(&cfg, Some(512 << 10)), Some((512 << 10, 8192)));
+        assert_eq!(
+            fitted(&cfg, Some(600_000)),
+            Some((512 << 10, 8192)),
+            "a power of two"
+        );
+        assert_eq!(
+            fitted(&cfg, Some(4096)),
+            Some((4096, 4096)),
+            "units no larger"
+        );
+        assert_eq!(fitted(&cfg, Some(2 << 20)), None, "the device takes more");
+        assert_eq!(fitted(&cfg, None), None, "no NVMe bdev");
+        cfg.transport.max_io_size_set = true;
+        assert_eq!(
+            fitted(&cfg, Some(512 << 10)),
+            None,
+            "set in the file: open_nvme refuses it"
+        );
+    }
 
     #[test]
     fn default_config_builds_a_target() {

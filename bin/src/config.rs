@@ -45,9 +45,10 @@ max_queue_depth = 128             # deepest I/O queue a host may create
 max_admin_queue_depth = 32        # deepest admin queue
 max_queues_per_controller = 64    # admin queue included
 in_capsule_data_size = 4096       # bytes of data a command capsule may carry
-max_io_size = 131072              # largest transfer of one command, in bytes
+max_io_size = 1048576             # largest transfer of one command, in bytes
+io_unit_size = 8192               # data buffer unit: a transfer takes as many as it needs
 acceptor_poll_period_us = 10000   # how often new connections are picked up
-num_shared_buffers = 1024         # data buffers of max_io_size bytes, shared by all reactors
+num_shared_buffers = 16384        # data buffer units, shared by all reactors (128 MiB)
 srq = false                       # RDMA: one shared receive queue per device and reactor
 srq_depth = 4096                  # RDMA: receives posted on it (capped by the device)
 
@@ -83,14 +84,15 @@ max_namespaces = 32
 pub const DEFAULT_CONFIG_NAME: &str = "<built-in default>";
 
 pub const DEFAULT_REACTOR_MASK: &str = "0x1";
-pub const DEFAULT_NUM_SHARED_BUFFERS: usize = 1024;
+pub const DEFAULT_NUM_SHARED_BUFFERS: usize = 16_384;
+pub const DEFAULT_IO_UNIT_BYTES: u32 = nvmf::transport::DEFAULT_IO_UNIT_BYTES;
 /// An idle reactor sleeps at most this long (10 ms) per idle iteration.
 pub const MAX_IDLE_SLEEP_US: u64 = 10_000;
 /// Interrupt mode: how long a reactor stays idle, spinning, before it sleeps.
 pub const DEFAULT_INTERRUPT_AFTER_IDLE_US: u64 = 100;
 pub const MAX_INTERRUPT_AFTER_IDLE_US: u64 = 1_000_000;
-/// Bounds the data buffer pool (at most 64 Ki buffers of max_io_size each).
-pub const MAX_NUM_SHARED_BUFFERS: usize = 65_536;
+/// Bounds the data buffer pool (at most 1 Mi units).
+pub const MAX_NUM_SHARED_BUFFERS: usize = 1 << 20;
 pub const DEFAULT_SRQ_DEPTH: u32 = 4096;
 /// Shared receive queue depths: each receive holds an in-capsule data buffer,
 /// so the upper bound also bounds that memory (64 Ki x in_capsule_data_size).
@@ -190,6 +192,7 @@ struct RawTransport {
     max_queues_per_controller: Option<Spanned<i64>>,
     in_capsule_data_size: Option<Spanned<i64>>,
     max_io_size: Option<Spanned<i64>>,
+    io_unit_size: Option<Spanned<i64>>,
     acceptor_poll_period_us: Option<Spanned<i64>>,
     num_shared_buffers: Option<Spanned<i64>>,
     srq: Option<Spanned<bool>>,
@@ -205,6 +208,7 @@ impl RawTransport {
             "max_queues_per_controller" => &self.max_queues_per_controller,
             "in_capsule_data_size" => &self.in_capsule_data_size,
             "max_io_size" => &self.max_io_size,
+            "io_unit_size" => &self.io_unit_size,
             "acceptor_poll_period_us" => &self.acceptor_poll_period_us,
             "num_shared_buffers" => &self.num_shared_buffers,
             _ => return None,
@@ -294,8 +298,13 @@ pub enum MaskOrigin {
 #[derive(Clone, Copy, Debug)]
 pub struct TransportConfig {
     pub options: TargetOptions,
-    /// Data buffers of `options.max_io_bytes` each, shared by all reactors.
+    /// Data buffer units of `io_unit_bytes` each, shared by all reactors.
     pub num_shared_buffers: usize,
+    /// Bytes of each data buffer unit; a transfer chains as many as it needs.
+    pub io_unit_bytes: u32,
+    /// `max_io_size` was set in the file (not the default): a device that
+    /// takes less is an error then, and a reason to lower it otherwise.
+    pub max_io_size_set: bool,
     /// RDMA: one shared receive queue per device and reactor instead of
     /// receives posted per queue pair.
     pub srq: bool,
@@ -305,7 +314,7 @@ pub struct TransportConfig {
 
 impl TransportConfig {
     pub fn shared_buffer_bytes(&self) -> u64 {
-        self.num_shared_buffers as u64 * u64::from(self.options.max_io_bytes)
+        self.num_shared_buffers as u64 * u64::from(self.io_unit_bytes)
     }
 }
 
@@ -314,6 +323,8 @@ impl Default for TransportConfig {
         TransportConfig {
             options: TargetOptions::default(),
             num_shared_buffers: DEFAULT_NUM_SHARED_BUFFERS,
+            io_unit_bytes: DEFAULT_IO_UNIT_BYTES,
+            max_io_size_set: false,
             srq: false,
             srq_depth: DEFAULT_SRQ_DEPTH,
         }
@@ -607,13 +618,14 @@ impl fmt::Display for Config {
         writeln!(
             f,
             "transport: max_queue_depth {}, max_admin_queue_depth {}, max_queues_per_controller {}, \
-             in_capsule_data_size {}, max_io_size {}, acceptor_poll_period_us {}, \
+             in_capsule_data_size {}, max_io_size {}, io_unit_size {}, acceptor_poll_period_us {}, \
              num_shared_buffers {} ({}), {}",
             o.max_queue_depth,
             o.max_admin_queue_depth,
             o.max_queues_per_controller,
             o.in_capsule_data_bytes,
             o.max_io_bytes,
+            self.transport.io_unit_bytes,
             o.acceptor_poll_period_us,
             self.transport.num_shared_buffers,
             format_mib(self.transport.shared_buffer_bytes()),
@@ -891,6 +903,19 @@ impl Doc<'_> {
         }
         if let Some(v) = &raw.max_io_size {
             o.max_io_bytes = self.clamped(v, "max_io_size")?;
+            out.max_io_size_set = true;
+        }
+        if let Some(v) = &raw.io_unit_size {
+            let n = *v.get_ref();
+            let max = i64::from(o.max_io_bytes);
+            if n < 4096 || n > max || !(n as u64).is_power_of_two() {
+                return Err(self.err(
+                    v.span(),
+                    "io_unit_size",
+                    format!("{n} is invalid; use a power of two from 4096 to max_io_size ({max})"),
+                ));
+            }
+            out.io_unit_bytes = n as u32;
         }
         if let Some(v) = &raw.acceptor_poll_period_us {
             o.acceptor_poll_period_us = self.clamped(v, "acceptor_poll_period_us")?;
@@ -905,6 +930,30 @@ impl Doc<'_> {
                 ));
             }
             out.num_shared_buffers = n as usize;
+        }
+        // One transfer of max_io_size must fit the pool, or it would wait forever.
+        let units_per_io = o.max_io_bytes.div_ceil(out.io_unit_bytes) as usize;
+        if out.num_shared_buffers < units_per_io {
+            let span = raw
+                .num_shared_buffers
+                .as_ref()
+                .map(|v| v.span())
+                .or_else(|| raw.max_io_size.as_ref().map(|v| v.span()))
+                .or_else(|| raw.io_unit_size.as_ref().map(|v| v.span()));
+            let key = if raw.num_shared_buffers.is_some() {
+                "num_shared_buffers"
+            } else {
+                "max_io_size"
+            };
+            let msg = format!(
+                "{} units of {} bytes cannot hold one transfer of max_io_size {} bytes; \
+                 set num_shared_buffers to at least {units_per_io}",
+                out.num_shared_buffers, out.io_unit_bytes, o.max_io_bytes
+            );
+            return Err(match span {
+                Some(span) => self.err(span, key, msg),
+                None => self.err(0..0, key, msg),
+            });
         }
         if let Some(v) = &raw.srq {
             out.srq = *v.get_ref();
@@ -1717,6 +1766,7 @@ max_admin_queue_depth = 64
 max_queues_per_controller = 8
 in_capsule_data_size = 8192
 max_io_size = 262144
+io_unit_size = 16384
 acceptor_poll_period_us = 1000
 num_shared_buffers = 256
 
@@ -1932,7 +1982,7 @@ allow_any_host = true
                     block_size: 4096,
                     numa_node: Some(0),
                 },
-                line: 15
+                line: 16
             }
         );
         assert_eq!(c.bdevs[1].kind, BdevKind::Null);
@@ -2237,6 +2287,21 @@ allow_any_host = true
             2,
             Some("num_shared_buffers"),
         );
+        for bad in [
+            "io_unit_size = 1000",
+            "io_unit_size = 2048",
+            "io_unit_size = 2097152",
+        ] {
+            let e = error(&format!("[transport]\n{bad}\n"), 2, Some("io_unit_size"));
+            assert!(e.contains("power of two from 4096 to max_io_size"), "{e}");
+        }
+        // One max_io_size transfer must fit the pool: 1 MiB is 128 units of 8 KiB.
+        let e = error(
+            "[transport]\nnum_shared_buffers = 100\n",
+            2,
+            Some("num_shared_buffers"),
+        );
+        assert!(e.contains("set num_shared_buffers to at least 128"), "{e}");
         let e = error(
             "[transport]\nsrq = true\nsrq_depth = 8\n",
             3,
@@ -2550,7 +2615,8 @@ allow_any_host = true
         let s = c.to_string();
         for want in [
             "reactor mask 0x1 (1 reactor(s) on CPU(s) 0)",
-            "num_shared_buffers 256 (64 MiB), srq off",
+            "io_unit_size 16384",
+            "num_shared_buffers 256 (4 MiB), srq off",
             "bdev Malloc0: malloc, 2048 blocks of 4096 bytes (8 MiB), NUMA node 0",
             "bdev Null0: null, 1000 blocks of 512 bytes (0.49 MiB)",
             "subsystem nqn.2016-06.io.spdk:cnode1: serial \"SN1\", model \"Model 1\", max_namespaces 4, 2 allowed host(s)",

@@ -1,10 +1,16 @@
-//! Fixed pools of equal-size DMA buffers, carved from one region at start-up. The global free
-//! list is a lock-free bounded queue of indexes; each reactor keeps a `PoolCache` so most
-//! get/put pairs touch no shared cache line at all.
+//! Fixed pools of equal-size DMA buffers (units), carved from one region at start-up. The
+//! global free list is a lock-free bounded queue of indexes; each reactor keeps a `PoolCache`
+//! so most get/put pairs touch no shared cache line at all.
+//!
+//! A transfer larger than one unit takes a chain of units (`PoolCache::get_chain`): one
+//! `DmaBuf` whose units are linked through the pool's link table, so a chain of any length is
+//! a fixed-size value and taking one allocates nothing. Its bytes are reached unit by unit
+//! (`chunks`, `iova_chunks`, `read_at`, `write_at`).
 
 use std::fmt;
 use std::ptr::NonNull;
 use std::slice;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
@@ -24,7 +30,14 @@ pub struct BufPool {
     /// Indexes of buffers not owned by any DmaBuf. Capacity == count, and each index is
     /// either here or in exactly one DmaBuf, so pushes never fail.
     free: ArrayQueue<u32>,
+    /// For each unit of a chain, the next unit (`END` for the last). Written only by the
+    /// chain's owner; ownership passes through the free list or a move of the DmaBuf, which
+    /// order the accesses, so relaxed atomics suffice.
+    links: Box<[AtomicU32]>,
 }
+
+/// The end of a chain in `BufPool::links`.
+const END: u32 = u32::MAX;
 
 impl fmt::Debug for BufPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -67,6 +80,7 @@ impl BufPool {
             buf_size_bytes,
             count,
             free,
+            links: (0..count).map(|_| AtomicU32::new(END)).collect(),
         }))
     }
 
@@ -88,7 +102,7 @@ impl BufPool {
         {
             return Err(DmaError::InvalidBufSize { buf_size_bytes });
         }
-        if count == 0 || count > u32::MAX as usize {
+        if count == 0 || count >= END as usize {
             return Err(DmaError::InvalidBufCount { count });
         }
         buf_size_bytes
@@ -121,18 +135,41 @@ impl BufPool {
     /// Takes a buffer from the global free list; None when it is empty.
     pub fn get(self: &Arc<Self>) -> Option<DmaBuf> {
         let index = self.free.pop()?;
-        assert!((index as usize) < self.count, "corrupt free list: {index}");
+        Some(self.chain_of(index, 1))
+    }
+
+    /// The DmaBuf owning the `units` units linked from `first` (already taken off the free
+    /// list by the caller).
+    fn chain_of(self: &Arc<Self>, first: u32, units: u32) -> DmaBuf {
+        assert!((first as usize) < self.count, "corrupt free list: {first}");
+        assert!(units >= 1);
+        DmaBuf {
+            ptr: self.unit_ptr(first),
+            unit_bytes: self.buf_size_bytes as u32,
+            units,
+            index: first,
+            iova: self.unit_iova(first),
+            owner: Owner::Pool(Arc::clone(self)),
+        }
+    }
+
+    fn unit_ptr(&self, index: u32) -> NonNull<u8> {
         let offset = index as usize * self.buf_size_bytes;
         // The whole pool lies inside the mapping (checked in new), so this cannot leave it.
-        let ptr = NonNull::new(self.memory.as_ptr().wrapping_add(offset))
-            .expect("pool buffer address is never null");
-        Some(DmaBuf {
-            ptr,
-            capacity: self.buf_size_bytes as u32,
-            index,
-            iova: self.memory.iova() + offset as u64,
-            owner: Owner::Pool(Arc::clone(self)),
-        })
+        NonNull::new(self.memory.as_ptr().wrapping_add(offset))
+            .expect("pool buffer address is never null")
+    }
+
+    fn unit_iova(&self, index: u32) -> u64 {
+        self.memory.iova() + index as u64 * self.buf_size_bytes as u64
+    }
+
+    fn next_unit(&self, index: u32) -> u32 {
+        self.links[index as usize].load(Ordering::Relaxed)
+    }
+
+    fn link(&self, index: u32, next: u32) {
+        self.links[index as usize].store(next, Ordering::Relaxed);
     }
 
     /// Returns a buffer to the global free list. Panics if it came from another pool: that
@@ -161,22 +198,39 @@ impl BufPool {
             panic!("buffer {index} freed twice: the free list is already full");
         }
     }
+
+    /// Releases every unit of the chain of `units` units from `first`.
+    fn release_chain(&self, first: u32, units: u32) {
+        let mut index = first;
+        for _ in 0..units {
+            let next = self.next_unit(index);
+            self.release(index);
+            index = next;
+        }
+    }
 }
 
 enum Owner {
     /// Keeps the pool, hence the mapping, alive while the buffer exists.
     Pool(Arc<BufPool>),
     /// A region of its own; held only so it is unmapped when the DmaBuf drops.
-    Standalone { _region: DmaMemory },
+    /// Boxed: a DmaBuf stays small (it moves with every I/O), and standalone
+    /// buffers are made only at start-up.
+    Standalone { _region: Box<DmaMemory> },
 }
 
-/// Exclusive owner of one pool buffer (or of a standalone DMA region). Not Clone: moving it
-/// moves the ownership, which is what makes `as_mut_slice` sound. Dropping it returns a pool
-/// buffer to its pool's global free list.
+/// Exclusive owner of one pool buffer, of a chain of them, or of a standalone DMA region. Not
+/// Clone: moving it moves the ownership, which is what makes `as_mut_slice` and `chunks_mut`
+/// sound. Dropping it returns its units to their pool's global free list.
 pub struct DmaBuf {
+    /// The first unit.
     ptr: NonNull<u8>,
-    capacity: u32,
+    unit_bytes: u32,
+    /// Units in the chain (1 for a single buffer or a standalone region).
+    units: u32,
+    /// The first unit's index (0 for a standalone region).
     index: u32,
+    /// The first unit's device address.
     iova: u64,
     owner: Owner,
 }
@@ -193,7 +247,8 @@ impl fmt::Debug for DmaBuf {
         f.debug_struct("DmaBuf")
             .field("index", &self.index)
             .field("iova", &format_args!("{:#x}", self.iova))
-            .field("capacity", &self.capacity)
+            .field("unit_bytes", &self.unit_bytes)
+            .field("units", &self.units)
             .finish()
     }
 }
@@ -202,16 +257,19 @@ impl DmaBuf {
     /// Turns a whole region into one buffer (index 0), e.g. for an admin command's data.
     pub fn from_memory(mut memory: DmaMemory) -> Result<DmaBuf, DmaError> {
         let size_bytes = memory.len();
-        let capacity =
+        let unit_bytes =
             u32::try_from(size_bytes).map_err(|_| DmaError::RegionTooLargeForBuf { size_bytes })?;
         memory.hand_to_buffers();
         let ptr = NonNull::new(memory.as_ptr()).expect("mapping is never null");
         Ok(DmaBuf {
             ptr,
-            capacity,
+            unit_bytes,
+            units: 1,
             index: 0,
             iova: memory.iova(),
-            owner: Owner::Standalone { _region: memory },
+            owner: Owner::Standalone {
+                _region: Box::new(memory),
+            },
         })
     }
 
@@ -221,10 +279,22 @@ impl DmaBuf {
         Self::from_memory(DmaMemory::allocate_ordinary(capacity_bytes)?)
     }
 
+    /// Bytes in all its units.
     pub fn capacity(&self) -> usize {
-        self.capacity as usize
+        self.unit_bytes as usize * self.units as usize
     }
 
+    /// Bytes in each unit.
+    pub fn unit_bytes(&self) -> usize {
+        self.unit_bytes as usize
+    }
+
+    /// Units in the chain (1 unless it is a chain).
+    pub fn units(&self) -> u32 {
+        self.units
+    }
+
+    /// The device address of the first unit (of all of it, when it has one unit).
     pub fn iova(&self) -> u64 {
         self.iova
     }
@@ -247,32 +317,164 @@ impl DmaBuf {
         self.ptr.as_ptr()
     }
 
-    /// The full capacity.
+    /// The whole buffer as one slice. Panics for a chain: its units are not contiguous
+    /// (use `chunks`).
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: [ptr, ptr + capacity) lies in a live mapping (kept alive by `owner`),
-        // initialized (anonymous memory starts zeroed), and owned by this DmaBuf alone; the
-        // region's copy methods are disabled. The borrow of self prevents &mut for its life.
-        unsafe { slice::from_raw_parts(self.ptr.as_ptr(), self.capacity as usize) }
+        assert_eq!(self.units, 1, "a chain of units has no single slice");
+        self.unit_slice(self.ptr)
     }
 
-    /// The full capacity, mutably.
+    /// The whole buffer, mutably. Panics for a chain (use `chunks_mut`).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in as_slice; &mut self makes this the only reference for its lifetime.
-        unsafe { slice::from_raw_parts_mut(self.ptr.as_ptr(), self.capacity as usize) }
+        assert_eq!(self.units, 1, "a chain of units has no single slice");
+        // SAFETY: as in `unit_slice`; &mut self makes this the only reference for its life.
+        unsafe { slice::from_raw_parts_mut(self.ptr.as_ptr(), self.unit_bytes as usize) }
+    }
+
+    /// One unit of this buffer as a slice.
+    fn unit_slice(&self, unit: NonNull<u8>) -> &[u8] {
+        // SAFETY: `unit` is one of this DmaBuf's units (its first, or one reached through
+        // its pool's links, which only this DmaBuf writes while it owns the chain):
+        // [unit, unit + unit_bytes) lies in a live mapping (kept alive by `owner`),
+        // initialized (anonymous memory starts zeroed), and owned by this DmaBuf alone; the
+        // region's copy methods are disabled. The borrow of self prevents &mut for its life.
+        unsafe { slice::from_raw_parts(unit.as_ptr(), self.unit_bytes as usize) }
+    }
+
+    /// The units' first bytes, in chain order.
+    fn unit_ptrs(&self) -> impl Iterator<Item = (NonNull<u8>, u64)> + '_ {
+        let pool = match &self.owner {
+            Owner::Pool(pool) => Some(pool),
+            Owner::Standalone { .. } => None,
+        };
+        let mut index = self.index;
+        (0..self.units).map(move |k| {
+            if k == 0 {
+                return (self.ptr, self.iova);
+            }
+            let pool = pool.expect("only pool buffers chain");
+            index = pool.next_unit(index);
+            (pool.unit_ptr(index), pool.unit_iova(index))
+        })
+    }
+
+    /// Each unit's bytes, in order.
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.unit_ptrs().map(|(p, _)| self.unit_slice(p))
+    }
+
+    /// Each unit's bytes, mutably, in order.
+    pub fn chunks_mut(&mut self) -> impl Iterator<Item = &mut [u8]> + '_ {
+        let unit_bytes = self.unit_bytes as usize;
+        let ptrs = self.unit_ptrs().map(|(p, _)| p);
+        // SAFETY: as in `unit_slice`; the units are disjoint, so the slices handed out do
+        // not overlap, and &mut self keeps any other reference away while they live.
+        ptrs.map(move |p| unsafe { slice::from_raw_parts_mut(p.as_ptr(), unit_bytes) })
+    }
+
+    /// Each unit's device address and length, in order (what PRPs and SGEs name).
+    pub fn iova_chunks(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
+        let unit_bytes = self.unit_bytes as usize;
+        self.unit_ptrs().map(move |(_, iova)| (iova, unit_bytes))
+    }
+
+    /// Each unit's address in this process and length, in order (what an RDMA SGE names).
+    pub fn addr_chunks(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
+        let unit_bytes = self.unit_bytes as usize;
+        self.unit_ptrs()
+            .map(move |(p, _)| (p.as_ptr() as u64, unit_bytes))
+    }
+
+    /// Copies `dst.len()` bytes from `offset` (across units). Panics past the end.
+    pub fn read_at(&self, offset: usize, dst: &mut [u8]) {
+        assert!(
+            offset + dst.len() <= self.capacity(),
+            "read past the buffer"
+        );
+        let mut skip = offset;
+        let mut out = dst;
+        for chunk in self.chunks() {
+            if out.is_empty() {
+                break;
+            }
+            if skip >= chunk.len() {
+                skip -= chunk.len();
+                continue;
+            }
+            let n = (chunk.len() - skip).min(out.len());
+            out[..n].copy_from_slice(&chunk[skip..skip + n]);
+            out = &mut out[n..];
+            skip = 0;
+        }
+    }
+
+    /// Copies `src` to `offset` (across units). Panics past the end.
+    pub fn write_at(&mut self, offset: usize, src: &[u8]) {
+        assert!(
+            offset + src.len() <= self.capacity(),
+            "write past the buffer"
+        );
+        let mut skip = offset;
+        let mut rest = src;
+        for chunk in self.chunks_mut() {
+            if rest.is_empty() {
+                break;
+            }
+            if skip >= chunk.len() {
+                skip -= chunk.len();
+                continue;
+            }
+            let n = (chunk.len() - skip).min(rest.len());
+            chunk[skip..skip + n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            skip = 0;
+        }
+    }
+
+    /// Sets `len` bytes from `offset` (across units) to `byte`.
+    pub fn fill(&mut self, offset: usize, len: usize, byte: u8) {
+        assert!(offset + len <= self.capacity(), "fill past the buffer");
+        let mut skip = offset;
+        let mut left = len;
+        for chunk in self.chunks_mut() {
+            if left == 0 {
+                break;
+            }
+            if skip >= chunk.len() {
+                skip -= chunk.len();
+                continue;
+            }
+            let n = (chunk.len() - skip).min(left);
+            chunk[skip..skip + n].fill(byte);
+            left -= n;
+            skip = 0;
+        }
+    }
+
+    /// Gives up ownership of the units without releasing them; returns (first, units).
+    fn into_chain(self) -> (u32, u32) {
+        let this = std::mem::ManuallyDrop::new(self);
+        let (first, units) = (this.index, this.units);
+        // SAFETY: `this` is never used or dropped again; reading its owner out moves the
+        // Arc (or region) exactly once, so it is dropped once, here.
+        drop(unsafe { std::ptr::read(&this.owner) });
+        (first, units)
     }
 }
 
 impl Drop for DmaBuf {
     fn drop(&mut self) {
         if let Owner::Pool(pool) = &self.owner {
-            pool.release(self.index);
+            pool.release_chain(self.index, self.units);
         }
         // A standalone region is unmapped when `owner` drops right after this.
     }
 }
 
-/// Per-reactor stash of buffers in front of a pool. Fixed capacity chosen at creation; get
-/// and put move a batch to or from the global list only when the stash runs empty or full.
+/// Per-reactor stash of units in front of a pool. Fixed capacity chosen at creation; get and
+/// put move a batch to or from the global list only when the stash runs empty or full. It holds
+/// single-unit DmaBufs, so taking or giving back one unit (the common case) touches neither the
+/// pool's links nor its reference count.
 pub struct PoolCache {
     pool: Arc<BufPool>,
     bufs: Vec<DmaBuf>,
@@ -317,8 +519,47 @@ impl PoolCache {
         self.bufs.pop()
     }
 
-    /// Stashes a buffer locally, first spilling a batch to the pool if the stash is full.
-    /// Panics if the buffer belongs to another pool.
+    /// `units` units linked into one buffer, or None (taking nothing) when the stash and
+    /// the pool together have fewer. At most the cache's capacity.
+    pub fn get_chain(&mut self, units: usize) -> Option<DmaBuf> {
+        if units == 1 {
+            return self.get();
+        }
+        assert!(
+            (1..=self.capacity).contains(&units),
+            "a chain of {units} units from a cache of {}",
+            self.capacity
+        );
+        if self.bufs.len() < units {
+            // Refill to a batch (or to what the chain needs, if more).
+            let target = self.batch.max(units).min(self.capacity);
+            while self.bufs.len() < target {
+                match self.pool.get() {
+                    Some(buf) => self.bufs.push(buf),
+                    None => break,
+                }
+            }
+            if self.bufs.len() < units {
+                return None;
+            }
+        }
+        let mut head = self.bufs.pop().expect("checked above");
+        if units > 1 {
+            // Link the rest behind the head; their DmaBufs dissolve into it.
+            let mut last = head.index;
+            for _ in 1..units {
+                let (index, _) = self.bufs.pop().expect("checked above").into_chain();
+                self.pool.link(last, index);
+                last = index;
+            }
+            self.pool.link(last, END);
+            head.units = units as u32;
+        }
+        Some(head)
+    }
+
+    /// Stashes a buffer's units locally, spilling a batch to the pool whenever the stash is
+    /// full. Panics if the buffer belongs to another pool.
     pub fn put(&mut self, buf: DmaBuf) {
         assert!(
             self.pool.owns(&buf),
@@ -326,6 +567,20 @@ impl PoolCache {
             buf.index,
             buf.iova
         );
+        if buf.units == 1 {
+            self.stash(buf);
+            return;
+        }
+        let (first, units) = buf.into_chain();
+        let mut index = first;
+        for _ in 0..units {
+            let next = self.pool.next_unit(index);
+            self.stash(self.pool.chain_of(index, 1));
+            index = next;
+        }
+    }
+
+    fn stash(&mut self, buf: DmaBuf) {
         if self.bufs.len() == self.capacity {
             // Dropping returns each buffer to the global list.
             self.bufs.truncate(self.capacity - self.batch);
@@ -335,7 +590,7 @@ impl PoolCache {
         assert!(self.bufs.len() <= self.capacity);
     }
 
-    /// Buffers held locally.
+    /// Units held locally.
     pub fn len(&self) -> usize {
         self.bufs.len()
     }
@@ -523,6 +778,66 @@ mod tests {
         assert_eq!(pool.available(), 2);
         drop(again);
         assert_eq!(pool.available(), 3);
+    }
+
+    #[test]
+    fn a_chain_links_units_and_gives_them_all_back() {
+        let pool = BufPool::with_ordinary_memory(4096, 8).unwrap();
+        let mut cache = PoolCache::new(Arc::clone(&pool), 8);
+        let mut chain = cache.get_chain(3).unwrap();
+        assert_eq!(
+            (chain.units(), chain.capacity(), chain.unit_bytes()),
+            (3, 12288, 4096)
+        );
+        let units: Vec<(u64, usize)> = chain.iova_chunks().collect();
+        assert_eq!(units.len(), 3);
+        let distinct: HashSet<u64> = units.iter().map(|u| u.0).collect();
+        assert_eq!(distinct.len(), 3, "three different units");
+        assert!(units
+            .iter()
+            .all(|&(iova, len)| len == 4096 && iova % 4096 == 0));
+        // Bytes written across unit boundaries read back in order.
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        chain.write_at(1000, &data);
+        let mut back = vec![0u8; 10_000];
+        chain.read_at(1000, &mut back);
+        assert_eq!(back, data);
+        let joined: Vec<u8> = chain.chunks().flatten().copied().collect();
+        assert_eq!(&joined[1000..11_000], &data[..]);
+        chain.fill(4090, 10, 0xee);
+        assert_eq!(&chain.chunks().next().unwrap()[4090..], &[0xee; 6]);
+        assert_eq!(&chain.chunks().nth(1).unwrap()[..4], &[0xee; 4]);
+        cache.put(chain);
+        assert_eq!(cache.len() + pool.available(), 8, "every unit came back");
+        let chain = cache.get_chain(8).unwrap();
+        assert_eq!(chain.units(), 8);
+        drop(chain);
+        assert_eq!(
+            cache.len() + pool.available(),
+            8,
+            "dropping returns every unit"
+        );
+    }
+
+    #[test]
+    fn a_chain_is_all_or_nothing() {
+        let pool = BufPool::with_ordinary_memory(4096, 4).unwrap();
+        let mut cache = PoolCache::new(Arc::clone(&pool), 8);
+        let one = cache.get().unwrap();
+        assert!(cache.get_chain(4).is_none(), "three units left");
+        assert_eq!(cache.len() + pool.available(), 3, "nothing taken");
+        let three = cache.get_chain(3).unwrap();
+        assert!(cache.get().is_none());
+        drop((one, three));
+        assert_eq!(pool.available(), 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "no single slice")]
+    fn a_chain_has_no_single_slice() {
+        let pool = BufPool::with_ordinary_memory(4096, 2).unwrap();
+        let mut cache = PoolCache::new(pool, 2);
+        cache.get_chain(2).unwrap().as_slice();
     }
 
     #[test]

@@ -157,9 +157,13 @@ impl<M: Mmio> NvmeChannel<M> {
                 }
                 set_lba_range(&mut sqe, io.offset_blocks, io.num_blocks);
                 sqe.set_fua(io.fua && io.io_type == IoType::Write);
-                let iova = buf.iova() + range.buf_offset as u64;
                 queue
-                    .submit_with_prps(&sqe, iova, range.len_bytes)
+                    .submit_with_prp_chain(
+                        &sqe,
+                        buf.iova_chunks(),
+                        range.buf_offset as u64,
+                        range.len_bytes,
+                    )
                     .map_err(|e| match e {
                         SubmitError::Full(_) => unreachable!("room checked by the caller"),
                         SubmitError::Prp(_) => IoStatus::InvalidBuffer,

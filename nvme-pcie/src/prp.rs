@@ -68,6 +68,13 @@ pub enum PrpError {
     ListTooSmall { needed: u64, capacity: usize },
     #[error("PRP list IOVA {iova:#x} is not 8-byte aligned")]
     UnalignedList { iova: u64 },
+    #[error(
+        "buffer unit at {iova:#x} ({len_bytes} bytes) of a chain does not start and end on \
+         page boundaries, which PRPs need between units"
+    )]
+    UnalignedUnit { iova: u64, len_bytes: u64 },
+    #[error("the buffer's units hold fewer than the {len_bytes} bytes to transfer")]
+    ShortChain { len_bytes: u64 },
 }
 
 /// Builds the PRPs for `len_bytes` at `iova`. `list` is used only when the buffer spans more
@@ -114,6 +121,98 @@ pub fn build(iova: u64, len_bytes: u64, list: Option<PrpList<'_>>) -> Result<Prp
             })
         }
     }
+}
+
+/// Builds the PRPs for `len_bytes` starting `offset` bytes into a chain of
+/// buffer units, given as (iova, length) in order. Between units the data
+/// must break on page boundaries (pool units are page-aligned multiples of a
+/// page), so every entry after PRP1 is a page address, as PRPs require. One
+/// contiguous unit gives the same PRPs as [`build`].
+pub fn build_chain(
+    units: impl Iterator<Item = (u64, usize)>,
+    offset: u64,
+    len_bytes: u64,
+    list: Option<PrpList<'_>>,
+) -> Result<Prps, PrpError> {
+    if len_bytes == 0 {
+        return Err(PrpError::Empty);
+    }
+    let mut list = list;
+    let mut skip = offset;
+    let mut left = len_bytes;
+    let mut prp1 = None;
+    let mut prp2 = 0;
+    // Entries after PRP1: the second goes to PRP2 until a third shows a list is needed.
+    let mut extra = 0usize;
+    let mut previous_unit_end: Option<u64> = None;
+    for (iova, unit_len) in units {
+        let unit_len = unit_len as u64;
+        if skip >= unit_len {
+            skip -= unit_len;
+            continue;
+        }
+        if left == 0 {
+            break;
+        }
+        let breaks_mid_page = previous_unit_end.is_some_and(|end| end % PAGE_BYTES != 0)
+            || (prp1.is_some() && iova % PAGE_BYTES != 0);
+        if breaks_mid_page {
+            return Err(PrpError::UnalignedUnit {
+                iova,
+                len_bytes: unit_len,
+            });
+        }
+        let start = iova + skip;
+        let take = (unit_len - skip).min(left);
+        let end = start
+            .checked_add(take)
+            .ok_or(PrpError::Overflow { iova, len_bytes })?;
+        let mut page = start & !(PAGE_BYTES - 1);
+        while page < end {
+            if prp1.is_none() {
+                if start % 4 != 0 {
+                    return Err(PrpError::UnalignedStart { iova: start });
+                }
+                prp1 = Some(start);
+            } else {
+                extra += 1;
+                if extra == 1 {
+                    prp2 = page;
+                } else {
+                    let l = list.as_mut().ok_or(PrpError::NoListPage {
+                        pages: extra as u64 + 1,
+                    })?;
+                    if l.iova % 8 != 0 {
+                        return Err(PrpError::UnalignedList { iova: l.iova });
+                    }
+                    let room_in_page = ((PAGE_BYTES - l.iova % PAGE_BYTES) / 8) as usize;
+                    let capacity = l.entries.len().min(room_in_page);
+                    if extra > capacity {
+                        return Err(PrpError::ListTooSmall {
+                            needed: extra as u64,
+                            capacity,
+                        });
+                    }
+                    if extra == 2 {
+                        l.entries[0] = prp2.to_le();
+                    }
+                    l.entries[extra - 1] = page.to_le();
+                }
+            }
+            page += PAGE_BYTES;
+        }
+        previous_unit_end = Some(start + take);
+        left -= take;
+        skip = 0;
+    }
+    if left > 0 {
+        return Err(PrpError::ShortChain { len_bytes });
+    }
+    let prp1 = prp1.expect("len_bytes > 0 gave a first page");
+    if extra >= 2 {
+        prp2 = list.expect("checked when the third page came").iova;
+    }
+    Ok(Prps { prp1, prp2 })
 }
 
 #[cfg(test)]
@@ -241,6 +340,101 @@ mod tests {
             build(BUF, 3 * 4096, Some(list)),
             Err(PrpError::UnalignedList { .. })
         ));
+    }
+
+    /// The PRP list entries `build_chain` wrote, for `needed` entries.
+    fn chain_prps(units: &[(u64, usize)], offset: u64, len: u64) -> (Prps, Vec<u64>) {
+        let mut entries = [0u64; PRP_ENTRIES_PER_LIST_PAGE];
+        let prps = build_chain(
+            units.iter().copied(),
+            offset,
+            len,
+            Some(PrpList {
+                entries: &mut entries,
+                iova: LIST_IOVA,
+            }),
+        )
+        .unwrap();
+        let pages = (offset % PAGE_BYTES + len).div_ceil(PAGE_BYTES) as usize;
+        (
+            prps,
+            entries[..pages.saturating_sub(1)]
+                .iter()
+                .map(|e| u64::from_le(*e))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_chain_of_units_lists_every_page_in_order() {
+        // Three 8 KiB units far apart: six pages.
+        let units = [(0x10_0000, 8192), (0x50_0000, 8192), (0x30_0000, 8192)];
+        let (prps, list) = chain_prps(&units, 0, 24_576);
+        assert_eq!(prps.prp1, 0x10_0000);
+        assert_eq!(prps.prp2, LIST_IOVA);
+        assert_eq!(
+            list,
+            [0x10_1000, 0x50_0000, 0x50_1000, 0x30_0000, 0x30_1000]
+        );
+        // Two pages across a unit boundary: PRP2 is the next unit's page.
+        let (prps, _) = chain_prps(&units, 4096, 8192);
+        assert_eq!((prps.prp1, prps.prp2), (0x10_1000, 0x50_0000));
+        // A window that starts mid-page in the second unit and ends in the third.
+        let (prps, list) = chain_prps(&units, 8192 + 512, 8192);
+        assert_eq!(prps.prp1, 0x50_0200);
+        assert_eq!(prps.prp2, LIST_IOVA);
+        assert_eq!(list, [0x50_1000, 0x30_0000]);
+    }
+
+    #[test]
+    fn one_unit_gives_what_build_gives() {
+        for (iova, len) in [
+            (BUF, 4096u64),
+            (BUF + 0x200, 0xE00),
+            (BUF, 8192),
+            (BUF + 8, 3 * 4096),
+        ] {
+            let mut a = [0u64; PRP_ENTRIES_PER_LIST_PAGE];
+            let mut b = [0u64; PRP_ENTRIES_PER_LIST_PAGE];
+            let want = build(
+                iova,
+                len,
+                Some(PrpList {
+                    entries: &mut a,
+                    iova: LIST_IOVA,
+                }),
+            );
+            let got = build_chain(
+                [(iova, len as usize)].into_iter(),
+                0,
+                len,
+                Some(PrpList {
+                    entries: &mut b,
+                    iova: LIST_IOVA,
+                }),
+            );
+            assert_eq!(got, want, "{iova:#x} + {len}");
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn a_chain_must_break_on_pages_and_hold_the_data() {
+        let bad = [(0x10_0000u64, 6000usize), (0x20_0000, 8192)];
+        assert!(matches!(
+            build_chain(bad.iter().copied(), 0, 10_000, None),
+            Err(PrpError::UnalignedUnit { .. })
+        ));
+        let short = [(0x10_0000u64, 4096usize)];
+        assert_eq!(
+            build_chain(short.iter().copied(), 0, 8192, None),
+            Err(PrpError::ShortChain { len_bytes: 8192 })
+        );
+        let units = [(0x10_0000u64, 8192usize), (0x20_0000, 8192)];
+        assert_eq!(
+            build_chain(units.iter().copied(), 0, 12_288, None),
+            Err(PrpError::NoListPage { pages: 3 })
+        );
     }
 
     #[test]

@@ -253,29 +253,40 @@ impl<M: Mmio> QueuePair<M> {
         iova: u64,
         len_bytes: u64,
     ) -> Result<u16, SubmitError> {
+        let unit = (iova, usize::try_from(len_bytes).unwrap_or(usize::MAX));
+        self.submit_with_prp_chain(sqe, [unit].into_iter(), 0, len_bytes)
+    }
+
+    /// Like `submit_with_prps`, for `len_bytes` from `offset` of a chain of
+    /// buffer units (iova, length), in order (see `prp::build_chain`).
+    pub fn submit_with_prp_chain(
+        &mut self,
+        sqe: &Sqe,
+        units: impl Iterator<Item = (u64, usize)>,
+        offset: u64,
+        len_bytes: u64,
+    ) -> Result<u16, SubmitError> {
         let cid = self.take_slot()?;
         let mut command = *sqe;
-        let page = MEMORY_PAGE_BYTES as u64;
-        let pages = (iova % page).saturating_add(len_bytes).div_ceil(page);
-        let result = if pages <= 2 {
-            prp::build(iova, len_bytes, None)
-        } else {
-            // Built on the stack (4 KiB, never the heap), then only the entries used are
-            // copied into the command id's list page.
-            let mut entries = [0u64; PRP_ENTRIES_PER_LIST_PAGE];
-            let list_iova = self.prp_list_iova(cid);
-            let list = PrpList {
-                entries: &mut entries[..self.layout.prp_list_bytes / 8],
-                iova: list_iova,
-            };
-            prp::build(iova, len_bytes, Some(list)).inspect(|_| {
+        // Built on the stack (4 KiB, never the heap), then only the entries used are
+        // copied into the command id's list page.
+        let mut entries = [0u64; PRP_ENTRIES_PER_LIST_PAGE];
+        let list_iova = self.prp_list_iova(cid);
+        let list = PrpList {
+            entries: &mut entries[..self.layout.prp_list_bytes / 8],
+            iova: list_iova,
+        };
+        let result = prp::build_chain(units, offset, len_bytes, Some(list)).inspect(|prps| {
+            if prps.prp2 == list_iova {
+                let page = MEMORY_PAGE_BYTES as u64;
+                let pages = ((prps.prp1 % page) + len_bytes).div_ceil(page);
                 let used = (pages - 1) as usize;
                 let offset = self.layout.prp_list_offset(cid);
                 self.memory
                     .write_at(offset, entries[..used].as_bytes())
                     .expect("PRP list page lies inside the checked region");
-            })
-        };
+            }
+        });
         let prps = match result {
             Ok(prps) => prps,
             Err(e) => {
@@ -652,6 +663,42 @@ mod tests {
             Err(SubmitError::Prp(PrpError::UnalignedStart { iova: buf + 1 }))
         );
         assert_eq!(q.in_flight(), 2);
+    }
+
+    #[test]
+    fn a_chained_buffer_lists_each_units_pages() {
+        let fake = FakeMmio::new(0x2000);
+        let mut q = queue(1, 4, &fake);
+        let sqe = Sqe::new(opcode::io::WRITE, 0);
+        // Three 8 KiB units, out of order in memory; 20 KiB from 2 KiB in.
+        let units = [
+            (0x40_0001_0000u64, 8192usize),
+            (0x40_0000_0000, 8192),
+            (0x40_0005_0000, 8192),
+        ];
+        let cid = q
+            .submit_with_prp_chain(&sqe, units.iter().copied(), 2048, 20_480)
+            .unwrap();
+        let mut written = Sqe::new_zeroed();
+        q.memory().read_at(0, written.as_mut_bytes()).unwrap();
+        assert_eq!(written.dptr.addr.get(), 0x40_0001_0800);
+        let prp2 = u64::from_le_bytes(written.dptr.as_bytes()[8..].try_into().unwrap());
+        assert_eq!(prp2, q.prp_list_iova(cid));
+        let mut list = [0u8; 40];
+        q.memory()
+            .read_at(q.layout().prp_list_offset(cid), &mut list)
+            .unwrap();
+        let entries = <[u64; 5]>::read_from_bytes(&list).unwrap();
+        assert_eq!(
+            entries.map(u64::from_le),
+            [
+                0x40_0001_1000,
+                0x40_0000_0000,
+                0x40_0000_1000,
+                0x40_0005_0000,
+                0x40_0005_1000
+            ]
+        );
     }
 
     #[test]

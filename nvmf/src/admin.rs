@@ -52,10 +52,9 @@ pub(crate) struct AdminEnv<'a> {
 /// (the spec's Data SGL Length Invalid); a longer one gets `src` alone, as
 /// SGLS does not claim bit 16 and the rest of the buffer is not ours to send.
 fn copy_out(req: &mut Request, src: &[u8]) -> Status {
-    if (req.length as usize) < src.len() || req.data.is_none() {
+    if !req.write_data(0, src) {
         return Status::DATA_SGL_LENGTH_INVALID;
     }
-    req.data_mut()[..src.len()].copy_from_slice(src);
     req.c2h_bytes = src.len() as u32;
     Status::SUCCESS
 }
@@ -404,10 +403,12 @@ fn get_log_page(ctrl: &mut Controller, req: &mut Request, env: &AdminEnv) -> Sta
     }
     let start = offset as usize;
     let end = (start as u64 + len).min(page.len() as u64) as usize;
-    let data = &mut req.data_mut()[..len as usize];
     let n = end - start;
-    data[..n].copy_from_slice(&page[start..end]);
-    data[n..].fill(0);
+    let written = req.write_data(0, &page[start..end]) && req.fill_data(n, len as usize - n, 0);
+    assert!(
+        written,
+        "the SGL and buffer were checked to hold NUMD bytes"
+    );
     req.c2h_bytes = len as u32;
     Status::SUCCESS
 }
@@ -665,7 +666,7 @@ mod tests {
     #[test]
     fn identify_controller_fields() {
         let c = controller();
-        let t = LoopbackTransport::new(8192, 262_144, 4).unwrap();
+        let t = LoopbackTransport::new(8192, 262_144, 8192, 64).unwrap();
         let opts = crate::TargetOptions {
             max_io_bytes: 262_144,
             in_capsule_data_bytes: 8192,

@@ -143,8 +143,11 @@ impl PollGroup {
             .listener
             .clone();
         let req = self.transports[t].request(id);
-        let data = req.data();
-        let Ok((data, _)) = ConnectData::read_from_prefix(data) else {
+        let mut bytes = [0u8; std::mem::size_of::<ConnectData>()];
+        if !req.read_data(0, &mut bytes) {
+            return Err((Status::DATA_SGL_LENGTH_INVALID, 0));
+        }
+        let Ok((data, _)) = ConnectData::read_from_prefix(&bytes[..]) else {
             return Err((Status::DATA_SGL_LENGTH_INVALID, 0));
         };
         let subnqn = get_str_nul_padded(&data.subnqn, true)

@@ -120,12 +120,13 @@ impl PollGroup {
         }
         let n = cmd.dsm_ranges() as usize;
         let req = self.transports[t].request(id);
-        if (req.length as usize) < n * 16 || req.data.is_none() {
+        let mut bytes = [0u8; DSM_MAX_RANGES * 16];
+        if !req.read_data(0, &mut bytes[..n * 16]) {
             return self.finish(t, id, Status::DATA_SGL_LENGTH_INVALID);
         }
         let mut ranges = [(0u64, 0u64); DSM_MAX_RANGES];
         let mut count = 0;
-        for chunk in req.data()[..n * 16].chunks_exact(16) {
+        for chunk in bytes[..n * 16].chunks_exact(16) {
             let nlb = u64::from(u32::from_le_bytes(chunk[4..8].try_into().expect("4 bytes")));
             let slba = u64::from_le_bytes(chunk[8..16].try_into().expect("8 bytes"));
             if slba.checked_add(nlb).is_none_or(|end| end > num_blocks) {

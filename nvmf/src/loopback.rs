@@ -61,14 +61,28 @@ pub struct LoopbackTransport {
 }
 
 impl LoopbackTransport {
-    /// `buffer_count` data buffers of `max_io_bytes` each are shared by all reactors.
+    /// `unit_count` data buffers of `io_unit_bytes` each are shared by all
+    /// reactors; a transfer takes as many as it needs (a chain).
     pub fn new(
         in_capsule_data_bytes: u32,
         max_io_bytes: u32,
-        buffer_count: usize,
+        io_unit_bytes: u32,
+        unit_count: usize,
     ) -> Result<Arc<LoopbackTransport>, TransportError> {
-        let pool = BufPool::with_ordinary_memory(max_io_bytes as usize, buffer_count)
+        if !io_unit_bytes.is_power_of_two() {
+            return Err(TransportError::Other(format!(
+                "loopback buffer pool: io_unit_size {io_unit_bytes} is not a power of two"
+            )));
+        }
+        let pool = BufPool::with_ordinary_memory(io_unit_bytes as usize, unit_count)
             .map_err(|e| TransportError::Other(format!("loopback buffer pool: {e}")))?;
+        let max_units = (max_io_bytes as usize).div_ceil(io_unit_bytes as usize);
+        if max_units > unit_count {
+            return Err(TransportError::Other(format!(
+                "loopback buffer pool: {unit_count} units of {io_unit_bytes} bytes cannot hold \
+                 one {max_io_bytes}-byte transfer"
+            )));
+        }
         let mut sgl = sgls::SUPPORTED | sgls::KEYED_DATA_BLOCK;
         if in_capsule_data_bytes > 0 {
             sgl |= sgls::OFFSET;
@@ -180,11 +194,15 @@ impl Transport for LoopbackTransport {
         // idle reactor cannot starve a busy one.
         let cache =
             (self.pool.count() / (2 * reactor_count.max(1))).clamp(1, POOL_CACHE_MAX_BUFFERS);
+        // Deep enough for the largest transfer's chain.
+        let max_units = (self.max_io_bytes as usize).div_ceil(self.pool.buf_size());
+        let cache = cache.max(max_units);
         Ok(Box::new(LoopbackPollGroup {
             queues: Vec::new(),
             cache: PoolCache::new(self.pool.clone(), cache),
             in_capsule_bytes: self.caps.in_capsule_data_bytes,
             max_io_bytes: self.max_io_bytes,
+            unit_shift: self.pool.buf_size().trailing_zeros(),
             disconnected: VecDeque::new(),
         }))
     }
@@ -219,13 +237,16 @@ struct LoopbackPollGroup {
     cache: PoolCache,
     in_capsule_bytes: u32,
     max_io_bytes: u32,
+    /// log2 of the data buffer unit size.
+    unit_shift: u32,
     /// Queues whose disconnect has not been reported yet.
     disconnected: VecDeque<u16>,
 }
 
 impl LoopbackPollGroup {
     /// Gives a slot its buffer and pulls host data; false when no buffer is free.
-    fn start(cache: &mut PoolCache, q: &mut LoopQueue, s: u16) -> bool {
+    /// `unit_shift`: log2 of the pool's unit size.
+    fn start(cache: &mut PoolCache, unit_shift: u32, q: &mut LoopQueue, s: u16) -> bool {
         let slot = &mut q.slots[usize::from(s)];
         let (len, xfer) = match slot.plan {
             DataPlan::None => (0, Xfer::None),
@@ -233,22 +254,46 @@ impl LoopbackPollGroup {
             DataPlan::Keyed { len, xfer, .. } => (len, xfer),
         };
         if len > 0 {
-            let Some(mut buf) = cache.get() else {
+            let units = (len as usize + (1 << unit_shift) - 1) >> unit_shift;
+            let Some(mut buf) = cache.get_chain(units) else {
                 return false;
             };
-            let dst = &mut buf.as_mut_slice()[..len as usize];
-            let copied = match slot.plan {
-                DataPlan::InCapsule { offset, .. } => {
-                    let at =
-                        u64::from(slot.icd_slot) * u64::from(q.wire.icd_bytes) + u64::from(offset);
-                    q.wire.icd.read_at(at, dst).is_ok()
-                }
+            // Where the host's bytes come from, and whether it may be read.
+            let source = match slot.plan {
+                DataPlan::InCapsule { offset, .. } => Some((
+                    &q.wire.icd,
+                    u64::from(slot.icd_slot) * u64::from(q.wire.icd_bytes) + u64::from(offset),
+                )),
                 DataPlan::Keyed {
                     addr,
                     key,
                     xfer: Xfer::HostToController,
                     ..
-                } => key == q.wire.rkey && q.wire.memory.read_at(addr, dst).is_ok(),
+                } => (key == q.wire.rkey).then_some((&q.wire.memory, addr)),
+                _ => None,
+            };
+            let copied = match (slot.plan, source) {
+                (_, Some((memory, mut at))) => {
+                    let mut left = len as usize;
+                    let mut ok = true;
+                    for chunk in buf.chunks_mut() {
+                        let n = chunk.len().min(left);
+                        if n == 0 {
+                            break;
+                        }
+                        ok &= memory.read_at(at, &mut chunk[..n]).is_ok();
+                        at += n as u64;
+                        left -= n;
+                    }
+                    ok
+                }
+                (
+                    DataPlan::Keyed {
+                        xfer: Xfer::HostToController,
+                        ..
+                    },
+                    None,
+                ) => false, // a key the host never gave
                 _ => true,
             };
             if !copied {
@@ -322,7 +367,9 @@ impl TransportPollGroup for LoopbackPollGroup {
                 continue;
             }
             while let Some(&s) = q.awaiting_buffer.front() {
-                if events.len() == events.capacity() || !Self::start(&mut self.cache, q, s) {
+                if events.len() == events.capacity()
+                    || !Self::start(&mut self.cache, self.unit_shift, q, s)
+                {
                     break;
                 }
                 q.awaiting_buffer.pop_front();
@@ -349,7 +396,7 @@ impl TransportPollGroup for LoopbackPollGroup {
                         slot.req.transport_status = Some(status);
                     }
                 }
-                if !Self::start(&mut self.cache, q, s) {
+                if !Self::start(&mut self.cache, self.unit_shift, q, s) {
                     q.awaiting_buffer.push_back(s);
                     break;
                 }
@@ -389,12 +436,14 @@ impl TransportPollGroup for LoopbackPollGroup {
                 ..
             } = slot.plan
             {
-                let data = slot.req.c2h_data();
-                if !data.is_empty() {
-                    let ok = key == q.wire.rkey && q.wire.memory.write_at(addr, data).is_ok();
-                    if !ok {
-                        slot.req.rsp.set_status(Status::DATA_TRANSFER_ERROR);
-                    }
+                let mut at = addr;
+                let mut ok = true;
+                for chunk in slot.req.c2h_chunks() {
+                    ok &= key == q.wire.rkey && q.wire.memory.write_at(at, chunk).is_ok();
+                    at += chunk.len() as u64;
+                }
+                if !ok {
+                    slot.req.rsp.set_status(Status::DATA_TRANSFER_ERROR);
                 }
             }
             if q.wire.completions.push(slot.req.rsp).is_err() {

@@ -40,7 +40,7 @@ impl Default for TargetOptions {
             max_admin_queue_depth: 32,
             max_queues_per_controller: 64,
             in_capsule_data_bytes: 4096,
-            max_io_bytes: 131_072,
+            max_io_bytes: 1 << 20,
             acceptor_poll_period_us: 10_000,
         }
     }
@@ -549,14 +549,14 @@ mod tests {
     use nvme_spec::FromBytes;
 
     fn target() -> Arc<Target> {
-        let t = LoopbackTransport::new(4096, 131_072, 16).unwrap();
+        let t = LoopbackTransport::new(4096, 131_072, 8192, 64).unwrap();
         Target::new(TargetOptions::default(), vec![t]).unwrap()
     }
 
     #[test]
     fn options_are_checked() {
         assert!(TargetOptions::default().validate().is_ok());
-        assert_eq!(TargetOptions::default().mdts(), 5);
+        assert_eq!(TargetOptions::default().mdts(), 8, "1 MiB of 4 KiB pages");
         for bad in [
             TargetOptions {
                 max_queue_depth: 1,

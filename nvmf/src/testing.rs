@@ -40,9 +40,13 @@ impl TestBed {
         subsystems: &[SubsystemConfig],
     ) -> TestBed {
         options.acceptor_poll_period_us = 1;
-        let transport =
-            LoopbackTransport::new(options.in_capsule_data_bytes, options.max_io_bytes, 256)
-                .expect("loopback transport");
+        let transport = LoopbackTransport::new(
+            options.in_capsule_data_bytes,
+            options.max_io_bytes,
+            crate::transport::DEFAULT_IO_UNIT_BYTES,
+            4096,
+        )
+        .expect("loopback transport");
         let target = Target::new(options, vec![transport.clone()]).expect("target");
         target.listen(&listener()).expect("listen");
         for s in subsystems {

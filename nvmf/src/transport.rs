@@ -82,6 +82,10 @@ pub struct TransportCaps {
     pub msdbd: u8,
 }
 
+/// The default size of a data buffer unit: a transfer takes as many units as
+/// it needs (a 4 KiB command one).
+pub const DEFAULT_IO_UNIT_BYTES: u32 = 8192;
+
 /// Names a request slot: transport queue slot and request index inside it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RequestId {
@@ -167,36 +171,48 @@ impl Request {
         self.ctx = RequestCtx::default();
     }
 
-    /// The request's data bytes (empty when there is no buffer).
-    pub fn data(&self) -> &[u8] {
+    /// Copies `dst.len()` bytes of the request's data, from `offset`. False
+    /// (nothing copied) when there is no buffer or the range passes `length`.
+    pub fn read_data(&self, offset: usize, dst: &mut [u8]) -> bool {
         match &self.data {
-            Some(buf) => {
-                let start = self.data_offset as usize;
-                &buf.as_slice()[start..start + self.length as usize]
+            Some(buf) if offset + dst.len() <= self.length as usize => {
+                buf.read_at(self.data_offset as usize + offset, dst);
+                true
             }
-            None => &[],
+            _ => false,
         }
     }
 
-    pub fn data_mut(&mut self) -> &mut [u8] {
+    /// Copies `src` into the request's data at `offset`. False (nothing
+    /// copied) when there is no buffer or the range passes `length`.
+    pub fn write_data(&mut self, offset: usize, src: &[u8]) -> bool {
         match &mut self.data {
-            Some(buf) => {
-                let start = self.data_offset as usize;
-                &mut buf.as_mut_slice()[start..start + self.length as usize]
+            Some(buf) if offset + src.len() <= self.length as usize => {
+                buf.write_at(self.data_offset as usize + offset, src);
+                true
             }
-            None => &mut [],
+            _ => false,
         }
     }
-}
 
-impl Request {
+    /// Sets `len` bytes of the request's data from `offset` to `byte`.
+    pub fn fill_data(&mut self, offset: usize, len: usize, byte: u8) -> bool {
+        match &mut self.data {
+            Some(buf) if offset + len <= self.length as usize => {
+                buf.fill(self.data_offset as usize + offset, len, byte);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The controller-to-host bytes a transport may send: none unless the
     /// command succeeded, else exactly what it produced (asserted to fit the
     /// SGL and the buffer, so a handler's slip cannot leak a pool buffer's
-    /// stale bytes).
-    pub fn c2h_data(&self) -> &[u8] {
+    /// stale bytes). They start `data_offset` bytes into `data`.
+    pub fn c2h_len(&self) -> u32 {
         if self.xfer != Xfer::ControllerToHost || !self.rsp.status().is_success() {
-            return &[];
+            return 0;
         }
         assert!(
             self.c2h_bytes <= self.length,
@@ -204,7 +220,46 @@ impl Request {
             self.c2h_bytes,
             self.length
         );
-        &self.data()[..self.c2h_bytes as usize]
+        let capacity = self.data.as_ref().map_or(0, |b| b.capacity());
+        assert!(
+            self.data_offset as usize + self.c2h_bytes as usize <= capacity,
+            "command produced {} bytes for a {capacity}-byte buffer",
+            self.c2h_bytes
+        );
+        self.c2h_bytes
+    }
+
+    /// The bytes `c2h_len` says to send, in pieces (one per buffer unit), in order.
+    pub fn c2h_chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut skip = self.data_offset as usize;
+        let mut left = self.c2h_len() as usize;
+        self.data
+            .iter()
+            .flat_map(|b| b.chunks())
+            .filter_map(move |chunk| {
+                if left == 0 {
+                    return None;
+                }
+                if skip >= chunk.len() {
+                    skip -= chunk.len();
+                    return None;
+                }
+                let n = (chunk.len() - skip).min(left);
+                let piece = &chunk[skip..skip + n];
+                skip = 0;
+                left -= n;
+                Some(piece)
+            })
+    }
+
+    /// A copy of the request's data (`length` bytes), for tests and control
+    /// paths: it allocates.
+    pub fn data_to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.length as usize];
+        if !self.read_data(0, &mut v) {
+            v.clear();
+        }
+        v
     }
 }
 

@@ -210,7 +210,7 @@ fn discovery_changed_event() {
 /// The same target on real pinned-less reactor threads, the host on this thread.
 #[test]
 fn threaded_reactors_serve_io_and_shut_down() {
-    let transport = nvmf::loopback::LoopbackTransport::new(4096, 131_072, 64).unwrap();
+    let transport = nvmf::loopback::LoopbackTransport::new(4096, 131_072, 8192, 1024).unwrap();
     let options = TargetOptions {
         acceptor_poll_period_us: 100,
         ..TargetOptions::default()

@@ -137,7 +137,7 @@ fn nvme_connect_sequence_then_data() {
     assert_eq!(trimmed(&id.sn), SERIAL);
     assert_eq!(trimmed(&id.mn), MODEL);
     assert_eq!(get_str_nul_padded(&id.subnqn, true), Some(SUBNQN));
-    assert_eq!(id.mdts, 5, "128 KiB / 4 KiB pages = 2^5");
+    assert_eq!(id.mdts, 8, "1 MiB / 4 KiB pages = 2^8");
     assert_eq!(id.nn.get(), 32);
     assert_eq!(id.sqes, 0x66);
     assert_eq!(id.cqes, 0x44);

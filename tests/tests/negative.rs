@@ -325,7 +325,8 @@ fn lba_range_past_the_end() {
 #[test]
 fn transfer_larger_than_mdts() {
     let mut f = fixture();
-    let sqe = f.healthy_io.rw_command(io::READ, 1, 0, 257, 257 * 512);
+    // MDTS is 1 MiB: 2049 blocks of 512 bytes are one block too many.
+    let sqe = f.healthy_io.rw_command(io::READ, 1, 0, 2049, 2049 * 512);
     assert_eq!(
         f.healthy_io.exec(&mut f.bed, sqe).status(),
         Status::DATA_SGL_LENGTH_INVALID

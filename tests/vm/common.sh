@@ -79,7 +79,7 @@ vm_qemu_args() {
         -append "console=ttyS0 intel_iommu=on panic=-1 quiet mitigations=off nvmf_vm.mode=$mode ${NVMF_VM_KERNEL_ARGS:-} $*"
         -drive "file=$img/root.img,if=virtio,format=raw,snapshot=on"
         -drive "file=$nvme,if=none,id=nvm,format=raw${VM_NVME_DRIVE_OPTS:+,$VM_NVME_DRIVE_OPTS}"
-        -device "nvme,serial=$VM_NVME_SERIAL,drive=nvm"
+        -device "nvme,serial=$VM_NVME_SERIAL,drive=nvm,mdts=8" # 1 MiB transfers (QEMU: 512 KiB)
         -fsdev "local,id=fsin,path=$in,security_model=none,readonly=on"
         -device virtio-9p-pci,fsdev=fsin,mount_tag=nvmf_in
         -fsdev "local,id=fsout,path=$out,security_model=none"

@@ -72,7 +72,9 @@ pub struct RdmaOptions {
     pub max_admin_queue_depth: u16,
     pub in_capsule_data_bytes: u32,
     pub max_io_bytes: u32,
-    /// Data buffers (each `max_io_bytes`) shared by all reactors.
+    /// Bytes of each data buffer unit: a transfer chains as many as it needs.
+    pub io_unit_bytes: u32,
+    /// Data buffer units shared by all reactors.
     pub buffer_count: usize,
     /// One shared receive queue per device and reactor instead of receives
     /// posted per queue pair (falls back when the device has no SRQ).
@@ -180,11 +182,18 @@ pub struct RdmaTransport {
 impl RdmaTransport {
     pub fn new(options: RdmaOptions) -> Result<Arc<RdmaTransport>, TransportError> {
         let channel = EventChannel::new().map_err(|e| TransportError::Other(e.to_string()))?;
-        let size = options.max_io_bytes as usize * options.buffer_count;
+        let unit = options.io_unit_bytes as usize;
+        if unit == 0 || options.max_io_bytes as usize > unit * options.buffer_count {
+            return Err(TransportError::Other(format!(
+                "RDMA data buffers: {} units of {unit} bytes cannot hold one {}-byte transfer",
+                options.buffer_count, options.max_io_bytes
+            )));
+        }
+        let size = unit * options.buffer_count;
         let memory =
             DmaMemory::allocate_prefer_hugepages("RDMA data buffers", size, options.numa_node)
                 .map_err(|e| TransportError::Other(format!("RDMA data buffers: {e}")))?;
-        let pool = BufPool::new(memory, options.max_io_bytes as usize, options.buffer_count)
+        let pool = BufPool::new(memory, unit, options.buffer_count)
             .map_err(|e| TransportError::Other(format!("RDMA data buffers: {e}")))?;
         Ok(Arc::new(RdmaTransport {
             options,
@@ -495,7 +504,12 @@ impl Transport for RdmaTransport {
             }
             inboxes[reactor] = Some(inbox.clone());
         }
-        let cache = (self.pool.count() / (2 * reactor_count.max(1))).clamp(1, 128);
+        // Each reactor's cache: a share of the pool, but room for the chain
+        // of the largest transfer.
+        let max_units = (self.options.max_io_bytes as usize).div_ceil(self.pool.buf_size());
+        let cache = (self.pool.count() / (2 * reactor_count.max(1)))
+            .clamp(1, 256)
+            .max(max_units);
         let pg = poll_group::RdmaPollGroup::<RdmaCore>::new(
             self.options,
             self.pool.clone(),

@@ -2,7 +2,7 @@
 //! can be in, and every transition, in one function (`RequestTable::advance`).
 //!
 //! ```text
-//!          capsule (keyed data)             buffer             credit
+//!          capsule (keyed data)             buffer        credit + SQ room
 //! Free ──────────────────────▶ NeedBuffer ───────▶ NeedReadCredit ─────▶ ReadingFromHost
 //!  │  capsule (no data,            │ buffer (data to the host)              │ READ done
 //!  │  or data in the capsule)      ▼                                        │
@@ -10,7 +10,9 @@
 //!                                  │ reported to the target
 //!                                  ▼
 //!                              Executing ──executed──▶ Responding ──SEND done──▶ Free
-//!                                                      (data WRITE, if any, and response)
+//!                                  │ executed,          ▲ (data WRITEs, if any, and response)
+//!                                  │ no SQ room         │ SQ room
+//!                                  └──▶ NeedSendRoom ───┘
 //!
 //! The queue dies (QP error, disconnect, device removal):
 //!   NeedBuffer, NeedReadCredit, ReadyToExecute ──▶ Free (buffer released)
@@ -21,8 +23,17 @@
 //! `advance` takes what happened (`Input`) and returns what the poll group
 //! must do (`Action`): post a work request, report the request to the target,
 //! or release its buffer. It makes no verbs call, so every transition is
-//! tested here without a NIC. Requests waiting for a buffer, a READ credit or
-//! room to be reported wait in arrival order (`next_waiter`).
+//! tested here without a NIC. Requests waiting for a buffer, a READ credit,
+//! room in the send queue or room to be reported wait in arrival order
+//! (`next_waiter`).
+//!
+//! Send queue room: the QP's send queue has `2 x depth + 1` entries, enough
+//! for every request to hold one data work request and its response. A
+//! transfer longer than one work request's SGEs takes several; the table
+//! counts the entries each request holds (READs until they complete, WRITEs
+//! and the response until the SEND completes), so a queue of large
+//! transfers waits for room instead of overrunning the send queue (and its
+//! CQ budget, since flushed work requests all complete).
 
 use std::collections::VecDeque;
 
@@ -39,6 +50,8 @@ pub enum RequestState {
     ReadyToExecute,
     /// Lent to the target.
     Executing,
+    /// Executed; its data WRITEs and response wait for room in the send queue.
+    NeedSendRoom,
     /// The data WRITE (if the command produced data) and the response SEND
     /// posted; waiting for the SEND to complete.
     Responding,
@@ -57,8 +70,9 @@ pub enum DataNeed {
     Ready,
     /// Keyed data the target will send to the host: a buffer, then execution.
     BufferForHost,
-    /// Keyed data to read from the host: a buffer, a READ credit, the READ.
-    BufferAndRead,
+    /// Keyed data to read from the host: a buffer, a READ credit, and room
+    /// for `wrs` RDMA READ work requests.
+    BufferAndRead { wrs: u16 },
 }
 
 /// What happened to a request.
@@ -71,8 +85,9 @@ pub enum Input {
     Granted,
     /// Its RDMA READ completed (or flushed).
     ReadDone,
-    /// The target completed it.
-    Executed,
+    /// The target completed it; its response takes `data_wrs` RDMA WRITE
+    /// work requests (0: no data to send) before the SEND.
+    Executed { data_wrs: u16 },
     /// Its response SEND completed (or flushed).
     SendDone,
     /// The queue died.
@@ -98,6 +113,7 @@ pub enum Action {
 pub enum Wait {
     Buffer,
     ReadCredit,
+    SendRoom,
     Report,
 }
 
@@ -105,10 +121,15 @@ pub enum Wait {
 pub struct RequestTable {
     states: Vec<RequestState>,
     needs: Vec<DataNeed>,
+    /// Send queue entries each request holds or waits for.
+    sq_entries: Vec<u16>,
     free: Vec<u16>,
     need_buffer: VecDeque<u16>,
     need_read_credit: VecDeque<u16>,
+    need_send_room: VecDeque<u16>,
     ready: VecDeque<u16>,
+    /// Send queue entries not held by any request.
+    sq_free: u32,
     /// RDMA READs the queue may have in flight (host's ORD/IRD, device limit).
     read_credits: u16,
     reads_in_flight: u16,
@@ -117,16 +138,25 @@ pub struct RequestTable {
 }
 
 impl RequestTable {
-    pub fn new(depth: u16, read_credits: u16) -> RequestTable {
+    /// A table of `depth` requests on a send queue of `sq_entries` entries
+    /// (at least 2 x depth, so that small transfers never wait for room).
+    pub fn new(depth: u16, read_credits: u16, sq_entries: u32) -> RequestTable {
         assert!(depth > 0 && read_credits > 0);
+        assert!(
+            sq_entries >= 2 * u32::from(depth),
+            "a data WR and a response each"
+        );
         let n = usize::from(depth);
         RequestTable {
             states: vec![RequestState::Free; n],
             needs: vec![DataNeed::Ready; n],
+            sq_entries: vec![0; n],
             free: (0..depth).rev().collect(),
             need_buffer: VecDeque::with_capacity(n),
             need_read_credit: VecDeque::with_capacity(n),
+            need_send_room: VecDeque::with_capacity(n),
             ready: VecDeque::with_capacity(n),
+            sq_free: sq_entries,
             read_credits,
             reads_in_flight: 0,
             held_by_target: 0,
@@ -144,16 +174,50 @@ impl RequestTable {
     }
 
     /// The oldest request waiting for `wait`, if it may have it now (a READ
-    /// credit waiter only while the queue has a credit).
+    /// waiter only while the queue has a credit and send queue room for its
+    /// READs; a response only with room for its WRITEs and SEND).
     pub fn next_waiter(&self, wait: Wait) -> Option<u16> {
         match wait {
             Wait::Buffer => self.need_buffer.front().copied(),
-            Wait::ReadCredit if self.reads_in_flight < self.read_credits => {
-                self.need_read_credit.front().copied()
-            }
-            Wait::ReadCredit => None,
+            Wait::ReadCredit => self
+                .need_read_credit
+                .front()
+                .copied()
+                .filter(|&s| self.reads_in_flight < self.read_credits && self.sq_room_for(s)),
+            Wait::SendRoom => self
+                .need_send_room
+                .front()
+                .copied()
+                .filter(|&s| self.sq_room_for(s)),
             Wait::Report => self.ready.front().copied(),
         }
+    }
+
+    fn sq_room_for(&self, slot: u16) -> bool {
+        u32::from(self.sq_entries[usize::from(slot)]) <= self.sq_free
+    }
+
+    /// Request `slot` takes its send queue entries.
+    fn take_sq(&mut self, slot: u16) {
+        let n = u32::from(self.sq_entries[usize::from(slot)]);
+        assert!(
+            n <= self.sq_free,
+            "request {slot}: {n} send queue entries, {} free",
+            self.sq_free
+        );
+        self.sq_free -= n;
+    }
+
+    /// Request `slot` gives its send queue entries back.
+    fn give_sq(&mut self, slot: u16) {
+        let s = usize::from(slot);
+        self.sq_free += u32::from(self.sq_entries[s]);
+        self.sq_entries[s] = 0;
+    }
+
+    /// Send queue entries no request holds.
+    pub fn sq_free(&self) -> u32 {
+        self.sq_free
     }
 
     /// Whether any request waits for a buffer.
@@ -165,6 +229,7 @@ impl RequestTable {
     pub fn has_waiters(&self) -> bool {
         !self.need_buffer.is_empty()
             || self.next_waiter(Wait::ReadCredit).is_some()
+            || self.next_waiter(Wait::SendRoom).is_some()
             || !self.ready.is_empty()
     }
 
@@ -177,28 +242,35 @@ impl RequestTable {
         let from = self.state(slot);
         let (to, action) = match (from, input) {
             (S::Free, I::Capsule(need)) => {
-                assert!(!self.free.contains(&slot), "take_free gives the slot first");
+                debug_assert!(!self.free.contains(&slot), "take_free gives the slot first");
                 self.needs[usize::from(slot)] = need;
                 match need {
                     DataNeed::Ready => (S::ReadyToExecute, A::None),
-                    DataNeed::BufferForHost | DataNeed::BufferAndRead => (S::NeedBuffer, A::None),
+                    DataNeed::BufferForHost | DataNeed::BufferAndRead { .. } => {
+                        (S::NeedBuffer, A::None)
+                    }
                 }
             }
             (S::NeedBuffer, I::Granted) => {
                 self.pop_waiter(Wait::Buffer, slot);
                 match self.needs[usize::from(slot)] {
-                    DataNeed::BufferAndRead => (S::NeedReadCredit, A::None),
+                    DataNeed::BufferAndRead { wrs } => {
+                        self.sq_entries[usize::from(slot)] = wrs;
+                        (S::NeedReadCredit, A::None)
+                    }
                     _ => (S::ReadyToExecute, A::None),
                 }
             }
             (S::NeedReadCredit, I::Granted) => {
                 assert!(self.reads_in_flight < self.read_credits, "no READ credit");
                 self.pop_waiter(Wait::ReadCredit, slot);
+                self.take_sq(slot);
                 self.reads_in_flight += 1;
                 (S::ReadingFromHost, A::PostRead)
             }
             (S::ReadingFromHost, I::ReadDone) => {
                 self.reads_in_flight -= 1;
+                self.give_sq(slot);
                 (S::ReadyToExecute, A::None)
             }
             (S::ReadyToExecute, I::Granted) => {
@@ -206,15 +278,34 @@ impl RequestTable {
                 self.held_by_target += 1;
                 (S::Executing, A::Report)
             }
-            (S::Executing, I::Executed) => {
+            (S::Executing, I::Executed { data_wrs }) => {
                 self.held_by_target -= 1;
+                self.sq_entries[usize::from(slot)] = data_wrs + 1;
+                // Earlier responses waiting for room go first.
+                if self.need_send_room.is_empty() && self.sq_room_for(slot) {
+                    self.take_sq(slot);
+                    (S::Responding, A::PostResponse)
+                } else {
+                    (S::NeedSendRoom, A::None)
+                }
+            }
+            (S::NeedSendRoom, I::Granted) => {
+                self.pop_waiter(Wait::SendRoom, slot);
+                self.take_sq(slot);
                 (S::Responding, A::PostResponse)
             }
-            (S::Responding, I::SendDone) => (S::Free, A::Release),
+            (S::Responding, I::SendDone) => {
+                self.give_sq(slot);
+                (S::Free, A::Release)
+            }
 
             // The queue died.
-            (S::NeedBuffer | S::NeedReadCredit | S::ReadyToExecute, I::QueueDead) => {
+            (
+                S::NeedBuffer | S::NeedReadCredit | S::NeedSendRoom | S::ReadyToExecute,
+                I::QueueDead,
+            ) => {
                 self.forget_waiter(from, slot);
+                self.sq_entries[usize::from(slot)] = 0;
                 (S::Free, A::Release)
             }
             (S::ReadingFromHost, I::QueueDead) => {
@@ -222,9 +313,12 @@ impl RequestTable {
                 (S::Flushing, A::None)
             }
             (S::Responding, I::QueueDead) => (S::Flushing, A::None),
-            (S::Flushing, I::ReadDone | I::SendDone) => (S::Free, A::Release),
+            (S::Flushing, I::ReadDone | I::SendDone) => {
+                self.give_sq(slot);
+                (S::Free, A::Release)
+            }
             (S::Executing, I::QueueDead) => (S::Orphaned, A::None),
-            (S::Orphaned, I::Executed) => {
+            (S::Orphaned, I::Executed { .. }) => {
                 self.held_by_target -= 1;
                 (S::Free, A::Release)
             }
@@ -236,6 +330,7 @@ impl RequestTable {
         match to {
             S::NeedBuffer if from != to => self.need_buffer.push_back(slot),
             S::NeedReadCredit if from != to => self.need_read_credit.push_back(slot),
+            S::NeedSendRoom if from != to => self.need_send_room.push_back(slot),
             S::ReadyToExecute if from != to => self.ready.push_back(slot),
             S::Free if from != to => self.free.push(slot),
             _ => {}
@@ -249,6 +344,7 @@ impl RequestTable {
         let list = match wait {
             Wait::Buffer => &mut self.need_buffer,
             Wait::ReadCredit => &mut self.need_read_credit,
+            Wait::SendRoom => &mut self.need_send_room,
             Wait::Report => &mut self.ready,
         };
         assert_eq!(
@@ -263,6 +359,7 @@ impl RequestTable {
         let list = match state {
             RequestState::NeedBuffer => &mut self.need_buffer,
             RequestState::NeedReadCredit => &mut self.need_read_credit,
+            RequestState::NeedSendRoom => &mut self.need_send_room,
             _ => &mut self.ready,
         };
         list.retain(|&s| s != slot);
@@ -293,19 +390,25 @@ mod tests {
     use Input as I;
     use RequestState as S;
 
-    /// A slot of a fresh table brought into `state`, and the table.
+    const READ1: DataNeed = DataNeed::BufferAndRead { wrs: 1 };
+    const NO_DATA: I = I::Executed { data_wrs: 0 };
+    /// More WRITEs than the test tables' send queue holds.
+    const HUGE: I = I::Executed { data_wrs: 100 };
+
+    /// A slot of a fresh table (depth 4, one READ credit, 8 send queue
+    /// entries) brought into `state`, and the table.
     fn in_state(state: S) -> (RequestTable, u16) {
-        let mut t = RequestTable::new(4, 1);
+        let mut t = RequestTable::new(4, 1, 8);
         let s = t.take_free().unwrap();
         let need = match state {
-            S::NeedReadCredit | S::ReadingFromHost => DataNeed::BufferAndRead,
+            S::NeedReadCredit | S::ReadingFromHost => READ1,
             S::NeedBuffer | S::Flushing => DataNeed::BufferForHost,
             _ => DataNeed::Ready,
         };
         if state == S::Free {
             t.advance(s, I::Capsule(DataNeed::Ready));
             t.advance(s, I::Granted);
-            t.advance(s, I::Executed);
+            t.advance(s, NO_DATA);
             t.advance(s, I::SendDone);
             return (t, s);
         }
@@ -315,8 +418,9 @@ mod tests {
             S::NeedReadCredit => &[I::Granted],
             S::ReadingFromHost => &[I::Granted, I::Granted],
             S::Executing => &[I::Granted],
-            S::Responding => &[I::Granted, I::Executed],
-            S::Flushing => &[I::Granted, I::Granted, I::Executed, I::QueueDead],
+            S::NeedSendRoom => &[I::Granted, HUGE],
+            S::Responding => &[I::Granted, NO_DATA],
+            S::Flushing => &[I::Granted, I::Granted, NO_DATA, I::QueueDead],
             S::Orphaned => &[I::Granted, I::QueueDead],
             S::Free => unreachable!(),
         };
@@ -327,20 +431,21 @@ mod tests {
         (t, s)
     }
 
-    const ALL: [S; 9] = [
+    const ALL: [S; 10] = [
         S::Free,
         S::NeedBuffer,
         S::NeedReadCredit,
         S::ReadingFromHost,
         S::ReadyToExecute,
         S::Executing,
+        S::NeedSendRoom,
         S::Responding,
         S::Flushing,
         S::Orphaned,
     ];
 
     /// Every legal transition: (from, input, to, action).
-    const LEGAL: [(S, I, S, A); 20] = [
+    const LEGAL: [(S, I, S, A); 24] = [
         (
             S::Free,
             I::Capsule(DataNeed::Ready),
@@ -353,12 +458,8 @@ mod tests {
             S::NeedBuffer,
             A::None,
         ),
-        (
-            S::Free,
-            I::Capsule(DataNeed::BufferAndRead),
-            S::NeedBuffer,
-            A::None,
-        ),
+        (S::Free, I::Capsule(READ1), S::NeedBuffer, A::None),
+        (S::NeedBuffer, I::Granted, S::ReadyToExecute, A::None),
         (
             S::NeedReadCredit,
             I::Granted,
@@ -367,42 +468,36 @@ mod tests {
         ),
         (S::ReadingFromHost, I::ReadDone, S::ReadyToExecute, A::None),
         (S::ReadyToExecute, I::Granted, S::Executing, A::Report),
-        (S::Executing, I::Executed, S::Responding, A::PostResponse),
+        (S::Executing, NO_DATA, S::Responding, A::PostResponse),
+        (S::Executing, HUGE, S::NeedSendRoom, A::None),
         (S::Responding, I::SendDone, S::Free, A::Release),
         (S::NeedBuffer, I::QueueDead, S::Free, A::Release),
         (S::NeedReadCredit, I::QueueDead, S::Free, A::Release),
         (S::ReadyToExecute, I::QueueDead, S::Free, A::Release),
+        (S::NeedSendRoom, I::QueueDead, S::Free, A::Release),
         (S::ReadingFromHost, I::QueueDead, S::Flushing, A::None),
         (S::Responding, I::QueueDead, S::Flushing, A::None),
         (S::Flushing, I::SendDone, S::Free, A::Release),
+        (S::Flushing, I::ReadDone, S::Free, A::Release),
         (S::Executing, I::QueueDead, S::Orphaned, A::None),
-        (S::Orphaned, I::Executed, S::Free, A::Release),
+        (S::Orphaned, NO_DATA, S::Free, A::Release),
+        (S::Orphaned, HUGE, S::Free, A::Release),
         (S::Free, I::QueueDead, S::Free, A::None),
         (S::Flushing, I::QueueDead, S::Flushing, A::None),
         (S::Orphaned, I::QueueDead, S::Orphaned, A::None),
-        (S::NeedBuffer, I::Granted, S::ReadyToExecute, A::None),
     ];
 
     #[test]
     fn every_legal_transition_does_what_the_table_says() {
         for (from, input, to, action) in LEGAL {
             let (mut t, s) = in_state(from);
-            if from == S::Free {
+            if from == S::Free && matches!(input, I::Capsule(_)) {
                 // A capsule lands in a slot take_free gave out.
-                if matches!(input, I::Capsule(_)) {
-                    assert_eq!(t.take_free(), Some(s));
-                }
+                assert_eq!(t.take_free(), Some(s));
             }
             assert_eq!(t.advance(s, input), action, "{from:?} + {input:?}");
             assert_eq!(t.state(s), to, "{from:?} + {input:?}");
         }
-    }
-
-    #[test]
-    fn a_keyed_write_needs_a_credit_after_its_buffer() {
-        let (mut t, s) = in_state(S::NeedReadCredit);
-        assert_eq!(t.next_waiter(Wait::ReadCredit), Some(s));
-        assert_eq!(t.advance(s, I::Granted), A::PostRead);
     }
 
     #[test]
@@ -411,14 +506,14 @@ mod tests {
             I::Capsule(DataNeed::Ready),
             I::Granted,
             I::ReadDone,
-            I::Executed,
+            NO_DATA,
             I::SendDone,
             I::QueueDead,
         ];
         let legal = |f: S, i: I| {
             LEGAL.iter().any(|&(lf, li, _, _)| lf == f && li == i)
-                || (f == S::Flushing && i == I::ReadDone)
-                || (f == S::NeedBuffer && i == I::Granted)
+                // NeedSendRoom is granted only with room: not in a fresh tiny table.
+                || (f == S::NeedSendRoom && i == I::Granted)
         };
         for from in ALL {
             for input in inputs {
@@ -437,10 +532,10 @@ mod tests {
 
     #[test]
     fn waiters_are_served_in_arrival_order() {
-        let mut t = RequestTable::new(8, 1);
+        let mut t = RequestTable::new(8, 1, 16);
         let slots: Vec<u16> = (0..3).map(|_| t.take_free().unwrap()).collect();
         for &s in &slots {
-            t.advance(s, I::Capsule(DataNeed::BufferAndRead));
+            t.advance(s, I::Capsule(READ1));
         }
         for &s in &slots {
             assert_eq!(t.next_waiter(Wait::Buffer), Some(s));
@@ -449,7 +544,6 @@ mod tests {
         assert_eq!(t.next_waiter(Wait::ReadCredit), Some(slots[0]));
         assert_eq!(t.advance(slots[0], I::Granted), A::PostRead);
         assert_eq!(t.next_waiter(Wait::ReadCredit), None, "one credit");
-        assert!(t.has_waiters() || t.next_waiter(Wait::Buffer).is_none());
         t.advance(slots[0], I::ReadDone);
         assert_eq!(t.next_waiter(Wait::ReadCredit), Some(slots[1]));
         assert_eq!(t.next_waiter(Wait::Report), Some(slots[0]));
@@ -458,7 +552,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "not the oldest waiter")]
     fn granting_out_of_order_is_caught() {
-        let mut t = RequestTable::new(4, 1);
+        let mut t = RequestTable::new(4, 1, 8);
         let a = t.take_free().unwrap();
         let b = t.take_free().unwrap();
         t.advance(a, I::Capsule(DataNeed::BufferForHost));
@@ -467,16 +561,70 @@ mod tests {
     }
 
     #[test]
+    fn large_transfers_wait_for_send_queue_room_in_order() {
+        // Depth 4, 8 entries: two 3-WRITE responses fit (4 entries each), a third waits.
+        let mut t = RequestTable::new(4, 1, 8);
+        let mut executing = Vec::new();
+        for _ in 0..4 {
+            let s = t.take_free().unwrap();
+            t.advance(s, I::Capsule(DataNeed::Ready));
+            t.advance(s, I::Granted);
+            executing.push(s);
+        }
+        let big = I::Executed { data_wrs: 3 };
+        assert_eq!(t.advance(executing[0], big), A::PostResponse);
+        assert_eq!(t.advance(executing[1], big), A::PostResponse);
+        assert_eq!(t.sq_free(), 0);
+        assert_eq!(t.advance(executing[2], big), A::None);
+        // A small response behind it waits too: responses keep their order.
+        assert_eq!(t.advance(executing[3], NO_DATA), A::None);
+        assert_eq!(t.next_waiter(Wait::SendRoom), None, "no room yet");
+        assert_eq!(t.advance(executing[0], I::SendDone), A::Release);
+        assert_eq!(t.next_waiter(Wait::SendRoom), Some(executing[2]));
+        assert_eq!(t.advance(executing[2], I::Granted), A::PostResponse);
+        assert_eq!(t.next_waiter(Wait::SendRoom), None, "4 taken again");
+        t.advance(executing[1], I::SendDone);
+        assert_eq!(t.next_waiter(Wait::SendRoom), Some(executing[3]));
+        t.advance(executing[3], I::Granted);
+        t.advance(executing[2], I::SendDone);
+        t.advance(executing[3], I::SendDone);
+        assert_eq!(t.sq_free(), 8, "every entry came back");
+        assert!(t.all_free());
+    }
+
+    #[test]
+    fn reads_take_send_queue_room_until_they_complete() {
+        let mut t = RequestTable::new(2, 4, 4);
+        let a = t.take_free().unwrap();
+        let b = t.take_free().unwrap();
+        for s in [a, b] {
+            t.advance(s, I::Capsule(DataNeed::BufferAndRead { wrs: 3 }));
+            t.advance(s, I::Granted);
+        }
+        assert_eq!(t.next_waiter(Wait::ReadCredit), Some(a));
+        assert_eq!(t.advance(a, I::Granted), A::PostRead);
+        assert_eq!(t.sq_free(), 1);
+        assert_eq!(
+            t.next_waiter(Wait::ReadCredit),
+            None,
+            "credits left, no room"
+        );
+        t.advance(a, I::ReadDone);
+        assert_eq!(t.sq_free(), 4);
+        assert_eq!(t.next_waiter(Wait::ReadCredit), Some(b));
+    }
+
+    #[test]
     fn a_dead_queue_frees_its_waiters_and_keeps_what_others_hold() {
-        let mut t = RequestTable::new(8, 1);
+        let mut t = RequestTable::new(8, 1, 16);
         let mut take = |need| {
             let s = t.take_free().unwrap();
             t.advance(s, I::Capsule(need));
             s
         };
         let executing = take(DataNeed::Ready);
-        let reading = take(DataNeed::BufferAndRead);
-        let waiting_credit = take(DataNeed::BufferAndRead);
+        let reading = take(READ1);
+        let waiting_credit = take(READ1);
         let waiting_buffer = take(DataNeed::BufferForHost);
         t.advance(executing, I::Granted);
         t.advance(reading, I::Granted);
@@ -491,10 +639,11 @@ mod tests {
         assert!(!t.has_waiters());
         assert_eq!(t.held_by_target(), 1);
         assert_eq!(t.advance(reading, I::ReadDone), A::Release);
-        assert_eq!(t.advance(executing, I::Executed), A::Release);
+        assert_eq!(t.advance(executing, NO_DATA), A::Release);
         assert!(t.all_free());
         assert_eq!(t.held_by_target(), 0);
         assert_eq!(t.free_count(), 8);
+        assert_eq!(t.sq_free(), 16);
     }
 
     #[test]
@@ -508,5 +657,6 @@ mod tests {
             t.reads_in_flight, 0,
             "the flushed READ is not counted twice"
         );
+        assert_eq!(t.sq_free(), 8);
     }
 }

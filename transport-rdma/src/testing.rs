@@ -21,7 +21,8 @@ pub fn options() -> RdmaOptions {
         max_admin_queue_depth: 32,
         in_capsule_data_bytes: 4096,
         max_io_bytes: 131_072,
-        buffer_count: 64,
+        io_unit_bytes: 8192,
+        buffer_count: 64 * 16,
         srq: false,
         srq_depth: 256,
         numa_node: None,
@@ -47,7 +48,7 @@ impl FakeRdma {
 
     pub fn with_nic(options: RdmaOptions, nic: FakeNic) -> FakeRdma {
         let pool =
-            BufPool::with_ordinary_memory(options.max_io_bytes as usize, options.buffer_count)
+            BufPool::with_ordinary_memory(options.io_unit_bytes as usize, options.buffer_count)
                 .expect("data buffers");
         FakeRdma {
             nic,

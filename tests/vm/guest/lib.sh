@@ -424,6 +424,24 @@ check_smart_log() {
     grep -q '^critical_warning' <<<"$out" || { echo "no critical_warning field"; return 1; }
 }
 
+# One 1 MiB write and read with nvme-cli's passthrough (2048 blocks of 512
+# bytes, or 256 of 4096): Linux refuses passthrough larger than the
+# controller's MDTS before sending it, so this needs MDTS >= 1 MiB.
+passthrough_1m() {
+    local lbads blocks
+    lbads=$(nvme id-ns "/dev/$NS" -o json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print(d["lbafs"][d["flbas"] & 0xf]["ds"])') || return 1
+    blocks=$((1048576 >> lbads))
+    head -c 1048576 /dev/urandom >/tmp/pt-1m.in
+    nvme write "/dev/$NS" --start-block=4096 --block-count=$((blocks - 1)) \
+        --data-size=1048576 --data=/tmp/pt-1m.in || return 1
+    nvme read "/dev/$NS" --start-block=4096 --block-count=$((blocks - 1)) \
+        --data-size=1048576 --data=/tmp/pt-1m.out || return 1
+    cmp /tmp/pt-1m.in /tmp/pt-1m.out && echo "1 MiB written and read back through passthrough"
+}
+
 check_id_ns() {
     local bytes=$1 json got dev
     json=$(nvme id-ns "/dev/$NS" -o json) || return 1
@@ -500,9 +518,11 @@ VERIFY_SIZE_128K=${VERIFY_SIZE_128K:-32M} # per job
 # The namespace must hold 2 * VERIFY_SIZE_128K + 4 MiB (negative control).
 fio_verify_suite() {
     local bs size
-    for bs in 4k 128k; do
+    # 1m: chains of buffer units on the target, and PRP lists on an NVMe
+    # bdev; it rewrites the 128k regions.
+    for bs in 4k 128k 1m; do
         size=$VERIFY_SIZE_4K
-        [[ $bs == 128k ]] && size=$VERIFY_SIZE_128K
+        [[ $bs != 4k ]] && size=$VERIFY_SIZE_128K
         step "fio verify randwrite bs=$bs" fio_run "verify-write-$bs" --rw=randwrite --bs="$bs" \
             --iodepth=32 --numjobs=2 --size="$size" --offset_increment="$size" \
             --verify=crc32c --do_verify=1 --verify_fatal=1
@@ -566,6 +586,7 @@ initiator_suite() {
     step "nvme id-ns: size" check_id_ns "$bytes"
     step "nvme smart-log" check_smart_log
     fio_verify_suite
+    step "1 MiB nvme write/read passthrough" passthrough_1m
     fio_perf
     step "nvme disconnect" disconnect "$nqn"
 }

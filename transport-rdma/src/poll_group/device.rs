@@ -415,6 +415,7 @@ mod tests {
             max_srq,
             max_srq_wr,
             max_srq_sge,
+            max_sge: 16,
         }
     }
 

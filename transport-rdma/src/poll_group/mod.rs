@@ -13,6 +13,7 @@
 //! until the request is done with the data (its buffer comes back), then it
 //! is re-posted to the SRQ.
 
+mod data_wrs;
 mod device;
 mod queue;
 mod recv_ring;
@@ -29,7 +30,8 @@ use crossbeam_queue::ArrayQueue;
 use dma::{BufPool, PoolCache};
 use nvme_spec::IntoBytes;
 use nvmf::transport::{
-    PendingQueue, Request, RequestId, TransportError, TransportEvent, TransportPollGroup,
+    DataPlan, PendingQueue, Request, RequestId, TransportError, TransportEvent, TransportPollGroup,
+    Xfer,
 };
 use rdma_sys as sys;
 use reactor::Epoll;
@@ -196,7 +198,7 @@ impl<V: Verbs> RdmaPollGroup<V> {
             // place while the queue lives), not posted, so only we touch them.
             let (kind, _, _, slot) = decode(unsafe { verbs::send_wr_id(wr) });
             match kind {
-                KIND_READ => self.advance(qi, slot, Input::ReadDone),
+                KIND_READ => self.read_completed(qi, slot),
                 KIND_SEND => {
                     let q = self.queues[usize::from(qi)].as_mut().expect("killed above");
                     q.sends_in_flight -= 1;
@@ -212,6 +214,20 @@ impl<V: Verbs> RdmaPollGroup<V> {
             q.send_batch = unposted;
         }
         self.to_report.push_back(qi);
+    }
+
+    /// One RDMA READ of request `slot` completed (or flushed, or was never
+    /// posted): the request moves on once all of its READs have.
+    fn read_completed(&mut self, qi: u16, slot: u16) {
+        let q = self.queues[usize::from(qi)].as_mut().expect("a live queue");
+        let sl = &mut q.slots[usize::from(slot)];
+        sl.reads_pending = sl
+            .reads_pending
+            .checked_sub(1)
+            .expect("a READ completion for a request with READs out");
+        if sl.reads_pending == 0 {
+            self.advance(qi, slot, Input::ReadDone);
+        }
     }
 
     fn on_wc(&mut self, wc: &sys::ibv_wc) {
@@ -257,12 +273,19 @@ impl<V: Verbs> RdmaPollGroup<V> {
                 }
             }
             KIND_READ => {
-                self.advance(qi, slot, Input::ReadDone);
+                self.read_completed(qi, slot);
                 self.want_progress(qi);
             }
             KIND_SEND => {
                 q.sends_in_flight -= 1;
                 self.advance(qi, slot, Input::SendDone);
+                // Its send queue entries came back: responses or READs waiting for room.
+                if self.queues[usize::from(qi)]
+                    .as_ref()
+                    .is_some_and(|q| q.table.has_waiters())
+                {
+                    self.want_progress(qi);
+                }
             }
             _ => {} // an unsignaled WRITE flushed
         }
@@ -297,6 +320,7 @@ impl<V: Verbs> RdmaPollGroup<V> {
             index,
             byte_len,
             &self.options,
+            q.geometry,
             &mut q.slots[usize::from(slot)],
         );
         let action = q.table.advance(slot, Input::Capsule(need));
@@ -377,19 +401,22 @@ impl<V: Verbs> RdmaPollGroup<V> {
             return;
         }
         while let Some(s) = q.table.next_waiter(Wait::Buffer) {
-            let Some(buf) = self.cache.get() else {
+            let units = q.geometry.units(q.slots[usize::from(s)].req.length);
+            let Some(buf) = self.cache.get_chain(units) else {
                 break;
             };
             q.slots[usize::from(s)].req.data = Some(buf);
             let action = q.table.advance(s, Input::Granted);
             debug_assert_eq!(action, Action::None);
         }
-        loop {
-            let q = self.queues[usize::from(qi)].as_ref().expect("live");
-            let Some(s) = q.table.next_waiter(Wait::ReadCredit) else {
-                break;
-            };
-            self.advance(qi, s, Input::Granted);
+        for wait in [Wait::ReadCredit, Wait::SendRoom] {
+            loop {
+                let q = self.queues[usize::from(qi)].as_ref().expect("live");
+                let Some(s) = q.table.next_waiter(wait) else {
+                    break;
+                };
+                self.advance(qi, s, Input::Granted);
+            }
         }
         let q = self.queues[usize::from(qi)].as_mut().expect("live");
         while events.len() < events.capacity() {
@@ -588,8 +615,25 @@ impl<V: Verbs> TransportPollGroup for RdmaPollGroup<V> {
             self.queues[usize::from(id.queue)].is_some(),
             "completion on a closed queue"
         );
-        // Live: its response is batched; on a dead queue: released.
-        self.advance(id.queue, id.slot, Input::Executed);
+        let q = self.queues[usize::from(id.queue)]
+            .as_ref()
+            .expect("checked");
+        let sl = &q.slots[usize::from(id.slot)];
+        let data_wrs = match sl.plan {
+            DataPlan::Keyed {
+                xfer: Xfer::ControllerToHost,
+                ..
+            } => {
+                // Keyed data starts at the buffer's first byte: the units
+                // holding the produced bytes are the first ones.
+                debug_assert_eq!(sl.req.data_offset, 0);
+                q.geometry.wrs(q.geometry.units(sl.req.c2h_len()))
+            }
+            _ => 0,
+        };
+        // Live: its response is batched (or waits for send queue room); on a
+        // dead queue: released.
+        self.advance(id.queue, id.slot, Input::Executed { data_wrs });
     }
 
     fn flush(&mut self) {

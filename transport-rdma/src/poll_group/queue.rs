@@ -8,9 +8,14 @@ use nvme_spec::{IntoBytes, Sqe, Status};
 use nvmf::transport::{plan_data, DataPlan, Request, Xfer};
 use rdma_sys as sys;
 
+use super::data_wrs::{DataWrs, Geometry, Transfer};
 use super::recv_ring::{RecvRing, RegisteredRing};
 use super::{RdmaPollGroup, CAPSULE_HEADER, FLUSH_TIMEOUT, ICD_BUFFERS_PER_RECV, RESPONSE_BYTES};
 use crate::request::DataNeed;
+
+/// SGEs one RDMA READ or WRITE carries at most (fewer if the device says so):
+/// 16 units of 8 KiB cover 128 KiB in one work request.
+const MAX_SGE_PER_WR: u32 = 16;
 use crate::request::RequestTable;
 use crate::verbs::{Connection, MemoryRegion, QpSpec, Verbs};
 use crate::{ConnRequest, RdmaOptions};
@@ -43,9 +48,12 @@ pub(super) fn decode_srq(id: u64) -> (usize, u32) {
 pub(super) struct Slot {
     pub(super) req: Request,
     pub(super) plan: DataPlan,
-    pub(super) data_sge: sys::ibv_sge,
+    /// The RDMA READs or WRITEs of its data.
+    pub(super) data: DataWrs,
+    /// Its RDMA READs posted and not yet completed (each is signaled, so
+    /// its buffer is released only once the NIC is done with every one).
+    pub(super) reads_pending: u16,
     pub(super) rsp_sge: sys::ibv_sge,
-    pub(super) data_wr: sys::ibv_send_wr,
     pub(super) send_wr: sys::ibv_send_wr,
 }
 
@@ -102,12 +110,10 @@ pub(super) fn plan_capsule(
     }
 }
 
-/// Prepares a request slot for a newly received command. `icd` is the
-/// receive's ICD buffer when the plan is in-capsule data.
-/// Fills the slot's RDMA WRITE of controller-to-host data: exactly the bytes
-/// the command produced (`Request::c2h_data`), never the whole SGL, and
-/// nothing for a failed command. False when there is nothing to write.
-pub(super) fn prepare_c2h_write(sl: &mut Slot, pool_lkey: u32, wr_id: u64) -> bool {
+/// Fills the slot's RDMA WRITEs of controller-to-host data: exactly the
+/// bytes the command produced (`Request::c2h_chunks`), never the whole SGL,
+/// and nothing for a failed command. Returns how many (0: nothing to write).
+pub(super) fn prepare_c2h_writes(sl: &mut Slot, pool_lkey: u32, wr_id: u64) -> usize {
     let DataPlan::Keyed {
         addr,
         key,
@@ -116,36 +122,33 @@ pub(super) fn prepare_c2h_write(sl: &mut Slot, pool_lkey: u32, wr_id: u64) -> bo
         ..
     } = sl.plan
     else {
-        return false;
+        return 0;
     };
-    let data = sl.req.c2h_data();
-    if data.is_empty() {
-        return false;
-    }
-    assert!(
-        data.len() as u64 <= u64::from(len),
-        "write beyond the host's SGL"
-    );
-    sl.data_sge = sys::ibv_sge {
-        addr: data.as_ptr() as u64,
-        length: data.len() as u32,
-        lkey: pool_lkey,
-    };
-    sl.data_wr.wr_id = wr_id;
-    sl.data_wr.opcode = sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE;
-    sl.data_wr.send_flags = 0;
-    sl.data_wr.wr.rdma = sys::ibv_send_wr__bindgen_ty_2__bindgen_ty_1 {
+    assert!(sl.req.c2h_len() <= len, "write beyond the host's SGL");
+    let pieces = sl
+        .req
+        .c2h_chunks()
+        .map(|chunk| (chunk.as_ptr() as u64, chunk.len()));
+    let write = Transfer {
+        opcode: sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE,
+        wr_id,
+        // Unsignaled: the response's SEND, posted after, completes them.
+        send_flags: 0,
         remote_addr: addr,
         rkey: key,
     };
-    true
+    sl.data.fill(write, pieces, pool_lkey)
 }
 
+/// Prepares a request slot for a newly received command. `icd` is the
+/// receive's ICD buffer when the plan is in-capsule data. Returns what the
+/// request's data needs.
 pub(super) fn start_request(
     sl: &mut Slot,
     sqe: Sqe,
     plan: Result<DataPlan, Status>,
     icd: Option<DmaBuf>,
+    geometry: Geometry,
 ) -> DataNeed {
     sl.req.reset(sqe);
     let plan = match plan {
@@ -169,7 +172,9 @@ pub(super) fn start_request(
             sl.req.length = len;
             sl.req.xfer = xfer;
             if xfer == Xfer::HostToController {
-                DataNeed::BufferAndRead
+                DataNeed::BufferAndRead {
+                    wrs: geometry.wrs(geometry.units(len)),
+                }
             } else {
                 DataNeed::BufferForHost
             }
@@ -186,6 +191,7 @@ pub(super) fn start_capsule(
     index: u32,
     received_bytes: u32,
     options: &RdmaOptions,
+    geometry: Geometry,
     slot: &mut Slot,
 ) -> DataNeed {
     let sqe = ring.sqe(index);
@@ -201,7 +207,7 @@ pub(super) fn start_capsule(
         ring.rearm(index);
         None
     };
-    start_request(slot, sqe, plan, icd)
+    start_request(slot, sqe, plan, icd, geometry)
 }
 
 /// What to do with a queue the target has closed.
@@ -246,6 +252,8 @@ pub(super) struct Queue<V: Verbs> {
     pub(super) send_wrs: u32,
     pub(super) recv_wrs: u32,
     pub(super) table: RequestTable,
+    /// Data buffer units and SGEs per work request.
+    pub(super) geometry: Geometry,
     pub(super) slots: Box<[Slot]>,
     /// Receives of its own; None when it takes them from its device's SRQ.
     pub(super) recvs: Option<RegisteredRing<V>>,
@@ -272,7 +280,8 @@ impl<V: Verbs> Queue<V> {
         self.id
     }
 
-    /// Batches the RDMA READ of request `slot`'s host data into its buffer.
+    /// Batches the RDMA READs of request `slot`'s host data into its buffer
+    /// (one per `sge_per_wr` units, each signaled).
     pub(super) fn batch_read(&mut self, qi: u16, slot: u16, pool_lkey: u32) {
         let sl = &mut self.slots[usize::from(slot)];
         let DataPlan::Keyed { addr, len, key, .. } = sl.plan else {
@@ -283,19 +292,24 @@ impl<V: Verbs> Queue<V> {
             .data
             .as_ref()
             .expect("a reading request has its buffer");
-        sl.data_sge = sys::ibv_sge {
-            addr: buf.as_ptr() as u64,
-            length: len,
-            lkey: pool_lkey,
-        };
-        sl.data_wr.wr_id = wr_id(KIND_READ, self.gen, qi, slot);
-        sl.data_wr.opcode = sys::ibv_wr_opcode::IBV_WR_RDMA_READ;
-        sl.data_wr.send_flags = sys::ibv_send_flags::IBV_SEND_SIGNALED;
-        sl.data_wr.wr.rdma = sys::ibv_send_wr__bindgen_ty_2__bindgen_ty_1 {
+        let mut left = len as usize;
+        let pieces = buf.addr_chunks().map_while(|(a, unit)| {
+            let n = unit.min(left);
+            left -= n;
+            (n > 0).then_some((a, n))
+        });
+        let read = Transfer {
+            opcode: sys::ibv_wr_opcode::IBV_WR_RDMA_READ,
+            wr_id: wr_id(KIND_READ, self.gen, qi, slot),
+            send_flags: sys::ibv_send_flags::IBV_SEND_SIGNALED,
             remote_addr: addr,
             rkey: key,
         };
-        self.send_batch.push(&mut sl.data_wr);
+        let n = sl.data.fill(read, pieces, pool_lkey);
+        sl.reads_pending = n as u16;
+        for k in 0..n {
+            self.send_batch.push(sl.data.wr(k));
+        }
     }
 
     /// Batches request `slot`'s response, after the RDMA WRITE of the data
@@ -307,8 +321,9 @@ impl<V: Verbs> Queue<V> {
             .write_at(response_offset(slot), rsp.as_bytes())
             .expect("response slot inside the region");
         let sl = &mut self.slots[s];
-        if prepare_c2h_write(sl, pool_lkey, wr_id(KIND_WRITE, self.gen, qi, slot)) {
-            self.send_batch.push(&mut sl.data_wr);
+        let writes = prepare_c2h_writes(sl, pool_lkey, wr_id(KIND_WRITE, self.gen, qi, slot));
+        for k in 0..writes {
+            self.send_batch.push(sl.data.wr(k));
         }
         let (opcode, rkey) = response_opcode(&sl.plan, self.send_with_invalidate);
         sl.send_wr.opcode = opcode;
@@ -364,8 +379,14 @@ impl<V: Verbs> RdmaPollGroup<V> {
             .map_err(|e| format!("response buffers: {e}"))?;
         let rsp_mr = V::register(&dev.pd, rsp_region.as_ptr(), rsp_region.len())
             .map_err(|e| format!("register response buffers: {e}"))?;
+        let geometry = Geometry {
+            unit_bytes: self.pool.buf_size() as u32,
+            sge_per_wr: dev.limits.max_sge.clamp(1, MAX_SGE_PER_WR) as u16,
+        };
+        let max_units = geometry.units(self.options.max_io_bytes);
         let spec = QpSpec {
             send_wr: send_wrs,
+            send_sge: u32::from(geometry.sge_per_wr),
             recv_wr: recv_wrs,
             recv_sge: if icd_bytes > 0 { 2 } else { 1 },
             inline_bytes: RESPONSE_BYTES as u32,
@@ -399,13 +420,13 @@ impl<V: Verbs> RdmaPollGroup<V> {
             .map(|i| Slot {
                 req: Request::new(),
                 plan: DataPlan::None,
-                data_sge: sys::ibv_sge::default(),
+                data: DataWrs::new(max_units, geometry),
+                reads_pending: 0,
                 rsp_sge: sys::ibv_sge {
                     addr: rsp_base + response_offset(i) as u64,
                     length: RESPONSE_BYTES as u32,
                     lkey: rsp_lkey,
                 },
-                data_wr: sys::ibv_send_wr::default(),
                 send_wr: sys::ibv_send_wr {
                     wr_id: wr_id(KIND_SEND, gen, qi, i),
                     num_sge: 1,
@@ -426,7 +447,8 @@ impl<V: Verbs> RdmaPollGroup<V> {
             gen,
             send_wrs,
             recv_wrs,
-            table: RequestTable::new(depth, u16::from(conn.initiator_depth.max(1))),
+            table: RequestTable::new(depth, u16::from(conn.initiator_depth.max(1)), send_wrs),
+            geometry,
             slots,
             recvs,
             send_batch: Vec::with_capacity(2 * usize::from(depth) + 1),
@@ -442,8 +464,6 @@ impl<V: Verbs> RdmaPollGroup<V> {
         // The boxed table never moves again: point the WRs at their SGEs now.
         for s in q.slots.iter_mut() {
             s.send_wr.sg_list = &mut s.rsp_sge;
-            s.data_wr.sg_list = &mut s.data_sge;
-            s.data_wr.num_sge = 1;
         }
         let id: &V::Conn = &q.id;
         let posted = match q.recvs.as_mut() {
@@ -580,85 +600,151 @@ mod tests {
         );
     }
 
-    #[test]
-    fn request_borrows_the_icd_buffer_at_the_sgl_offset() {
-        let icd = BufPool::with_ordinary_memory(4096, 1).unwrap();
-        let mut sl = Slot {
+    const GEOMETRY: Geometry = Geometry {
+        unit_bytes: 4096,
+        sge_per_wr: 4,
+    };
+
+    fn slot() -> Slot {
+        Slot {
             req: Request::new(),
             plan: DataPlan::None,
-            data_sge: sys::ibv_sge::default(),
+            data: DataWrs::new(16, GEOMETRY),
+            reads_pending: 0,
             rsp_sge: sys::ibv_sge::default(),
-            data_wr: sys::ibv_send_wr::default(),
-            send_wr: sys::ibv_send_wr::default(),
-        };
-        let plan = Ok(DataPlan::InCapsule {
-            offset: 16,
-            len: 512,
-        });
-        start_request(&mut sl, write_cmd(512), plan, icd.get());
-        assert_eq!(sl.req.data_offset, 16);
-        assert!(sl.req.data.is_some());
-        sl.req.data = None;
-        start_request(&mut sl, write_cmd(512), Err(Status::INVALID_FIELD), None);
-        assert_eq!(sl.plan, DataPlan::None);
-        assert_eq!(sl.req.transport_status, Some(Status::INVALID_FIELD));
-    }
-
-    fn keyed_read_slot(sgl_bytes: u32, pool: &Arc<BufPool>) -> Slot {
-        let mut req = Request::new();
-        req.cmd = Sqe::new(opcode::io::READ, 1);
-        req.xfer = Xfer::ControllerToHost;
-        req.length = sgl_bytes;
-        req.data = pool.get();
-        Slot {
-            req,
-            plan: DataPlan::Keyed {
-                addr: 0x10_0000,
-                len: sgl_bytes,
-                key: 42,
-                invalidate: false,
-                xfer: Xfer::ControllerToHost,
-            },
-            data_sge: sys::ibv_sge::default(),
-            rsp_sge: sys::ibv_sge::default(),
-            data_wr: sys::ibv_send_wr::default(),
             send_wr: sys::ibv_send_wr::default(),
         }
     }
 
     #[test]
+    fn request_borrows_the_icd_buffer_at_the_sgl_offset() {
+        let icd = BufPool::with_ordinary_memory(4096, 1).unwrap();
+        let mut sl = slot();
+        let plan = Ok(DataPlan::InCapsule {
+            offset: 16,
+            len: 512,
+        });
+        let need = start_request(&mut sl, write_cmd(512), plan, icd.get(), GEOMETRY);
+        assert_eq!(need, DataNeed::Ready);
+        assert_eq!(sl.req.data_offset, 16);
+        assert!(sl.req.data.is_some());
+        sl.req.data = None;
+        let need = start_request(
+            &mut sl,
+            write_cmd(512),
+            Err(Status::INVALID_FIELD),
+            None,
+            GEOMETRY,
+        );
+        assert_eq!(need, DataNeed::Ready);
+        assert_eq!(sl.plan, DataPlan::None);
+        assert_eq!(sl.req.transport_status, Some(Status::INVALID_FIELD));
+    }
+
+    #[test]
+    fn a_keyed_write_needs_a_read_per_four_units() {
+        let mut sl = slot();
+        let mut cmd = Sqe::new(opcode::io::WRITE, 1);
+        cmd.dptr = SglDescriptor::keyed(0x1000, 65536, 9, false);
+        let plan = plan_capsule(&cmd, 64, 4096, 1 << 20);
+        assert_eq!(
+            start_request(&mut sl, cmd, plan, None, GEOMETRY),
+            DataNeed::BufferAndRead { wrs: 4 },
+            "16 units of 4 KiB, 4 SGEs per READ"
+        );
+        assert_eq!(sl.req.length, 65536);
+    }
+
+    /// A keyed read's slot whose `units`-unit chain holds `sgl_bytes`.
+    fn keyed_read_slot(sgl_bytes: u32, units: usize, pool: &Arc<BufPool>) -> Slot {
+        let mut sl = slot();
+        sl.req.cmd = Sqe::new(opcode::io::READ, 1);
+        sl.req.xfer = Xfer::ControllerToHost;
+        sl.req.length = sgl_bytes;
+        sl.req.data = PoolCache::new(pool.clone(), 16).get_chain(units);
+        sl.plan = DataPlan::Keyed {
+            addr: 0x10_0000,
+            len: sgl_bytes,
+            key: 42,
+            invalidate: false,
+            xfer: Xfer::ControllerToHost,
+        };
+        sl
+    }
+
+    #[test]
     fn rdma_write_carries_only_the_bytes_the_command_produced() {
-        let pool = BufPool::with_ordinary_memory(8192, 1).unwrap();
+        let pool = BufPool::with_ordinary_memory(4096, 16).unwrap();
         // A 4 KiB SGL, of which the command produced 512 bytes (a short log page).
-        let mut sl = keyed_read_slot(4096, &pool);
+        let mut sl = keyed_read_slot(4096, 1, &pool);
         sl.req.c2h_bytes = 512;
-        assert!(prepare_c2h_write(&mut sl, 5, 77));
+        assert_eq!(prepare_c2h_writes(&mut sl, 5, 77), 1);
         let buf_start = sl.req.data.as_ref().unwrap().as_ptr() as u64;
-        assert_eq!(sl.data_sge.length, 512);
-        assert_eq!(sl.data_sge.addr, buf_start);
-        assert_eq!(sl.data_sge.lkey, 5);
-        assert_eq!(sl.data_wr.opcode, sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE);
+        let (wr, sges) = sl.data.get(0);
+        assert_eq!(sges.len(), 1);
+        assert_eq!(
+            (sges[0].addr, sges[0].length, sges[0].lkey),
+            (buf_start, 512, 5)
+        );
+        assert_eq!(wr.opcode, sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE);
         // SAFETY: reading the union member this function just wrote.
-        let rdma = unsafe { sl.data_wr.wr.rdma };
+        let rdma = unsafe { wr.wr.rdma };
         assert_eq!((rdma.remote_addr, rdma.rkey), (0x10_0000, 42));
-        assert_eq!(sl.data_wr.wr_id, 77);
+        assert_eq!(wr.wr_id, 77);
+        sl.req.data = None;
+    }
+
+    #[test]
+    fn a_chained_read_is_written_unit_by_unit_in_order() {
+        let pool = BufPool::with_ordinary_memory(4096, 16).unwrap();
+        // 10 units hold 40,000 bytes; 4 SGEs per WRITE: 3 WRITEs.
+        let mut sl = keyed_read_slot(40_000, 10, &pool);
+        sl.req.c2h_bytes = 40_000;
+        assert_eq!(prepare_c2h_writes(&mut sl, 5, 77), 3);
+        let units: Vec<u64> = sl
+            .req
+            .data
+            .as_ref()
+            .unwrap()
+            .addr_chunks()
+            .map(|(a, _)| a)
+            .collect();
+        let mut sent = Vec::new();
+        for k in 0..3 {
+            let (wr, sges) = sl.data.get(k);
+            // SAFETY: reading the union member this function just wrote.
+            let rdma = unsafe { wr.wr.rdma };
+            assert_eq!(rdma.remote_addr, 0x10_0000 + k as u64 * 4 * 4096);
+            sent.extend(sges.iter().map(|s| (s.addr, s.length)));
+        }
+        let want: Vec<(u64, u32)> = units
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (a, if i == 9 { 40_000 - 9 * 4096 } else { 4096 }))
+            .collect();
+        assert_eq!(
+            sent, want,
+            "every unit once, in chain order, the last one short"
+        );
         sl.req.data = None;
     }
 
     #[test]
     fn failed_or_empty_commands_write_nothing() {
-        let pool = BufPool::with_ordinary_memory(8192, 1).unwrap();
-        let mut sl = keyed_read_slot(4096, &pool);
+        let pool = BufPool::with_ordinary_memory(4096, 16).unwrap();
+        let mut sl = keyed_read_slot(4096, 1, &pool);
         sl.req.c2h_bytes = 4096;
         sl.req.rsp.set_status(Status::LBA_OUT_OF_RANGE);
-        assert!(
-            !prepare_c2h_write(&mut sl, 5, 1),
+        assert_eq!(
+            prepare_c2h_writes(&mut sl, 5, 1),
+            0,
             "a failed read sends no data"
         );
         sl.req.rsp.set_status(Status::SUCCESS);
         sl.req.c2h_bytes = 0;
-        assert!(
-            !prepare_c2h_write(&mut sl, 5, 1),
+        assert_eq!(
+            prepare_c2h_writes(&mut sl, 5, 1),
+            0,
             "nothing produced, nothing sent"
         );
         sl.req.data = None;
@@ -667,9 +753,9 @@ mod tests {
     #[test]
     #[should_panic(expected = "produced 8192 bytes for a 4096-byte SGL")]
     fn producing_more_than_the_sgl_is_caught() {
-        let pool = BufPool::with_ordinary_memory(8192, 1).unwrap();
-        let mut sl = keyed_read_slot(4096, &pool);
+        let pool = BufPool::with_ordinary_memory(4096, 16).unwrap();
+        let mut sl = keyed_read_slot(4096, 2, &pool);
         sl.req.c2h_bytes = 8192;
-        prepare_c2h_write(&mut sl, 5, 1);
+        prepare_c2h_writes(&mut sl, 5, 1);
     }
 }

@@ -120,6 +120,7 @@ struct Qp {
     max_send_wr: usize,
     max_recv_wr: usize,
     max_inline: u32,
+    max_send_sge: usize,
     recvs: VecDeque<PostedRecv>,
     sends: VecDeque<PostedSend>,
     /// What the host received (response capsules), oldest first.
@@ -184,6 +185,7 @@ impl FakeNic {
                 max_srq: 64,
                 max_srq_wr: 16_384,
                 max_srq_sge: 2,
+                max_sge: 16,
             },
         )
     }
@@ -223,6 +225,7 @@ impl FakeNic {
             max_send_wr: 0,
             max_recv_wr: 0,
             max_inline: 0,
+            max_send_sge: 0,
             recvs: VecDeque::new(),
             sends: VecDeque::new(),
             responses: VecDeque::new(),
@@ -237,6 +240,10 @@ impl FakeNic {
             qp: index,
         };
         (conn, HostQp(index))
+    }
+
+    pub fn limits(&self) -> DeviceLimits {
+        self.nic().limits
     }
 
     pub fn key(&self) -> DeviceKey {
@@ -840,7 +847,11 @@ impl Connection for FakeConn {
     ) -> io::Result<u32> {
         let mut nic = self.nic.nic();
         let limits = nic.limits;
-        if spec.send_wr > limits.max_qp_wr || spec.recv_wr > limits.max_qp_wr {
+        if spec.send_wr > limits.max_qp_wr
+            || spec.recv_wr > limits.max_qp_wr
+            || spec.send_sge > limits.max_sge
+            || spec.send_sge as usize > MAX_SEND_SGE
+        {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         let q = &mut nic.qps[self.qp];
@@ -851,6 +862,7 @@ impl Connection for FakeConn {
         q.max_send_wr = spec.send_wr as usize;
         q.max_recv_wr = spec.recv_wr as usize;
         q.max_inline = spec.inline_bytes;
+        q.max_send_sge = spec.send_sge as usize;
         q.sends = VecDeque::with_capacity(q.max_send_wr);
         q.recvs = VecDeque::with_capacity(q.max_recv_wr);
         Ok(q.max_inline)
@@ -886,7 +898,11 @@ impl Connection for FakeConn {
             // SAFETY: a live WR nothing else touches, per the contract.
             let wr = unsafe { *p };
             let n = usize::try_from(wr.num_sge).unwrap_or(0);
-            assert!(n <= MAX_SEND_SGE, "{n} SGEs in one work request");
+            assert!(
+                n <= q.max_send_sge,
+                "{n} SGEs in one work request; the QP takes {}",
+                q.max_send_sge
+            );
             let mut sges = [sys::ibv_sge::default(); MAX_SEND_SGE];
             for (k, sge) in sges.iter_mut().enumerate().take(n) {
                 // SAFETY: sg_list holds num_sge live SGEs, per the contract.

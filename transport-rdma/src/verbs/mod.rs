@@ -27,6 +27,8 @@ pub use rdma_core::{device_names, refresh_devices, CmEvent, CmId, EventChannel, 
 pub struct QpSpec {
     pub send_wr: u32,
     pub recv_wr: u32,
+    /// SGEs per send work request (RDMA READ and WRITE of chained buffers).
+    pub send_sge: u32,
     /// SGEs per receive work request.
     pub recv_sge: u32,
     /// Inline data wanted per send work request.
@@ -65,6 +67,8 @@ pub struct DeviceLimits {
     pub max_srq: u32,
     pub max_srq_wr: u32,
     pub max_srq_sge: u32,
+    /// SGEs a send or receive work request may carry.
+    pub max_sge: u32,
 }
 
 /// A chain post that stopped at `wrs[posted]`: the ones before it were

@@ -189,7 +189,7 @@ impl CmId {
             cap: sys::ibv_qp_cap {
                 max_send_wr: spec.send_wr,
                 max_recv_wr: if own_rq { spec.recv_wr } else { 0 },
-                max_send_sge: 1,
+                max_send_sge: spec.send_sge,
                 max_recv_sge: if own_rq { spec.recv_sge } else { 0 },
                 max_inline_data: inline_bytes,
             },
@@ -333,6 +333,7 @@ impl Device<'_> {
             max_srq: attr.max_srq.max(0) as u32,
             max_srq_wr: attr.max_srq_wr.max(0) as u32,
             max_srq_sge: attr.max_srq_sge.max(0) as u32,
+            max_sge: attr.max_sge.max(0) as u32,
         })
     }
 }
