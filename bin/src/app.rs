@@ -99,7 +99,7 @@ fn build_bdevs_and_limit(cfg: &Config) -> Result<BdevsAndLimit, ConfigError> {
     Ok((out, limit))
 }
 
-/// Opens an NVMe controller with an I/O queue pair for every reactor and exported namespace,
+/// Opens an NVMe controller with an I/O queue pair for every reactor (its namespaces share it),
 /// and checks it can serve what the config asks of it.
 fn open_nvme(
     cfg: &Config,
@@ -113,8 +113,9 @@ fn open_nvme(
         .flat_map(|s| &s.namespaces)
         .filter_map(|ns| Some((spec.provides(&ns.bdev)?, ns.bdev.as_str())))
         .collect();
+    // One queue pair per reactor, shared by every namespace of the controller there.
     let reactors = cfg.reactor_mask.len();
-    let pairs_needed = reactors * exported.len();
+    let pairs_needed = reactors;
     let options = NvmeOptions {
         io_queue_pairs: u16::try_from(pairs_needed).unwrap_or(u16::MAX),
         io_timeout_ms,
@@ -157,10 +158,8 @@ fn open_nvme(
     let granted = usize::from(device.io_queue_pairs_granted());
     if granted < pairs_needed {
         return Err(format!(
-            "NVMe controller {traddr} grants {granted} I/O queue pair(s), and {reactors} \
-             reactor(s) x {} exported namespace(s) need {pairs_needed}; use fewer reactors \
-             (-m) or export fewer of its namespaces",
-            exported.len()
+            "NVMe controller {traddr} grants {granted} I/O queue pair(s), and each of the \
+             {reactors} reactor(s) needs one; use at most {granted} reactor(s) (-m)"
         ));
     }
     if let Some(w) = numa::device_warning(

@@ -14,7 +14,7 @@ use crate::capabilities::capabilities_text;
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_TOML};
 use crate::logging::{self, Component};
 use crate::nvme_perf::{self, PerfArgs};
-use crate::setup::{self, SetupCommand};
+use nvmf_setup::{self as setup, SetupCommand};
 
 /// Exit status for a usage mistake, as clap uses.
 const EXIT_USAGE: u8 = 2;

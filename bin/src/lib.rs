@@ -1,7 +1,7 @@
 //! nvmf-tgt: the NVMe-oF target program. The library part holds the config file format
 //! ([`config`]), the wiring of a config into a running target ([`app`]), the command line
-//! ([`cli`]) and the machine chores of `nvmf-tgt setup` ([`setup`]), so integration tests can
-//! load configs and build targets without the binary.
+//! ([`cli`]); the machine chores of `nvmf-tgt setup` are the `nvmf-setup` crate. Integration
+//! tests can load configs and build targets without the binary.
 
 #![forbid(unsafe_code)]
 
@@ -12,4 +12,3 @@ pub mod config;
 pub mod logging;
 pub mod numa;
 pub mod nvme_perf;
-pub mod setup;

@@ -1,20 +1,24 @@
-//! Namespaces of a controller as bdevs: `Nvme0n1`, `Nvme0n2`, ... Each reactor's channel owns
-//! an I/O queue pair of its own, so the I/O path takes no lock.
+//! Namespaces of a controller as bdevs: `Nvme0n1`, `Nvme0n2`, ... Each reactor has one I/O
+//! queue pair per controller, shared by the channels of all its namespaces there
+//! (`QueuePairs`), so the I/O path takes no lock and the controller's queue count caps
+//! reactors, not reactors x namespaces.
 //!
 //! Zero copy: a data buffer comes from a buffer pool, and every pool is mapped in the
 //! controller's VFIO container (see `dma::registry`), so the PRPs point straight at the
 //! buffer the NIC reads from or writes into. A buffer outside any pool cannot be reached by
 //! the device and is refused (QEMU would report success for a blocked DMA).
 
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bdev::{check_queue_depth, Bdev, BdevChannel, BdevError, BdevInfo, IoType, IoTypes};
 use nvme_spec::identify::{oncs, IdentifyController};
 
-use crate::channel::{ChannelConfig, NvmeChannel, QueueOwner};
+use crate::channel::{ChannelConfig, NvmeChannel, NvmeNsChannel, QueueOwner};
 use crate::controller::{identify_text, Controller, ControllerError, IoQueue, NamespaceInfo};
-use crate::mmio::Bar0;
+use crate::mmio::{Bar0, Mmio};
 
 pub const PRODUCT_NAME: &str = "NVMe disk";
 /// Deepest channel (command ids of one queue pair); deeper bursts wait in the caller's retry
@@ -26,7 +30,7 @@ pub const DEFAULT_IO_TIMEOUT_MS: u64 = 30_000;
 /// How a controller is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NvmeOptions {
-    /// Channels that may be open at once (one per reactor and namespace).
+    /// I/O queue pairs to ask for: one per reactor (its namespaces share it).
     pub io_queue_pairs: u16,
     /// A command with no completion this long is aborted; one more period, and the controller
     /// is reset. 0: never.
@@ -81,6 +85,7 @@ impl NvmeDevice {
             .map(|ns| {
                 Arc::new(NvmeNamespace {
                     info: namespace_info(name, &id, ns, max_queue_depth),
+                    controller_name: name.to_string(),
                     nsid: ns.nsid,
                     max_transfer_bytes: max_transfer_bytes
                         .unwrap_or(u64::MAX)
@@ -116,7 +121,7 @@ impl NvmeDevice {
     pub fn namespaces(&self) -> &[Arc<NvmeNamespace>] {
         &self.namespaces
     }
-    /// I/O queue pairs the controller granted: the channels that can be open at once.
+    /// I/O queue pairs the controller granted: the reactors that can serve its namespaces.
     pub fn io_queue_pairs_granted(&self) -> u16 {
         self.controller.lock().io_queue_pairs_granted()
     }
@@ -214,6 +219,8 @@ impl QueueOwner<Arc<Bar0>> for SharedController {
 /// One namespace of an [`NvmeDevice`].
 pub struct NvmeNamespace {
     info: BdevInfo,
+    /// The controller's bdev name prefix (`Nvme0`), for its queue pairs' logs.
+    controller_name: String,
     nsid: u32,
     max_transfer_bytes: u64,
     io_timeout_ms: u64,
@@ -240,8 +247,9 @@ impl Bdev for NvmeNamespace {
         &self.info
     }
 
-    /// Creates an I/O queue pair on the controller (admin commands: start-up and namespace
-    /// attach only). The queue is deleted when the channel is dropped.
+    /// The calling reactor's channel to this namespace: on the reactor's queue pair to the
+    /// controller, created with the first of its namespaces' channels (admin commands:
+    /// start-up and namespace attach only) and deleted with the last.
     fn open_channel(&self, queue_depth: u32) -> Result<Box<dyn BdevChannel>, BdevError> {
         let depth = check_queue_depth(&self.info, queue_depth)?;
         let entries = u16::try_from(depth + 1).expect("depth bounded by MAX_CHANNEL_DEPTH");
@@ -251,23 +259,104 @@ impl Bdev for NvmeNamespace {
             max_transfer_bytes: self.max_transfer_bytes,
             io_timeout_ms: self.io_timeout_ms,
         };
-        let owner: Arc<dyn QueueOwner<Arc<Bar0>>> = self.controller.clone();
-        // Under the lock resets take: the channel reads the reset generation its queue was
-        // created in.
-        let mut controller = self.controller.lock();
-        let queue = controller
-            .create_io_queue(entries, self.max_transfer_bytes)
-            .map_err(|e| BdevError::Device {
-                name: self.info.name.clone(),
-                msg: e.to_string(),
-            })?;
-        Ok(Box::new(NvmeChannel::new(queue, config, Some(owner))))
+        let create = || {
+            let owner: Arc<dyn QueueOwner<Arc<Bar0>>> = self.controller.clone();
+            // Under the lock resets take: the channel reads the reset generation its queue
+            // was created in.
+            let mut controller = self.controller.lock();
+            let queue = controller
+                .create_io_queue(entries, self.max_transfer_bytes)
+                .map_err(|e| BdevError::Device {
+                    name: self.info.name.clone(),
+                    msg: e.to_string(),
+                })?;
+            Ok(NvmeChannel::new(
+                queue,
+                &self.controller_name,
+                self.io_timeout_ms,
+                Some(owner),
+            ))
+        };
+        let key = Arc::as_ptr(&self.controller) as usize;
+        let queue = QUEUE_PAIRS.with(|pairs| pairs.borrow_mut().get_or_create(key, create))?;
+        Ok(Box::new(NvmeNsChannel::new(queue, config)))
+    }
+}
+
+thread_local! {
+    /// This reactor's queue pairs, by controller.
+    static QUEUE_PAIRS: RefCell<QueuePairs<Arc<Bar0>>> = RefCell::new(QueuePairs::default());
+}
+
+/// A thread's I/O queue pairs, one per controller (named by the address of its shared
+/// state): the channels of a controller's namespaces on this thread share it, and it goes
+/// (deleted on the controller) with the last of them.
+pub(crate) struct QueuePairs<M: Mmio> {
+    pairs: Vec<(usize, Weak<RefCell<NvmeChannel<M>>>)>,
+}
+
+impl<M: Mmio> Default for QueuePairs<M> {
+    fn default() -> Self {
+        QueuePairs { pairs: Vec::new() }
+    }
+}
+
+impl<M: Mmio> QueuePairs<M> {
+    /// Controller `controller`'s queue pair on this thread, made by `create` if it has none.
+    pub(crate) fn get_or_create(
+        &mut self,
+        controller: usize,
+        create: impl FnOnce() -> Result<NvmeChannel<M>, BdevError>,
+    ) -> Result<Rc<RefCell<NvmeChannel<M>>>, BdevError> {
+        self.pairs.retain(|(_, pair)| pair.strong_count() > 0);
+        let existing = self
+            .pairs
+            .iter()
+            .find(|(c, _)| *c == controller)
+            .and_then(|(_, pair)| pair.upgrade());
+        if let Some(pair) = existing {
+            return Ok(pair);
+        }
+        let pair = Rc::new(RefCell::new(create()?));
+        self.pairs.push((controller, Rc::downgrade(&pair)));
+        Ok(pair)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_controllers_namespaces_share_one_queue_pair_per_thread() {
+        use crate::mmio::FakeMmio;
+        use crate::queue::{QueueLayout, QueuePair};
+        use dma::DmaMemory;
+        let fake = FakeMmio::new(0x2000);
+        let made = std::cell::Cell::new(0);
+        let create = || {
+            made.set(made.get() + 1);
+            let layout = QueueLayout::new(8, 128 * 1024);
+            let memory = DmaMemory::allocate_ordinary(layout.total_bytes).unwrap();
+            let queue = QueuePair::new(1, layout, memory, &fake, 0).unwrap();
+            Ok(NvmeChannel::new(queue, "Nvme0", 0, None))
+        };
+        let mut pairs = QueuePairs::default();
+        let ns1 = pairs.get_or_create(1, create).unwrap();
+        let ns2 = pairs.get_or_create(1, create).unwrap();
+        assert!(Rc::ptr_eq(&ns1, &ns2), "namespaces 1 and 2 share the pair");
+        let other = pairs.get_or_create(2, create).unwrap();
+        assert!(!Rc::ptr_eq(&ns1, &other), "another controller has its own");
+        assert_eq!(made.get(), 2);
+        drop((ns1, ns2));
+        let again = pairs.get_or_create(1, create).unwrap();
+        assert_eq!(made.get(), 3, "the last channel took the pair with it");
+        drop((again, other));
+        assert!(pairs
+            .get_or_create(3, || Err(BdevError::EmptyName))
+            .is_err());
+        assert!(pairs.pairs.iter().all(|(_, p)| p.strong_count() == 0));
+    }
 
     #[test]
     fn the_bdev_has_a_volatile_cache_exactly_when_the_ssd_says_so() {

@@ -10,6 +10,8 @@
 //!
 //! Time comes from `on_timer` (about every 100 ms), never from a clock read per command.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bdev::{
@@ -59,7 +61,7 @@ struct InFlight {
     state: CommandState,
 }
 
-/// Channel settings from the device.
+/// Channel settings from the device: what a namespace's channel needs.
 #[derive(Clone, Debug)]
 pub struct ChannelConfig {
     pub nsid: u32,
@@ -70,11 +72,16 @@ pub struct ChannelConfig {
     pub io_timeout_ms: u64,
 }
 
-/// One reactor's queue pair to one namespace.
+/// One reactor's I/O queue pair to a controller, shared by the channels of
+/// every namespace of that controller on the reactor (`NvmeNsChannel`): the
+/// controller's queue count then caps reactors, not reactors x namespaces.
 pub struct NvmeChannel<M: Mmio> {
     /// Some until dropped.
     queue: Option<QueuePair<M>>,
-    config: ChannelConfig,
+    /// For logs: the controller's bdev name prefix.
+    name: String,
+    /// 0: commands never time out.
+    io_timeout_ms: u64,
     /// Indexed by command id; sized at creation.
     in_flight: Vec<Option<InFlight>>,
     /// I/Os finished without the device (refused, or dropped by a reset), delivered by the
@@ -97,7 +104,7 @@ pub struct NvmeChannel<M: Mmio> {
 impl<M: Mmio> std::fmt::Debug for NvmeChannel<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NvmeChannel")
-            .field("bdev", &self.config.info.name)
+            .field("controller", &self.name)
             .field("outstanding", &self.outstanding())
             .field("broken", &self.broken)
             .finish()
@@ -105,16 +112,19 @@ impl<M: Mmio> std::fmt::Debug for NvmeChannel<M> {
 }
 
 impl<M: Mmio> NvmeChannel<M> {
+    /// The channel of `queue` (of controller `name`) for every namespace.
     pub fn new(
         queue: QueuePair<M>,
-        config: ChannelConfig,
+        name: &str,
+        io_timeout_ms: u64,
         owner: Option<Arc<dyn QueueOwner<M>>>,
     ) -> NvmeChannel<M> {
         let cids = usize::from(queue.entries() - 1);
         let generation = owner.as_ref().map_or(0, |o| o.reset_generation());
         NvmeChannel {
             queue: Some(queue),
-            config,
+            name: name.to_string(),
+            io_timeout_ms,
             in_flight: (0..cids).map(|_| None).collect(),
             finished: CompletionRing::new(cids),
             owner,
@@ -137,14 +147,14 @@ impl<M: Mmio> NvmeChannel<M> {
     }
 
     /// Puts the command for `io` on the submission queue; Err(status) when it cannot go.
-    fn submit_to_device(&mut self, io: &BdevIo) -> Result<u16, IoStatus> {
+    fn submit_to_device(&mut self, ns: &ChannelConfig, io: &BdevIo) -> Result<u16, IoStatus> {
         if self.broken {
             return Err(IoStatus::IoError);
         }
-        let range = validate_io(&self.config.info, io)?;
+        let range = validate_io(&ns.info, io)?;
         let mut sqe = Sqe::new(opcode(io.io_type), 0);
-        sqe.nsid = self.config.nsid.into();
-        let max_transfer_bytes = self.config.max_transfer_bytes;
+        sqe.nsid = ns.nsid.into();
+        let max_transfer_bytes = ns.max_transfer_bytes;
         let queue = self.queue();
         match io.io_type {
             IoType::Read | IoType::Write | IoType::Compare => {
@@ -226,7 +236,7 @@ impl<M: Mmio> NvmeChannel<M> {
                 log::warn!(
                     "bdev {}: queue {} created again after a controller reset; {failed} \
                      command(s) handed back for retry",
-                    self.config.info.name,
+                    self.name,
                     queue.qid()
                 )
             }
@@ -234,7 +244,7 @@ impl<M: Mmio> NvmeChannel<M> {
                 log::error!(
                     "bdev {}: cannot create queue {} again after a controller reset ({e}); \
                      every I/O on this reactor fails until a later reset succeeds",
-                    self.config.info.name,
+                    self.name,
                     queue.qid()
                 );
                 self.broken = true;
@@ -245,7 +255,7 @@ impl<M: Mmio> NvmeChannel<M> {
     /// Aborts commands past the timeout; resets the controller when an aborted one is still
     /// there a timeout later (or an abort fails).
     fn check_timeouts(&mut self) {
-        let timeout_ms = self.config.io_timeout_ms;
+        let timeout_ms = self.io_timeout_ms;
         let (Some(owner), false, true) = (self.owner.clone(), self.broken, timeout_ms > 0) else {
             return;
         };
@@ -273,7 +283,7 @@ impl<M: Mmio> NvmeChannel<M> {
                         Ok(true) => aborted += 1,
                         Ok(false) => {}
                         Err(e) => {
-                            log::error!("bdev {}: abort failed: {e}", self.config.info.name);
+                            log::error!("bdev {}: abort failed: {e}", self.name);
                             reset = true;
                             break;
                         }
@@ -283,7 +293,7 @@ impl<M: Mmio> NvmeChannel<M> {
                     log::error!(
                         "bdev {}: command {cid} on queue {qid} still has no completion {timeout_ms} \
                          ms after its abort",
-                        self.config.info.name
+                        self.name
                     );
                     reset = true;
                     break;
@@ -296,7 +306,7 @@ impl<M: Mmio> NvmeChannel<M> {
             log::warn!(
                 "bdev {}: {aborts_sent} command(s) on queue {qid} got no completion in \
                  {timeout_ms} ms; aborting them (the controller aborted {aborted})",
-                self.config.info.name
+                self.name
             );
         }
         if reset {
@@ -352,8 +362,9 @@ fn io_status(status: Status) -> IoStatus {
     }
 }
 
-impl<M: Mmio> BdevChannel for NvmeChannel<M> {
-    fn submit(&mut self, io: BdevIo) -> Result<(), BdevIo> {
+impl<M: Mmio> NvmeChannel<M> {
+    /// Submits `io` for namespace `ns`; Err gives it back when the queue is full.
+    pub fn submit(&mut self, ns: &ChannelConfig, io: BdevIo) -> Result<(), BdevIo> {
         // A new I/O goes to the queue the controller knows, not to one a reset dropped.
         if self.queue_is_stale() {
             self.recover_from_reset();
@@ -362,7 +373,7 @@ impl<M: Mmio> BdevChannel for NvmeChannel<M> {
         if self.outstanding() >= self.in_flight.len() {
             return Err(io);
         }
-        match self.submit_to_device(&io) {
+        match self.submit_to_device(ns, &io) {
             Ok(cid) => {
                 let slot = &mut self.in_flight[usize::from(cid)];
                 debug_assert!(slot.is_none(), "command id {cid} handed out twice");
@@ -380,7 +391,7 @@ impl<M: Mmio> BdevChannel for NvmeChannel<M> {
                     log::error!(
                         "bdev {}: refused an I/O whose buffer is not from a DMA pool; \
                          the device cannot reach it",
-                        self.config.info.name
+                        self.name
                     );
                 }
                 self.finished.push(BdevCompletion {
@@ -393,7 +404,7 @@ impl<M: Mmio> BdevChannel for NvmeChannel<M> {
         Ok(())
     }
 
-    fn flush(&mut self) {
+    pub fn flush(&mut self) {
         // After a reset the queue no longer exists on the controller until `poll` creates it
         // again: no doorbell for it before then.
         if !self.queue_is_stale() {
@@ -401,7 +412,7 @@ impl<M: Mmio> BdevChannel for NvmeChannel<M> {
         }
     }
 
-    fn poll(&mut self, max: usize, on_complete: &mut dyn FnMut(BdevCompletion)) -> usize {
+    pub fn poll(&mut self, max: usize, on_complete: &mut dyn FnMut(BdevCompletion)) -> usize {
         if self.queue_is_stale() {
             self.recover_from_reset();
         }
@@ -421,14 +432,65 @@ impl<M: Mmio> BdevChannel for NvmeChannel<M> {
         done
     }
 
-    fn outstanding(&self) -> usize {
+    /// Commands of every namespace on the queue, and those finished but not polled.
+    pub fn outstanding(&self) -> usize {
         let queue = self.queue.as_ref().expect("queue present until drop");
         queue.in_flight() + self.finished.len()
     }
 
-    fn on_timer(&mut self, now_ms: u64) {
+    pub fn on_timer(&mut self, now_ms: u64) {
+        // Every namespace's channel forwards the tick: check once per tick.
+        if now_ms == self.now_ms && now_ms != 0 {
+            return;
+        }
         self.now_ms = now_ms;
         self.check_timeouts();
+    }
+}
+
+/// One namespace's channel on one reactor: its own settings, and the
+/// reactor's queue pair to the controller, shared with the other namespaces.
+/// Its `poll` hands over completions of any namespace on the queue (each
+/// completion carries its caller's tag).
+pub struct NvmeNsChannel<M: Mmio> {
+    queue: Rc<RefCell<NvmeChannel<M>>>,
+    ns: ChannelConfig,
+}
+
+impl<M: Mmio> NvmeNsChannel<M> {
+    pub fn new(queue: Rc<RefCell<NvmeChannel<M>>>, ns: ChannelConfig) -> NvmeNsChannel<M> {
+        NvmeNsChannel { queue, ns }
+    }
+}
+
+impl<M: Mmio> std::fmt::Debug for NvmeNsChannel<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NvmeNsChannel")
+            .field("bdev", &self.ns.info.name)
+            .field("queue", &self.queue.borrow())
+            .finish()
+    }
+}
+
+impl<M: Mmio> BdevChannel for NvmeNsChannel<M> {
+    fn submit(&mut self, io: BdevIo) -> Result<(), BdevIo> {
+        self.queue.borrow_mut().submit(&self.ns, io)
+    }
+
+    fn flush(&mut self) {
+        self.queue.borrow_mut().flush();
+    }
+
+    fn poll(&mut self, max: usize, on_complete: &mut dyn FnMut(BdevCompletion)) -> usize {
+        self.queue.borrow_mut().poll(max, on_complete)
+    }
+
+    fn outstanding(&self) -> usize {
+        self.queue.borrow().outstanding()
+    }
+
+    fn on_timer(&mut self, now_ms: u64) {
+        self.queue.borrow_mut().on_timer(now_ms);
     }
 }
 
@@ -477,11 +539,12 @@ mod tests {
         /// Executes every command the doorbell announced, returning them.
         fn run(
             &mut self,
-            ch: &NvmeChannel<&FakeMmio>,
+            ch: &NvmeNsChannel<&FakeMmio>,
             fake: &FakeMmio,
             status: impl Fn(&Sqe) -> Status,
         ) -> Vec<Sqe> {
-            let q = ch.queue.as_ref().unwrap();
+            let qp = ch.queue.borrow();
+            let q = qp.queue.as_ref().unwrap();
             let entries = q.entries();
             let tail = fake.get32(SQ_TAIL_DOORBELL) as u16;
             let mut executed = Vec::new();
@@ -536,11 +599,12 @@ mod tests {
         QueuePair::new(QID, layout, memory, fake, 0).unwrap()
     }
 
-    fn channel(fake: &FakeMmio, entries: u16) -> NvmeChannel<&FakeMmio> {
-        NvmeChannel::new(queue_pair(fake, entries), config(128 * 1024, 0), None)
+    fn channel(fake: &FakeMmio, entries: u16) -> NvmeNsChannel<&FakeMmio> {
+        let qp = NvmeChannel::new(queue_pair(fake, entries), "Nvme0", 0, None);
+        NvmeNsChannel::new(Rc::new(RefCell::new(qp)), config(128 * 1024, 0))
     }
 
-    fn poll_all(ch: &mut NvmeChannel<&FakeMmio>) -> Vec<BdevCompletion> {
+    fn poll_all(ch: &mut NvmeNsChannel<&FakeMmio>) -> Vec<BdevCompletion> {
         let mut out = Vec::new();
         ch.poll(64, &mut |c| out.push(c));
         out
@@ -693,11 +757,14 @@ mod tests {
         assert_eq!((sqes[0].cdw10.get(), sqes[0].cdw12.get()), (100, 65535));
         let dsm = &sqes[2];
         assert_eq!((dsm.cdw10.get(), dsm.cdw11.get()), (0, 1 << 2));
-        let q = ch.queue.as_ref().unwrap();
-        assert_eq!(dsm.dptr.addr.get(), q.prp_list_iova(dsm.cid()));
         let mut range = [0u8; 16];
-        let page = (q.prp_list_iova(dsm.cid()) - q.sq_iova()) as usize;
-        q.memory().read_at(page, &mut range).unwrap();
+        {
+            let qp = ch.queue.borrow();
+            let q = qp.queue.as_ref().unwrap();
+            assert_eq!(dsm.dptr.addr.get(), q.prp_list_iova(dsm.cid()));
+            let page = (q.prp_list_iova(dsm.cid()) - q.sq_iova()) as usize;
+            q.memory().read_at(page, &mut range).unwrap();
+        }
         assert_eq!(u32::from_le_bytes(range[4..8].try_into().unwrap()), 300_000);
         assert_eq!(u64::from_le_bytes(range[8..16].try_into().unwrap()), 5);
         let tags: Vec<u64> = poll_all(&mut ch).iter().map(|c| c.tag).collect();
@@ -866,13 +933,10 @@ mod tests {
         fake: &'a FakeMmio,
         owner: &Arc<FakeOwner>,
         io_timeout_ms: u64,
-    ) -> NvmeChannel<&'a FakeMmio> {
+    ) -> NvmeNsChannel<&'a FakeMmio> {
         let owner: Arc<dyn QueueOwner<&'a FakeMmio>> = owner.clone();
-        NvmeChannel::new(
-            queue_pair(fake, 8),
-            config(128 * 1024, io_timeout_ms),
-            Some(owner),
-        )
+        let qp = NvmeChannel::new(queue_pair(fake, 8), "Nvme0", io_timeout_ms, Some(owner));
+        NvmeNsChannel::new(Rc::new(RefCell::new(qp)), config(128 * 1024, io_timeout_ms))
     }
 
     const RETRY: IoStatus = IoStatus::Nvme {

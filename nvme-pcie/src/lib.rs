@@ -31,4 +31,6 @@ pub mod queue;
 pub mod regs;
 pub mod vfio;
 
-pub use mmio::{Bar0, FakeMmio, Mmio};
+#[cfg(any(test, feature = "testing"))]
+pub use mmio::FakeMmio;
+pub use mmio::{Bar0, Mmio};

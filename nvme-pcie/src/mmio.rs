@@ -4,6 +4,7 @@
 //! Everything above this module (init, queues) talks to registers only through `Mmio`, so it
 //! is tested against fakes; only `Bar0` touches device memory.
 
+#[cfg(any(test, feature = "testing"))]
 use std::cell::RefCell;
 use std::fmt;
 use std::ptr::NonNull;
@@ -154,13 +155,15 @@ impl fmt::Debug for Bar0 {
 }
 
 /// A register file in ordinary memory that records every write, for tests of code above
-/// `Mmio`. It has no controller behaviour: tests that need one wrap it.
+/// `Mmio`. It has no controller behaviour: tests that need one wrap it (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug)]
 pub struct FakeMmio {
     registers: RefCell<Vec<u32>>,
     writes: RefCell<Vec<(usize, u32)>>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl FakeMmio {
     /// A zeroed register file of `len_bytes` bytes (doorbells included: use at least
     /// 0x1000 + 8 * (queues) bytes).
@@ -205,6 +208,7 @@ impl FakeMmio {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Mmio for FakeMmio {
     fn read32(&self, offset: usize) -> u32 {
         self.get32(offset)

@@ -1,5 +1,4 @@
-//! Fabrics commands on a queue: Connect (admin and I/O), Property Get/Set,
-//! and dispatch of admin commands to the controller this reactor owns.
+//! Fabrics commands on a queue: Connect (admin and I/O) and Property Get/Set.
 
 use std::sync::Arc;
 
@@ -7,10 +6,10 @@ use nvme_spec::fabrics::{
     connect_invalid_param_dw0, connect_offset, ConnectCommand, ConnectData, CNTLID_DYNAMIC,
     IATTR_COMMAND, IATTR_DATA,
 };
-use nvme_spec::opcode::{admin as admin_op, fctype};
+use nvme_spec::opcode::fctype;
 use nvme_spec::{get_str_nul_padded, FromBytes, Sqe, Status};
 
-use crate::admin::{self, AdminEnv, AdminOutcome};
+use crate::admin::{self};
 use crate::controller::{Controller, ControllerShared, ControllerState, IoQueueRef};
 use crate::nqn::validate_nqn;
 use crate::poll_group::{PollGroup, QueueRole, MAX_CONTROLLERS_PER_POLL_GROUP};
@@ -458,88 +457,6 @@ impl PollGroup {
                 self.transports[t].request(id).rsp.dw0 = dw0.into();
                 self.finish(t, id, status);
             }
-        }
-    }
-
-    /// Runs an admin command on the controller in `slot`.
-    pub(crate) fn admin(&mut self, t: usize, id: RequestId, slot: usize, cmd: &Sqe) {
-        if cmd.opcode == admin_op::ABORT
-            && cmd.abort_sqid() == 0
-            && self.abort_held_aer(slot, cmd.abort_cid())
-        {
-            self.transports[t].request(id).rsp.dw0 = 0.into();
-            return self.finish(t, id, Status::SUCCESS);
-        }
-        let caps = self.target.transports()[t].caps();
-        let ctrl = self.controllers[slot]
-            .as_mut()
-            .expect("admin queue without controller");
-        let env = AdminEnv {
-            target: &self.target,
-            channels: self
-                .subsystems
-                .get(ctrl.shared.subsystem.id)
-                .and_then(|s| s.as_ref()),
-            listener: &self.queues[t][usize::from(id.queue)]
-                .as_ref()
-                .expect("queue of a request")
-                .listener,
-            caps,
-            now: self.now,
-        };
-        let req = self.transports[t].request(id);
-        let outcome = admin::execute(ctrl, req, &env);
-        if let AdminOutcome::Complete(s) = outcome {
-            if !s.is_success() {
-                ctrl.log_error(0, cmd.cid(), s, cmd.nsid(), 0);
-            }
-        }
-        self.admin_outcome(t, id, slot, outcome);
-    }
-
-    fn admin_outcome(&mut self, t: usize, id: RequestId, slot: usize, outcome: AdminOutcome) {
-        match outcome {
-            AdminOutcome::Complete(status) => self.finish(t, id, status),
-            AdminOutcome::HoldAer => {
-                let ctrl = self.controllers[slot]
-                    .as_mut()
-                    .expect("admin queue without controller");
-                ctrl.aers
-                    .push(id)
-                    .expect("AER limit checked before holding");
-            }
-            AdminOutcome::CompleteAndTeardown(status) => {
-                let mut ctrl = self.controllers[slot]
-                    .take()
-                    .expect("admin queue without controller");
-                self.teardown_io_queues(&mut ctrl);
-                self.controllers[slot] = Some(ctrl);
-                self.finish(t, id, status);
-            }
-        }
-    }
-
-    /// Completes a held AER with Abort Requested; false when none has `cid`.
-    fn abort_held_aer(&mut self, slot: usize, cid: u16) -> bool {
-        let Some(ctrl) = self.controllers[slot].as_mut() else {
-            return false;
-        };
-        let t = ctrl.admin_queue.0;
-        let mut found = None;
-        for _ in 0..ctrl.aers.len() {
-            let aer = ctrl.aers.pop().expect("length checked");
-            if found.is_none() && self.transports[t].request(aer).cmd.cid() == cid {
-                found = Some(aer);
-            } else {
-                ctrl.aers.push(aer).expect("room: one was just popped");
-            }
-        }
-        match found {
-            Some(aer) => {
-                self.finish(t, aer, Status::ABORT_REQUESTED);
-                true
-            }
-            None => false,
         }
     }
 }

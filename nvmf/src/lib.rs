@@ -44,6 +44,9 @@ pub mod poll_group;
 pub mod remote_log;
 pub mod subsystem;
 pub mod target;
+/// A target stepped by the test's thread and a host driving it like Linux
+/// does (feature `testing`: for tests and benchmarks).
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod transport;
 

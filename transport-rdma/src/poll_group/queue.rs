@@ -13,9 +13,6 @@ use super::recv_ring::{RecvRing, RegisteredRing};
 use super::{RdmaPollGroup, CAPSULE_HEADER, FLUSH_TIMEOUT, ICD_BUFFERS_PER_RECV, RESPONSE_BYTES};
 use crate::request::DataNeed;
 
-/// SGEs one RDMA READ or WRITE carries at most (fewer if the device says so):
-/// 16 units of 8 KiB cover 128 KiB in one work request.
-const MAX_SGE_PER_WR: u32 = 16;
 use crate::request::RequestTable;
 use crate::verbs::{Connection, MemoryRegion, QpSpec, Verbs};
 use crate::{ConnRequest, RdmaOptions};
@@ -381,7 +378,7 @@ impl<V: Verbs> RdmaPollGroup<V> {
             .map_err(|e| format!("register response buffers: {e}"))?;
         let geometry = Geometry {
             unit_bytes: self.pool.buf_size() as u32,
-            sge_per_wr: dev.limits.max_sge.clamp(1, MAX_SGE_PER_WR) as u16,
+            sge_per_wr: dev.sge_per_wr,
         };
         let max_units = geometry.units(self.options.max_io_bytes);
         let spec = QpSpec {

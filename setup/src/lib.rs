@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 //! `nvmf-tgt setup`: the chores SPDK's scripts/setup.sh does, in the product. Shows hugepages
 //! and NVMe devices, binds NVMe devices to vfio-pci (and back to nvme), reserves hugepages.
 //!
