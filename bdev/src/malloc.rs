@@ -102,6 +102,13 @@ impl MallocChannel {
         // validate_io proved the data fits the buffer; a chained buffer is
         // copied unit by unit.
         let result = match (io.io_type, io.buf.as_mut()) {
+            // One unit (most commands): the buffer is one slice.
+            (IoType::Read, Some(buf)) if buf.units() == 1 => {
+                memory.read_at(device_offset, &mut buf.as_mut_slice()[at..at + len])
+            }
+            (IoType::Write, Some(buf)) if buf.units() == 1 => {
+                memory.write_at(device_offset, &buf.as_slice()[at..at + len])
+            }
             (IoType::Read, Some(buf)) => {
                 let mut device = device_offset;
                 crate::pieces_mut(buf, at, len).try_for_each(|dst| {

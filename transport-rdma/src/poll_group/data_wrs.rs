@@ -111,6 +111,25 @@ impl DataWrs {
         n_wrs
     }
 
+    /// `fill` for one contiguous piece (a one-unit buffer: most commands).
+    pub fn fill_one(&mut self, t: Transfer, addr: u64, len: u32, lkey: u32) -> usize {
+        self.sges[0] = sys::ibv_sge {
+            addr,
+            length: len,
+            lkey,
+        };
+        let wr = &mut self.wrs[0];
+        wr.wr_id = t.wr_id;
+        wr.opcode = t.opcode;
+        wr.send_flags = t.send_flags;
+        wr.num_sge = 1;
+        wr.wr.rdma = sys::ibv_send_wr__bindgen_ty_2__bindgen_ty_1 {
+            remote_addr: t.remote_addr,
+            rkey: t.rkey,
+        };
+        1
+    }
+
     /// Work request `k`, to put in the send batch (it stays in place while
     /// the slot lives).
     pub fn wr(&mut self, k: usize) -> *mut sys::ibv_send_wr {

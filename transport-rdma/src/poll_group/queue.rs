@@ -121,11 +121,11 @@ pub(super) fn prepare_c2h_writes(sl: &mut Slot, pool_lkey: u32, wr_id: u64) -> u
     else {
         return 0;
     };
-    assert!(sl.req.c2h_len() <= len, "write beyond the host's SGL");
-    let pieces = sl
-        .req
-        .c2h_chunks()
-        .map(|chunk| (chunk.as_ptr() as u64, chunk.len()));
+    let c2h_len = sl.req.c2h_len();
+    assert!(c2h_len <= len, "write beyond the host's SGL");
+    if c2h_len == 0 {
+        return 0;
+    }
     let write = Transfer {
         opcode: sys::ibv_wr_opcode::IBV_WR_RDMA_WRITE,
         wr_id,
@@ -134,7 +134,20 @@ pub(super) fn prepare_c2h_writes(sl: &mut Slot, pool_lkey: u32, wr_id: u64) -> u
         remote_addr: addr,
         rkey: key,
     };
-    sl.data.fill(write, pieces, pool_lkey)
+    match &sl.req.data {
+        // One unit (most commands): no chunk walk.
+        Some(buf) if buf.units() == 1 => {
+            let start = buf.as_ptr() as u64 + u64::from(sl.req.data_offset);
+            sl.data.fill_one(write, start, c2h_len, pool_lkey)
+        }
+        _ => {
+            let pieces = sl
+                .req
+                .c2h_chunks()
+                .map(|chunk| (chunk.as_ptr() as u64, chunk.len()));
+            sl.data.fill(write, pieces, pool_lkey)
+        }
+    }
 }
 
 /// Prepares a request slot for a newly received command. `icd` is the
@@ -289,12 +302,6 @@ impl<V: Verbs> Queue<V> {
             .data
             .as_ref()
             .expect("a reading request has its buffer");
-        let mut left = len as usize;
-        let pieces = buf.addr_chunks().map_while(|(a, unit)| {
-            let n = unit.min(left);
-            left -= n;
-            (n > 0).then_some((a, n))
-        });
         let read = Transfer {
             opcode: sys::ibv_wr_opcode::IBV_WR_RDMA_READ,
             wr_id: wr_id(KIND_READ, self.gen, qi, slot),
@@ -302,7 +309,17 @@ impl<V: Verbs> Queue<V> {
             remote_addr: addr,
             rkey: key,
         };
-        let n = sl.data.fill(read, pieces, pool_lkey);
+        let n = if buf.units() == 1 {
+            sl.data.fill_one(read, buf.as_ptr() as u64, len, pool_lkey)
+        } else {
+            let mut left = len as usize;
+            let pieces = buf.addr_chunks().map_while(|(a, unit)| {
+                let n = unit.min(left);
+                left -= n;
+                (n > 0).then_some((a, n))
+            });
+            sl.data.fill(read, pieces, pool_lkey)
+        };
         sl.reads_pending = n as u16;
         for k in 0..n {
             self.send_batch.push(sl.data.wr(k));
