@@ -295,44 +295,6 @@ pub fn validate_io(info: &BdevInfo, io: &BdevIo) -> Result<IoRange, IoStatus> {
     Ok(range)
 }
 
-/// The `len` bytes of `buf` from `offset`, unit by unit (a chained buffer's
-/// units are not contiguous).
-pub(crate) fn pieces(buf: &DmaBuf, offset: usize, len: usize) -> impl Iterator<Item = &[u8]> {
-    window(buf.chunks(), offset, len, |c, r| &c[r])
-}
-
-/// As `pieces`, mutably.
-pub(crate) fn pieces_mut(
-    buf: &mut DmaBuf,
-    offset: usize,
-    len: usize,
-) -> impl Iterator<Item = &mut [u8]> {
-    window(buf.chunks_mut(), offset, len, |c, r| &mut c[r])
-}
-
-/// The part of `chunks` (concatenated) from `offset`, `len` long.
-fn window<C: AsRef<[u8]>>(
-    chunks: impl Iterator<Item = C>,
-    offset: usize,
-    len: usize,
-    cut: impl Fn(C, std::ops::Range<usize>) -> C,
-) -> impl Iterator<Item = C> {
-    let mut skip = offset;
-    let mut left = len;
-    chunks.filter_map(move |c| {
-        let n = c.as_ref().len();
-        if left == 0 || skip >= n {
-            skip = skip.saturating_sub(n);
-            return None;
-        }
-        let take = (n - skip).min(left);
-        let piece = cut(c, skip..skip + take);
-        skip = 0;
-        left -= take;
-        Some(piece)
-    })
-}
-
 /// Name, block size and count checks shared by the constructors; returns the size in bytes.
 fn check_geometry(name: &str, num_blocks: u64, block_size: u32) -> Result<u64, BdevError> {
     if name.is_empty() {

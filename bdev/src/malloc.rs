@@ -111,7 +111,7 @@ impl MallocChannel {
             }
             (IoType::Read, Some(buf)) => {
                 let mut device = device_offset;
-                crate::pieces_mut(buf, at, len).try_for_each(|dst| {
+                buf.pieces_mut(at, len).try_for_each(|dst| {
                     let r = memory.read_at(device, dst);
                     device += dst.len();
                     r
@@ -119,7 +119,7 @@ impl MallocChannel {
             }
             (IoType::Write, Some(buf)) => {
                 let mut device = device_offset;
-                crate::pieces(buf, at, len).try_for_each(|src| {
+                buf.pieces(at, len).try_for_each(|src| {
                     let r = memory.write_at(device, src);
                     device += src.len();
                     r
@@ -128,7 +128,7 @@ impl MallocChannel {
             (IoType::Compare, Some(buf)) => {
                 let mut device = device_offset;
                 let mut same = true;
-                let r = crate::pieces(buf, at, len).try_for_each(|expected| {
+                let r = buf.pieces(at, len).try_for_each(|expected| {
                     same &= memory.compare_at(device, expected)?;
                     device += expected.len();
                     Ok(())

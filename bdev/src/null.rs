@@ -75,7 +75,7 @@ impl NullChannel {
                 // validate_io proved the range lies in the buffer.
                 buf.as_mut_slice()[range.buf_offset..range.buf_offset + len].fill(0);
             } else {
-                for dst in crate::pieces_mut(buf, range.buf_offset, len) {
+                for dst in buf.pieces_mut(range.buf_offset, len) {
                     dst.fill(0);
                 }
             }

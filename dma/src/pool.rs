@@ -385,69 +385,46 @@ impl DmaBuf {
             .map(move |(p, _)| (p.as_ptr() as u64, unit_bytes))
     }
 
+    /// The `len` bytes from `offset`, unit by unit (a chain's units are not contiguous).
+    /// Panics past the end.
+    pub fn pieces(&self, offset: usize, len: usize) -> impl Iterator<Item = &[u8]> + '_ {
+        assert!(offset + len <= self.capacity(), "past the buffer's end");
+        window(self.chunks(), offset, len, |c, r| &c[r])
+    }
+
+    /// As `pieces`, mutably.
+    pub fn pieces_mut(
+        &mut self,
+        offset: usize,
+        len: usize,
+    ) -> impl Iterator<Item = &mut [u8]> + '_ {
+        assert!(offset + len <= self.capacity(), "past the buffer's end");
+        window(self.chunks_mut(), offset, len, |c, r| &mut c[r])
+    }
+
     /// Copies `dst.len()` bytes from `offset` (across units). Panics past the end.
     pub fn read_at(&self, offset: usize, dst: &mut [u8]) {
-        assert!(
-            offset + dst.len() <= self.capacity(),
-            "read past the buffer"
-        );
-        let mut skip = offset;
-        let mut out = dst;
-        for chunk in self.chunks() {
-            if out.is_empty() {
-                break;
-            }
-            if skip >= chunk.len() {
-                skip -= chunk.len();
-                continue;
-            }
-            let n = (chunk.len() - skip).min(out.len());
-            out[..n].copy_from_slice(&chunk[skip..skip + n]);
-            out = &mut out[n..];
-            skip = 0;
+        let mut at = 0;
+        for piece in self.pieces(offset, dst.len()) {
+            dst[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
         }
     }
 
     /// Copies `src` to `offset` (across units). Panics past the end.
     pub fn write_at(&mut self, offset: usize, src: &[u8]) {
-        assert!(
-            offset + src.len() <= self.capacity(),
-            "write past the buffer"
-        );
-        let mut skip = offset;
-        let mut rest = src;
-        for chunk in self.chunks_mut() {
-            if rest.is_empty() {
-                break;
-            }
-            if skip >= chunk.len() {
-                skip -= chunk.len();
-                continue;
-            }
-            let n = (chunk.len() - skip).min(rest.len());
-            chunk[skip..skip + n].copy_from_slice(&rest[..n]);
-            rest = &rest[n..];
-            skip = 0;
+        let mut at = 0;
+        for piece in self.pieces_mut(offset, src.len()) {
+            let n = piece.len();
+            piece.copy_from_slice(&src[at..at + n]);
+            at += n;
         }
     }
 
     /// Sets `len` bytes from `offset` (across units) to `byte`.
     pub fn fill(&mut self, offset: usize, len: usize, byte: u8) {
-        assert!(offset + len <= self.capacity(), "fill past the buffer");
-        let mut skip = offset;
-        let mut left = len;
-        for chunk in self.chunks_mut() {
-            if left == 0 {
-                break;
-            }
-            if skip >= chunk.len() {
-                skip -= chunk.len();
-                continue;
-            }
-            let n = (chunk.len() - skip).min(left);
-            chunk[skip..skip + n].fill(byte);
-            left -= n;
-            skip = 0;
+        for piece in self.pieces_mut(offset, len) {
+            piece.fill(byte);
         }
     }
 
@@ -460,6 +437,29 @@ impl DmaBuf {
         drop(unsafe { std::ptr::read(&this.owner) });
         (first, units)
     }
+}
+
+/// The part of `chunks` (concatenated) from `offset`, `len` long, cut by `cut`.
+fn window<C: AsRef<[u8]>>(
+    chunks: impl Iterator<Item = C>,
+    offset: usize,
+    len: usize,
+    cut: impl Fn(C, std::ops::Range<usize>) -> C,
+) -> impl Iterator<Item = C> {
+    let mut skip = offset;
+    let mut left = len;
+    chunks.filter_map(move |c| {
+        let n = c.as_ref().len();
+        if left == 0 || skip >= n {
+            skip = skip.saturating_sub(n);
+            return None;
+        }
+        let take = (n - skip).min(left);
+        let piece = cut(c, skip..skip + take);
+        skip = 0;
+        left -= take;
+        Some(piece)
+    })
 }
 
 impl Drop for DmaBuf {

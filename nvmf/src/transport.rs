@@ -231,25 +231,10 @@ impl Request {
 
     /// The bytes `c2h_len` says to send, in pieces (one per buffer unit), in order.
     pub fn c2h_chunks(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let mut skip = self.data_offset as usize;
-        let mut left = self.c2h_len() as usize;
+        let len = self.c2h_len() as usize;
         self.data
             .iter()
-            .flat_map(|b| b.chunks())
-            .filter_map(move |chunk| {
-                if left == 0 {
-                    return None;
-                }
-                if skip >= chunk.len() {
-                    skip -= chunk.len();
-                    return None;
-                }
-                let n = (chunk.len() - skip).min(left);
-                let piece = &chunk[skip..skip + n];
-                skip = 0;
-                left -= n;
-                Some(piece)
-            })
+            .flat_map(move |b| b.pieces(self.data_offset as usize, len))
     }
 
     /// A copy of the request's data (`length` bytes), for tests and control
