@@ -4,7 +4,9 @@
 //! work requests, each at the right offset of the host's memory.
 //!
 //! Pure bookkeeping: the arrays are sized when the queue is set up and never
-//! move (boxed), so the work requests can point at their SGEs once.
+//! move (boxed). Each fill points the work requests at their SGEs afresh,
+//! after writing the SGEs, so the pointer the NIC reads through is the newest
+//! one derived from the array (what Miri's borrow models require).
 
 use rdma_sys as sys;
 
@@ -56,16 +58,11 @@ impl DataWrs {
         let sge_per_wr = usize::from(geometry.sge_per_wr);
         assert!(sge_per_wr > 0 && max_units > 0);
         let n_wrs = max_units.div_ceil(sge_per_wr);
-        let mut d = DataWrs {
+        DataWrs {
             wrs: vec![sys::ibv_send_wr::default(); n_wrs].into_boxed_slice(),
             sges: vec![sys::ibv_sge::default(); n_wrs * sge_per_wr].into_boxed_slice(),
             sge_per_wr,
-        };
-        // The boxed arrays never move again: point each WR at its SGEs now.
-        for (k, wr) in d.wrs.iter_mut().enumerate() {
-            wr.sg_list = &mut d.sges[k * sge_per_wr];
         }
-        d
     }
 
     /// Fills the work requests of `t` moving the local `pieces` (address,
@@ -90,6 +87,7 @@ impl DataWrs {
         }
         let n_wrs = n.div_ceil(self.sge_per_wr);
         let mut offset = 0u64;
+        let sges = self.sges.as_mut_ptr();
         for k in 0..n_wrs {
             let first = k * self.sge_per_wr;
             let count = (n - first).min(self.sge_per_wr);
@@ -102,6 +100,7 @@ impl DataWrs {
             wr.opcode = t.opcode;
             wr.send_flags = t.send_flags;
             wr.num_sge = count as i32;
+            wr.sg_list = sges.wrapping_add(first);
             wr.wr.rdma = sys::ibv_send_wr__bindgen_ty_2__bindgen_ty_1 {
                 remote_addr: t.remote_addr + offset,
                 rkey: t.rkey,
@@ -118,11 +117,13 @@ impl DataWrs {
             length: len,
             lkey,
         };
+        let sges = self.sges.as_mut_ptr();
         let wr = &mut self.wrs[0];
         wr.wr_id = t.wr_id;
         wr.opcode = t.opcode;
         wr.send_flags = t.send_flags;
         wr.num_sge = 1;
+        wr.sg_list = sges;
         wr.wr.rdma = sys::ibv_send_wr__bindgen_ty_2__bindgen_ty_1 {
             remote_addr: t.remote_addr,
             rkey: t.rkey,

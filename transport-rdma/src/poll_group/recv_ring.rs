@@ -150,6 +150,8 @@ impl RecvRing {
             self.starved.pop_front();
             let r = &mut self.recvs[index as usize];
             r.sges[1].addr = buf.as_ptr() as u64;
+            // The SGEs were just written: point the WR at them afresh.
+            r.wr.sg_list = r.sges.as_mut_ptr();
             r.icd = Some(buf);
             self.batch.push(&mut r.wr);
         }

@@ -320,7 +320,7 @@ impl FakeNic {
                 // above), and the poster promised (`post_recv`) the memory
                 // stays allocated and untouched by anyone else until this
                 // receive completes, which is now.
-                unsafe { std::ptr::copy_nonoverlapping(rest.as_ptr(), s.addr as *mut u8, n) };
+                unsafe { std::ptr::copy_nonoverlapping(rest.as_ptr(), local_mut(s.addr), n) };
                 rest = &rest[n..];
             }
             wc_status::IBV_WC_SUCCESS
@@ -518,6 +518,16 @@ impl Nic {
     }
 }
 
+/// The memory an SGE names. A NIC gets addresses as numbers; the poll group
+/// made them from pointers with `as` casts, which expose their provenance.
+fn local(addr: u64) -> *const u8 {
+    std::ptr::with_exposed_provenance(addr as usize)
+}
+
+fn local_mut(addr: u64) -> *mut u8 {
+    std::ptr::with_exposed_provenance_mut(addr as usize)
+}
+
 fn sge_bytes(sges: &[sys::ibv_sge]) -> u32 {
     sges.iter().map(|s| s.length).sum()
 }
@@ -541,9 +551,7 @@ fn gather(sges: &[sys::ibv_sge], out: &mut [u8]) {
         // caller), and the poster promised (`post_send`) that the memory
         // stays allocated, and nothing writes it, until the work request
         // completes; it is executing now.
-        unsafe {
-            std::ptr::copy_nonoverlapping(s.addr as *const u8, out[at..at + n].as_mut_ptr(), n)
-        };
+        unsafe { std::ptr::copy_nonoverlapping(local(s.addr), out[at..at + n].as_mut_ptr(), n) };
         at += n;
     }
 }
@@ -556,7 +564,7 @@ fn scatter(data: &[u8], sges: &[sys::ibv_sge]) {
         // SAFETY: every SGE lies inside a registered MR (checked by the
         // caller), and the poster promised (`post_send`) that nothing reads
         // or writes that memory until this RDMA READ completes.
-        unsafe { std::ptr::copy_nonoverlapping(data[at..at + n].as_ptr(), s.addr as *mut u8, n) };
+        unsafe { std::ptr::copy_nonoverlapping(data[at..at + n].as_ptr(), local_mut(s.addr), n) };
         at += n;
     }
 }
@@ -924,7 +932,7 @@ impl Connection for FakeConn {
                     // copied now, as a NIC copies inline data when posted.
                     unsafe {
                         std::ptr::copy_nonoverlapping(
-                            s.addr as *const u8,
+                            local(s.addr),
                             bytes[at..at + k].as_mut_ptr(),
                             k,
                         )
