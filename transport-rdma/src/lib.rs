@@ -183,7 +183,12 @@ impl RdmaTransport {
     pub fn new(options: RdmaOptions) -> Result<Arc<RdmaTransport>, TransportError> {
         let channel = EventChannel::new().map_err(|e| TransportError::Other(e.to_string()))?;
         let unit = options.io_unit_bytes as usize;
-        if unit == 0 || options.max_io_bytes as usize > unit * options.buffer_count {
+        if !unit.is_power_of_two() {
+            return Err(TransportError::Other(format!(
+                "RDMA data buffers: io_unit_size {unit} is not a power of two"
+            )));
+        }
+        if options.max_io_bytes as usize > unit * options.buffer_count {
             return Err(TransportError::Other(format!(
                 "RDMA data buffers: {} units of {unit} bytes cannot hold one {}-byte transfer",
                 options.buffer_count, options.max_io_bytes

@@ -187,7 +187,7 @@ impl<V: Verbs> RdmaPollGroup<V> {
         if let Some(r) = q.recvs.as_mut() {
             r.ring.discard_batch();
         }
-        let unposted = std::mem::take(&mut q.send_batch);
+        let mut unposted = std::mem::take(&mut q.send_batch);
         let depth = q.table.depth() as u16;
         for slot in 0..depth {
             self.advance(qi, slot, Input::QueueDead);
@@ -208,7 +208,6 @@ impl<V: Verbs> RdmaPollGroup<V> {
             }
         }
         // Give the batch's storage back, emptied, so it never reallocates.
-        let mut unposted = unposted;
         unposted.clear();
         if let Some(q) = self.queues[usize::from(qi)].as_mut() {
             q.send_batch = unposted;
