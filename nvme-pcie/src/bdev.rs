@@ -10,13 +10,13 @@
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use bdev::{check_queue_depth, Bdev, BdevChannel, BdevError, BdevInfo, IoType, IoTypes};
 use nvme_spec::identify::{oncs, IdentifyController};
 
-use crate::channel::{ChannelConfig, NvmeChannel, NvmeNsChannel, QueueOwner};
+use crate::admin::ResetSignal;
+use crate::channel::{ChannelConfig, NvmeChannel, NvmeNsChannel, Owner, QueueOwner};
 use crate::controller::{identify_text, Controller, ControllerError, IoQueue, NamespaceInfo};
 use crate::mmio::{Bar0, Mmio};
 
@@ -77,8 +77,8 @@ impl NvmeDevice {
         let bdf = controller.bdf().to_string();
         let namespaces_info = controller.namespaces().to_vec();
         let controller = Arc::new(SharedController {
+            signal: controller.reset_signal(),
             controller: Mutex::new(controller),
-            reset_generation: AtomicU64::new(0),
         });
         let namespaces = namespaces_info
             .iter()
@@ -167,11 +167,12 @@ fn supported_io_types(oncs: u16, ns: &NamespaceInfo) -> IoTypes {
     types
 }
 
-/// The controller, shared by its namespaces' channels on every reactor. The lock is taken for
-/// admin commands only: channel open and close, timeouts, resets.
+/// The controller, shared by its namespaces' channels on every reactor. Control-path code
+/// (channel open and close) takes the lock; reactors only `try_lock` it, to advance admin
+/// work (aborts, resets) without ever waiting.
 struct SharedController {
     controller: Mutex<Controller>,
-    reset_generation: AtomicU64,
+    signal: Arc<ResetSignal>,
 }
 
 impl SharedController {
@@ -179,36 +180,30 @@ impl SharedController {
         // Admin commands leave the controller consistent even if one panicked midway.
         self.controller.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn try_lock(&self) -> Option<MutexGuard<'_, Controller>> {
+        match self.controller.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
 }
 
 impl QueueOwner<Arc<Bar0>> for SharedController {
-    fn reset_generation(&self) -> u64 {
-        self.reset_generation.load(Ordering::Acquire)
+    fn signal(&self) -> &ResetSignal {
+        &self.signal
     }
 
-    fn abort(&self, qid: u16, cid: u16) -> Result<bool, String> {
-        self.lock().abort(qid, cid).map_err(|e| e.to_string())
-    }
-
-    fn reset(&self, seen_generation: u64) {
-        let mut controller = self.lock();
-        if self.reset_generation() != seen_generation {
-            return; // another channel reset it meanwhile
+    fn poll_admin(&self) {
+        if let Some(mut controller) = self.try_lock() {
+            controller.advance_admin();
         }
-        if let Err(e) = controller.reset() {
-            // The channels find out when they cannot create their queues again.
-            log::error!("{e}");
-        }
-        self.reset_generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn recreate(&self, queue: &mut IoQueue) -> Result<u64, String> {
-        let mut controller = self.lock();
-        controller
-            .recreate_io_queue(queue)
-            .map_err(|e| e.to_string())?;
-        // Resets bump the generation while holding the lock held here.
-        Ok(self.reset_generation())
+    fn abort(&self, qid: u16, cid: u16) -> bool {
+        self.try_lock()
+            .is_some_and(|mut controller| controller.abort(qid, cid))
     }
 
     fn delete(&self, queue: IoQueue) {
@@ -260,11 +255,10 @@ impl Bdev for NvmeNamespace {
             io_timeout_ms: self.io_timeout_ms,
         };
         let create = || {
-            let owner: Arc<dyn QueueOwner<Arc<Bar0>>> = self.controller.clone();
-            // Under the lock resets take: the channel reads the reset generation its queue
-            // was created in.
-            let mut controller = self.controller.lock();
-            let queue = controller
+            let admin: Arc<dyn QueueOwner<Arc<Bar0>>> = self.controller.clone();
+            let (queue, gate) = self
+                .controller
+                .lock()
                 .create_io_queue(entries, self.max_transfer_bytes)
                 .map_err(|e| BdevError::Device {
                     name: self.info.name.clone(),
@@ -274,7 +268,7 @@ impl Bdev for NvmeNamespace {
                 queue,
                 &self.controller_name,
                 self.io_timeout_ms,
-                Some(owner),
+                Some(Owner { admin, gate }),
             ))
         };
         let key = Arc::as_ptr(&self.controller) as usize;

@@ -2,67 +2,35 @@
 //! namespaces, create I/O queue pairs, and shut it down on drop so the kernel's nvme driver
 //! can take it back.
 //!
-//! Admin commands are synchronous (submit, then poll with a deadline): they run at start-up
-//! and for queue creation only, never on the I/O path.
+//! Admin commands go through `admin::AdminMachine`: the calls here wait for them (start-up,
+//! queue creation and deletion); timeouts, aborts and resets are advanced by the reactors.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use crate::admin::{ADMIN_QUEUE_ENTRIES, ADMIN_TIMEOUT};
+pub use crate::error::ControllerError;
+
 use dma::{DmaMapper, DmaMemory, MapperRegistration};
 use nvme_spec::identify::{IdentifyController, IdentifyNamespace, IDENTIFY_DATA_LEN};
 use nvme_spec::opcode::admin;
-use nvme_spec::{features, Cqe, FromBytes, FromZeros, Sqe, Status};
+use nvme_spec::{Cqe, FromBytes, FromZeros, Sqe};
 
-use crate::init::{AdminQueues, ControllerInit, InitError, InitState, Progress};
+use crate::admin::{
+    contiguous_queue_base, create_io_cq_command, create_io_sq_command, granted_queue_pairs,
+    number_of_queues_command, AdminMachine, QueueGate, ResetSignal,
+};
+use crate::init::{AdminQueues, ControllerInit, InitState, Progress};
 use crate::mmio::Bar0;
-use crate::prp;
-use crate::queue::{QueueLayout, QueuePair, SubmitError};
-use crate::regs::{Cap, MEMORY_PAGE_BYTES};
-use crate::vfio::{self, Container, Device, Group, VfioError};
+use crate::queue::{QueueLayout, QueuePair};
+use crate::regs::Cap;
+use crate::vfio::{self, Container, Device, Group};
 
-/// Admin queue depth (entries): start-up and queue creation need only a few slots.
-pub const ADMIN_QUEUE_ENTRIES: u16 = 32;
-/// How long one admin command may take before the controller is declared unresponsive.
-pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Namespaces identified at most (one Identify active namespace list page).
 pub const MAX_NAMESPACES: usize = 1024;
 
 /// An I/O queue pair of this controller, shared BAR0 included; owned by one reactor.
 pub type IoQueue = QueuePair<Arc<Bar0>>;
-
-/// Why the controller could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ControllerError {
-    #[error(transparent)]
-    Vfio(#[from] VfioError),
-    #[error("{bdf}: {source}")]
-    Init {
-        bdf: String,
-        #[source]
-        source: InitError,
-    },
-    #[error("{bdf}: cannot allocate {what}: {source}")]
-    Memory {
-        bdf: String,
-        what: &'static str,
-        #[source]
-        source: dma::DmaError,
-    },
-    #[error(
-        "{bdf}: admin command {command} got no completion within {} s; the controller is not \
-         responding (reset it with `nvmf-tgt setup reset {bdf}`, then bind it again)",
-        ADMIN_TIMEOUT.as_secs()
-    )]
-    AdminTimeout { bdf: String, command: &'static str },
-    #[error("{bdf}: admin command {command} failed: {status}")]
-    AdminFailed {
-        bdf: String,
-        command: &'static str,
-        status: String,
-    },
-    #[error("{bdf}: {what}")]
-    Unsupported { bdf: String, what: String },
-}
 
 /// What Identify Namespace told us about one active namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,47 +80,6 @@ fn identify_command(cns: u8, nsid: u32) -> Sqe {
     sqe
 }
 
-/// Create I/O Completion Queue: physically contiguous, interrupts off (polled).
-fn create_io_cq_command(qid: u16, entries: u16) -> Sqe {
-    let mut sqe = Sqe::new(admin::CREATE_IO_CQ, 0);
-    sqe.cdw10 = ((u32::from(entries - 1) << 16) | u32::from(qid)).into();
-    sqe.cdw11 = 1.into(); // PC = 1, IEN = 0
-    sqe
-}
-
-/// Create I/O Submission Queue bound to the completion queue of the same id.
-fn create_io_sq_command(qid: u16, entries: u16) -> Sqe {
-    let mut sqe = Sqe::new(admin::CREATE_IO_SQ, 0);
-    sqe.cdw10 = ((u32::from(entries - 1) << 16) | u32::from(qid)).into();
-    sqe.cdw11 = ((u32::from(qid) << 16) | 1).into(); // CQID, PC = 1
-    sqe
-}
-
-/// The data pointer of a Create I/O SQ/CQ command for a contiguous queue at `iova`.
-fn contiguous_queue_base(iova: u64) -> prp::Prps {
-    assert_eq!(iova % MEMORY_PAGE_BYTES as u64, 0, "queues start on a page");
-    prp::Prps {
-        prp1: iova,
-        prp2: 0,
-    }
-}
-
-/// Set Features Number of Queues: `count` submission and completion queues (1-based).
-fn number_of_queues_command(count: u16) -> Sqe {
-    let mut sqe = Sqe::new(admin::SET_FEATURES, 0);
-    sqe.cdw10 = u32::from(features::NUMBER_OF_QUEUES).into();
-    let zero_based = u32::from(count - 1);
-    sqe.cdw11 = ((zero_based << 16) | zero_based).into();
-    sqe
-}
-
-/// The I/O queue pairs granted (1-based), from Set Features Number of Queues' dword 0.
-fn granted_queue_pairs(dw0: u32) -> u16 {
-    let sq = (dw0 & 0xFFFF) as u16;
-    let cq = (dw0 >> 16) as u16;
-    sq.min(cq).saturating_add(1)
-}
-
 /// The container as the DMA registry sees it: every buffer pool is mapped into it.
 struct ContainerMapper {
     bdf: String,
@@ -187,9 +114,7 @@ pub struct Controller {
     bdf: String,
     // Drop order matters: shut the controller down (Drop), then the queues' memory, then BAR0
     // and the VFIO device, group and container (which unmaps every DMA mapping).
-    init: ControllerInit<Arc<Bar0>>,
-    admin_queues: AdminQueues,
-    admin: QueuePair<Arc<Bar0>>,
+    admin: AdminMachine<Arc<Bar0>>,
     /// One page for Identify data.
     scratch: DmaMemory,
     cap: Cap,
@@ -278,10 +203,9 @@ impl Controller {
             })?;
 
         let numa_node = vfio::numa_node_of(&bdf);
+        let admin = AdminMachine::new(&bdf, init, admin_queues, admin);
         let mut ctrl = Controller {
             bdf,
-            init,
-            admin_queues,
             admin,
             scratch,
             cap,
@@ -311,57 +235,25 @@ impl Controller {
                 None,
             )?
             .dw0();
-        Ok(granted_queue_pairs(dw0).min(wanted))
+        let granted = granted_queue_pairs(dw0).min(wanted);
+        self.admin.set_io_queue_pairs(granted);
+        Ok(granted)
     }
 
-    /// Controller reset: disable (which drops every queue and every command in them), then
-    /// bring the admin queue up again and ask for the same queue pairs. I/O queues stay
-    /// reserved by their owners, who create them again with `recreate_io_queue`.
-    pub fn reset(&mut self) -> Result<(), ControllerError> {
-        log::warn!("{}: resetting the controller", self.bdf);
-        let init_error = |source| ControllerError::Init {
-            bdf: self.bdf.clone(),
-            source,
-        };
-        self.init = ControllerInit::new(self.bar.clone(), self.admin_queues).map_err(init_error)?;
-        self.init.run_blocking().map_err(init_error)?;
-        // The controller writes no completion before it gets a command, so the CQ may be
-        // cleared now, after the enable.
-        self.admin.reset();
-        let granted = self.request_queue_pairs(self.io_queue_pairs_granted)?;
-        if granted < self.io_queue_pairs_granted {
-            return Err(ControllerError::Unsupported {
-                bdf: self.bdf.clone(),
-                what: format!(
-                    "after the reset the controller grants {granted} I/O queue pair(s), \
-                     down from {}",
-                    self.io_queue_pairs_granted
-                ),
-            });
-        }
-        log::warn!("{}: controller reset done", self.bdf);
-        Ok(())
+    /// The reset sequence the channels of this controller watch.
+    pub fn reset_signal(&self) -> Arc<ResetSignal> {
+        self.admin.signal().clone()
     }
 
-    /// Creates an I/O queue pair again after a controller reset: same id, entries and memory,
-    /// its software state started over.
-    pub fn recreate_io_queue(&mut self, queue: &mut IoQueue) -> Result<(), ControllerError> {
-        let qid = queue.qid();
-        assert!(
-            qid >= 1 && qid <= self.io_queue_pairs_granted && !self.free_io_qids.contains(&qid),
-            "queue {qid} is not an I/O queue of this controller in use"
-        );
-        queue.reset();
-        self.create_queue_on_controller(queue)
+    /// Reaps admin completions and moves a reset on by one step; never waits.
+    pub fn advance_admin(&mut self) {
+        self.admin.advance();
     }
 
-    /// Abort (SQ id, command id). Ok(true) when the controller says it aborted the command
-    /// (which then completes with Command Abort Requested); Ok(false) when it did not.
-    pub fn abort(&mut self, qid: u16, cid: u16) -> Result<bool, ControllerError> {
-        let mut sqe = Sqe::new(admin::ABORT, 0);
-        sqe.cdw10 = ((u32::from(cid) << 16) | u32::from(qid)).into();
-        let cqe = self.admin_command("Abort", sqe, None)?;
-        Ok(cqe.dw0() & 1 == 0)
+    /// Submits an Abort of command `cid` on queue `qid` (answer logged later); false when
+    /// it cannot go now.
+    pub fn abort(&mut self, qid: u16, cid: u16) -> bool {
+        self.admin.abort(qid, cid)
     }
 
     fn identify_all(&mut self) -> Result<(), ControllerError> {
@@ -412,72 +304,33 @@ impl Controller {
         page
     }
 
-    /// Runs one admin command to completion. Only one is ever in flight.
+    /// Runs one admin command to completion (control path: start-up, queue creation).
     fn admin_command(
         &mut self,
         name: &'static str,
         sqe: Sqe,
         data: Option<(u64, u64)>,
     ) -> Result<Cqe, ControllerError> {
-        // Only one command is in flight, except after one timed out: its late completion, if
-        // any, is consumed (and ignored) by the loop below.
-        let submitted = match data {
-            Some((iova, len)) => self.admin.submit_with_prps(&sqe, iova, len),
-            None => self.admin.submit(&sqe).map_err(SubmitError::from),
-        };
-        let cid = submitted.map_err(|e| ControllerError::Unsupported {
-            bdf: self.bdf.clone(),
-            what: format!("admin command {name}: {e}"),
-        })?;
-        self.admin.flush();
-        let deadline = Instant::now() + ADMIN_TIMEOUT;
-        let mut done: Option<Cqe> = None;
-        while done.is_none() {
-            self.admin.poll(1, |cqe| {
-                if cqe.cid() == cid {
-                    done = Some(*cqe);
-                }
-            });
-            if done.is_none() {
-                if Instant::now() >= deadline {
-                    return Err(ControllerError::AdminTimeout {
-                        bdf: self.bdf.clone(),
-                        command: name,
-                    });
-                }
-                std::thread::sleep(Duration::from_micros(50));
-            }
-        }
-        let cqe = done.expect("loop ends with a completion");
-        let status: Status = cqe.status();
-        if !status.is_success() {
-            return Err(ControllerError::AdminFailed {
-                bdf: self.bdf.clone(),
-                command: name,
-                status: format!(
-                    "{} (status field {:#06x})",
-                    status.name(),
-                    status.to_field()
-                ),
-            });
-        }
-        Ok(cqe)
+        self.admin.run_command(name, sqe, data)
     }
 
     /// Creates the next I/O queue pair (completion queue, then submission queue) with
     /// `entries` slots, on memory mapped for the device, for transfers of up to
-    /// `max_transfer_bytes` (which sizes the PRP lists).
+    /// `max_transfer_bytes` (which sizes the PRP lists). Its register writes go through the
+    /// gate returned, which resets watch (see `admin`).
     pub fn create_io_queue(
         &mut self,
         entries: u16,
         max_transfer_bytes: u64,
-    ) -> Result<IoQueue, ControllerError> {
+    ) -> Result<(IoQueue, Arc<QueueGate>), ControllerError> {
+        // A reset under way would delete the queue under us: wait for its end.
+        let seq = self.admin.settle()?;
         let Some(&qid) = self.free_io_qids.last() else {
             return Err(ControllerError::Unsupported {
                 bdf: self.bdf.clone(),
                 what: format!(
                     "all {} I/O queue pair(s) the controller granted are in use; each reactor \
-                     needs one per exported namespace (use fewer reactors or namespaces)",
+                     needs one (use fewer reactors)",
                     self.io_queue_pairs_granted
                 ),
             });
@@ -500,7 +353,8 @@ impl Controller {
         match self.create_queue_on_controller(&queue) {
             Ok(_) => {
                 self.free_io_qids.pop();
-                Ok(queue)
+                let gate = self.admin.register_queue(&queue, seq);
+                Ok((queue, gate))
             }
             Err(e @ ControllerError::AdminTimeout { .. }) => {
                 // The controller may yet act on the command: never free memory under it.
@@ -546,6 +400,10 @@ impl Controller {
             qid >= 1 && qid <= self.io_queue_pairs_granted && !self.free_io_qids.contains(&qid),
             "queue {qid} is not an I/O queue of this controller in use"
         );
+        if let Err(e) = self.admin.settle() {
+            log::error!("{e}");
+        }
+        self.admin.unregister_queue(qid);
         let sq_deleted = self.delete_queue_half(admin::DELETE_IO_SQ, qid);
         let cq_deleted = sq_deleted && self.delete_queue_half(admin::DELETE_IO_CQ, qid);
         if !cq_deleted {
@@ -620,13 +478,14 @@ impl Drop for Controller {
     /// Normal shutdown (CC.SHN), so the data is safe and the kernel's driver finds the
     /// controller in a clean state. Bounded by the state machine's shutdown timeout.
     fn drop(&mut self) {
-        if self.init.state() != InitState::Ready {
+        let init = self.admin.init();
+        if init.state() != InitState::Ready {
             return;
         }
         let start = Instant::now();
-        self.init.begin_shutdown(0);
+        init.begin_shutdown(0);
         loop {
-            match self.init.poll(start.elapsed().as_millis() as u64) {
+            match init.poll(start.elapsed().as_millis() as u64) {
                 Ok(Progress::Done) => {
                     log::info!("{}: controller shut down", self.bdf);
                     return;
@@ -647,41 +506,9 @@ mod tests {
     use nvme_spec::IntoBytes;
 
     #[test]
-    fn queue_commands_encode_size_id_and_pairing() {
-        let cq = create_io_cq_command(3, 64);
-        assert_eq!(
-            (cq.opcode, cq.cdw10.get(), cq.cdw11.get()),
-            (0x05, (63 << 16) | 3, 1)
-        );
-        let sq = create_io_sq_command(3, 64);
-        assert_eq!(
-            (sq.opcode, sq.cdw10.get(), sq.cdw11.get()),
-            (0x01, (63 << 16) | 3, (3 << 16) | 1)
-        );
-        let nq = number_of_queues_command(4);
-        assert_eq!(
-            (nq.opcode, nq.cdw10.get(), nq.cdw11.get()),
-            (0x09, 7, (3 << 16) | 3)
-        );
+    fn identify_commands_carry_cns_and_nsid() {
         let id = identify_command(2, 0);
         assert_eq!((id.opcode, id.cdw10.get(), id.nsid.get()), (0x06, 2, 0));
-    }
-
-    #[test]
-    fn a_large_queue_is_given_by_its_base_alone() {
-        // 1024 CQ entries span 4 pages: no PRP list for a physically contiguous queue.
-        let mut cq = create_io_cq_command(1, 1024);
-        contiguous_queue_base(0x20_0000).apply(&mut cq);
-        assert_eq!(cq.dptr.addr.get(), 0x20_0000);
-        assert_eq!(&cq.dptr.as_bytes()[8..], &[0u8; 8]);
-        assert_eq!(cq.psdt(), 0);
-    }
-
-    #[test]
-    fn granted_queue_pairs_take_the_smaller_count() {
-        assert_eq!(granted_queue_pairs(0x0003_0007), 4);
-        assert_eq!(granted_queue_pairs(0), 1);
-        assert_eq!(granted_queue_pairs(0xFFFF_FFFF), u16::MAX);
     }
 
     #[test]

@@ -8,11 +8,14 @@
 //! - `init`: the controller bring-up/shutdown state machine, steppable with an injected clock.
 //! - `prp`: PRP1/PRP2/PRP-list construction for one (iova, len) buffer.
 //! - `queue`: a submission/completion queue pair on DMA memory, with batched doorbells.
+//! - `admin`: the admin side as a state machine pollers advance: admin commands, Abort, and
+//!   controller reset (queues quiesced through lock-free gates, then created again).
 //! - `controller`: one controller in use: VFIO open, bring-up, Identify, I/O queue pairs,
-//!   shutdown on drop. Admin commands are synchronous (start-up only).
-//! - `bdev`: each namespace as a bdev, sharing its controller's admin side (`Mutex`).
-//! - `channel`: a reactor's queue pair to one namespace: zero-copy I/O, command timeouts
-//!   (Abort, then controller reset) and recovery after a reset.
+//!   shutdown on drop.
+//! - `bdev`: each namespace as a bdev, sharing its controller's admin side (`Mutex`, taken
+//!   with `try_lock` by reactors).
+//! - `channel`: a reactor's queue pair to a controller: zero-copy I/O, command timeouts
+//!   (Abort, then a reset request) and recovery after a reset.
 //! - `vfio`: the VFIO container/group/device FFI (open, map BAR0, config space, DMA mapping).
 //!   The only module that cannot be tested on a machine without VFIO.
 //!
@@ -21,9 +24,11 @@
 
 #![warn(missing_debug_implementations)]
 
+pub mod admin;
 pub mod bdev;
 pub mod channel;
 pub mod controller;
+pub mod error;
 pub mod init;
 pub mod mmio;
 pub mod prp;

@@ -1,12 +1,16 @@
-//! One reactor's channel to one namespace: an I/O queue pair of its own (no lock on the I/O
-//! path), and the timeout handling of the commands on it.
+//! One reactor's channel to one controller: an I/O queue pair of its own (no lock on the I/O
+//! path), shared by the namespaces of that controller, and the timeout handling of the
+//! commands on it.
 //!
 //! A command is `Submitted` until it completes. One still there `io_timeout_ms` after it was
 //! submitted gets an Abort (`AbortRequested`). One still there `io_timeout_ms` after that
-//! makes the channel reset the controller. A reset drops every queue of the controller, so
-//! every channel, seeing the controller's reset generation move (an atomic load per submit,
-//! flush and poll), fails the commands it had in flight with a status the host retries, and
-//! creates its queue again.
+//! makes the channel ask for a controller reset (`admin`), which pollers then carry out.
+//!
+//! Where the queue stands (`QueueState`), from the controller's reset sequence (an atomic
+//! load per submit, flush and poll): `Live`; `Resetting` (no register write, no new command:
+//! I/O waits in the caller's retry queue); after the reset, the commands in flight are handed
+//! back with a status the host retries, and the queue is `Live` again, or `Broken` when the
+//! reset could not create it (every I/O fails until a later reset does).
 //!
 //! Time comes from `on_timer` (about every 100 ms), never from a clock read per command.
 
@@ -22,29 +26,50 @@ use nvme_spec::opcode::io;
 use nvme_spec::status::sct;
 use nvme_spec::{Sqe, Status};
 
+use crate::admin::{QueueGate, ResetSignal};
 use crate::mmio::Mmio;
 use crate::queue::{QueuePair, SubmitError};
 
 /// Most blocks one Read, Write, Compare or Write Zeroes command carries (NLB is 16 bits).
 const MAX_BLOCKS_PER_COMMAND: u64 = 1 << 16;
-/// Aborts one timer tick sends at most: each is an admin command the reactor waits for.
+/// Aborts one timer tick sends at most: the admin queue is small and shared.
 const MAX_ABORTS_PER_TICK: usize = 4;
 
 /// What a channel needs of its controller's admin side. A trait so the timeout handling is
-/// tested without a device.
-pub trait QueueOwner<M: Mmio>: Send + Sync {
-    /// Moves on at every controller reset.
-    fn reset_generation(&self) -> u64;
-    /// Abort command `cid` of queue `qid`; Ok(true) if the controller says it aborted it.
-    fn abort(&self, qid: u16, cid: u16) -> Result<bool, String>;
-    /// Resets the controller, unless a reset happened since `seen_generation`.
-    fn reset(&self, seen_generation: u64);
-    /// Creates the queue on the controller again after a reset (same id and memory);
-    /// returns the reset generation it was created in (read under the same lock as resets
-    /// take, so a reset cannot slip in between).
-    fn recreate(&self, queue: &mut QueuePair<M>) -> Result<u64, String>;
-    /// Deletes the queue on the controller; the channel is going away.
+/// tested without a device. Nothing here may wait: it is called from the reactor's poll.
+pub trait QueueOwner<M: Mmio> {
+    /// The controller's reset sequence.
+    fn signal(&self) -> &ResetSignal;
+    /// Reaps admin completions and moves a reset on, unless another thread is doing so.
+    fn poll_admin(&self);
+    /// Submits an Abort of command `cid` on queue `qid`; false when it cannot go now (the
+    /// admin side is busy or resetting): try again on a later tick.
+    fn abort(&self, qid: u16, cid: u16) -> bool;
+    /// Deletes the queue on the controller; the channel is going away (control path).
     fn delete(&self, queue: QueuePair<M>);
+}
+
+/// The channel's link to its controller: the admin side, and the gate its queue's register
+/// writes go through.
+pub struct Owner<M: Mmio> {
+    pub admin: Arc<dyn QueueOwner<M>>,
+    pub gate: Arc<QueueGate>,
+}
+
+impl<M: Mmio> std::fmt::Debug for Owner<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owner").field("gate", &self.gate).finish()
+    }
+}
+
+/// Where the channel's queue stands on the controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum QueueState {
+    Live,
+    /// A reset is asked for or under way: no register writes, no new commands.
+    Resetting,
+    /// The last reset could not create the queue again: I/O fails.
+    Broken,
 }
 
 /// Where a command on the device stands.
@@ -88,16 +113,15 @@ pub struct NvmeChannel<M: Mmio> {
     /// next poll. Room for every command id, so it never overflows (see `submit`).
     finished: CompletionRing,
     /// None in tests without a controller.
-    owner: Option<Arc<dyn QueueOwner<M>>>,
-    /// The owner's reset generation the queue was created in.
-    generation: u64,
+    owner: Option<Owner<M>>,
+    /// The reset sequence the queue was last created in (see `admin`).
+    created_seq: u64,
     /// Last time given to `on_timer`.
     now_ms: u64,
     /// A buffer outside every pool was refused and logged (once: it is a bug upstream, and
     /// the log must not grow per I/O).
     unreachable_buffer_logged: bool,
-    /// The queue could not be created again after a reset: every I/O fails (until a later
-    /// reset lets it be created).
+    /// The last reset could not create the queue again.
     broken: bool,
 }
 
@@ -117,10 +141,10 @@ impl<M: Mmio> NvmeChannel<M> {
         queue: QueuePair<M>,
         name: &str,
         io_timeout_ms: u64,
-        owner: Option<Arc<dyn QueueOwner<M>>>,
+        owner: Option<Owner<M>>,
     ) -> NvmeChannel<M> {
         let cids = usize::from(queue.entries() - 1);
-        let generation = owner.as_ref().map_or(0, |o| o.reset_generation());
+        let created_seq = owner.as_ref().map_or(0, |o| o.gate.created_seq());
         NvmeChannel {
             queue: Some(queue),
             name: name.to_string(),
@@ -128,7 +152,7 @@ impl<M: Mmio> NvmeChannel<M> {
             in_flight: (0..cids).map(|_| None).collect(),
             finished: CompletionRing::new(cids),
             owner,
-            generation,
+            created_seq,
             now_ms: 0,
             unreachable_buffer_logged: false,
             broken: false,
@@ -139,11 +163,28 @@ impl<M: Mmio> NvmeChannel<M> {
         self.queue.as_mut().expect("queue present until drop")
     }
 
-    /// Whether the controller was reset since the queue was created.
-    fn queue_is_stale(&self) -> bool {
-        self.owner
-            .as_ref()
-            .is_some_and(|o| o.reset_generation() != self.generation)
+    /// Where the queue stands; recovers from a reset that ended since the last look. Moves
+    /// the admin side on when it has work (aborts to reap, a reset to carry out).
+    fn state(&mut self) -> QueueState {
+        let Some(owner) = self.owner.as_ref() else {
+            return QueueState::Live;
+        };
+        let signal = owner.admin.signal();
+        if signal.has_admin_work() {
+            owner.admin.poll_admin();
+        }
+        let seq = signal.seq();
+        if seq != self.created_seq {
+            if ResetSignal::resetting(seq) {
+                return QueueState::Resetting;
+            }
+            self.recover_from_reset(seq);
+        }
+        if self.broken {
+            QueueState::Broken
+        } else {
+            QueueState::Live
+        }
     }
 
     /// Puts the command for `io` on the submission queue; Err(status) when it cannot go.
@@ -205,18 +246,25 @@ impl<M: Mmio> NvmeChannel<M> {
         }
     }
 
-    /// After a controller reset: the commands in flight are gone with the old queue, so they
-    /// finish now with a status the host retries; then the queue is created again.
-    fn recover_from_reset(&mut self) {
-        let Some(owner) = self.owner.clone() else {
-            return;
-        };
+    /// After the reset that ended at `seq`: the commands in flight are gone with the old
+    /// queue, so they finish now with a status the host retries, and the queue's software
+    /// state starts over to match the queue the reset created (or failed to create).
+    fn recover_from_reset(&mut self, seq: u64) {
+        let owner = self.owner.as_ref().expect("only owned channels see resets");
+        // Buffers go back to the pool only if the device let go of them (it was stopped).
+        let device_stopped = owner.admin.signal().stopped_before(seq);
         let mut failed = 0;
         for slot in self.in_flight.iter_mut() {
-            if let Some(command) = slot.take() {
+            if let Some(mut command) = slot.take() {
+                let status = if device_stopped {
+                    aborted_retryable()
+                } else {
+                    std::mem::forget(command.buf.take());
+                    IoStatus::IoError
+                };
                 self.finished.push(BdevCompletion {
                     tag: command.tag,
-                    status: aborted_retryable(),
+                    status,
                     buf: command.buf,
                 });
                 failed += 1;
@@ -224,49 +272,43 @@ impl<M: Mmio> NvmeChannel<M> {
         }
         let queue = self.queue.as_mut().expect("queue present until drop");
         queue.reset();
-        let recreated = owner.recreate(queue);
-        // Either way, this reset is handled; a later one is noticed by the next poll.
-        self.generation = match &recreated {
-            Ok(generation) => *generation,
-            Err(_) => owner.reset_generation(),
-        };
-        match recreated {
-            Ok(_) => {
-                self.broken = false;
-                log::warn!(
-                    "bdev {}: queue {} created again after a controller reset; {failed} \
-                     command(s) handed back for retry",
-                    self.name,
-                    queue.qid()
-                )
-            }
-            Err(e) => {
-                log::error!(
-                    "bdev {}: cannot create queue {} again after a controller reset ({e}); \
-                     every I/O on this reactor fails until a later reset succeeds",
-                    self.name,
-                    queue.qid()
-                );
-                self.broken = true;
-            }
+        self.created_seq = seq;
+        self.broken = owner.gate.created_seq() != seq;
+        if self.broken {
+            log::error!(
+                "bdev {}: queue {} was not created again by the controller reset; {failed} \
+                 command(s) failed, and every I/O on this reactor fails until a later reset \
+                 succeeds",
+                self.name,
+                queue.qid()
+            );
+        } else {
+            log::warn!(
+                "bdev {}: queue {} created again after a controller reset; {failed} \
+                 command(s) handed back for retry",
+                self.name,
+                queue.qid()
+            );
+        }
+        if !device_stopped && failed > 0 {
+            log::error!(
+                "bdev {}: the reset never saw the controller stop, so the buffers of {failed} \
+                 command(s) are kept from reuse for the life of the process",
+                self.name
+            );
         }
     }
 
-    /// Aborts commands past the timeout; resets the controller when an aborted one is still
-    /// there a timeout later (or an abort fails).
+    /// Aborts commands past the timeout; asks for a controller reset when an aborted one is
+    /// still there a timeout later.
     fn check_timeouts(&mut self) {
         let timeout_ms = self.io_timeout_ms;
-        let (Some(owner), false, true) = (self.owner.clone(), self.broken, timeout_ms > 0) else {
-            return;
-        };
-        if self.queue_is_stale() {
-            // Another channel reset the controller: these commands are gone, not late.
-            self.recover_from_reset();
+        if self.owner.is_none() || timeout_ms == 0 || self.state() != QueueState::Live {
             return;
         }
+        let owner = self.owner.as_ref().expect("checked above");
         let qid = self.queue.as_ref().expect("queue present until drop").qid();
         let mut aborts_sent = 0;
-        let mut aborted = 0;
         let mut reset = false;
         for (cid, slot) in self.in_flight.iter_mut().enumerate() {
             let Some(command) = slot.as_mut() else {
@@ -274,25 +316,16 @@ impl<M: Mmio> NvmeChannel<M> {
             };
             match command.state {
                 CommandState::Submitted { at_ms } if self.now_ms - at_ms >= timeout_ms => {
-                    if aborts_sent == MAX_ABORTS_PER_TICK {
+                    if aborts_sent == MAX_ABORTS_PER_TICK || !owner.admin.abort(qid, cid as u16) {
                         continue; // next tick
                     }
                     aborts_sent += 1;
                     command.state = CommandState::AbortRequested { at_ms: self.now_ms };
-                    match owner.abort(qid, cid as u16) {
-                        Ok(true) => aborted += 1,
-                        Ok(false) => {}
-                        Err(e) => {
-                            log::error!("bdev {}: abort failed: {e}", self.name);
-                            reset = true;
-                            break;
-                        }
-                    }
                 }
                 CommandState::AbortRequested { at_ms } if self.now_ms - at_ms >= timeout_ms => {
                     log::error!(
-                        "bdev {}: command {cid} on queue {qid} still has no completion {timeout_ms} \
-                         ms after its abort",
+                        "bdev {}: command {cid} on queue {qid} still has no completion \
+                         {timeout_ms} ms after its abort; resetting the controller",
                         self.name
                     );
                     reset = true;
@@ -305,13 +338,14 @@ impl<M: Mmio> NvmeChannel<M> {
             // One line per tick, however many commands: a stuck device must not flood the log.
             log::warn!(
                 "bdev {}: {aborts_sent} command(s) on queue {qid} got no completion in \
-                 {timeout_ms} ms; aborting them (the controller aborted {aborted})",
+                 {timeout_ms} ms; aborting them",
                 self.name
             );
         }
         if reset {
-            owner.reset(self.generation);
-            self.recover_from_reset();
+            // False when another channel asked first: that reset serves this queue too.
+            owner.admin.signal().request_reset(self.created_seq);
+            owner.admin.poll_admin();
         }
     }
 }
@@ -365,9 +399,10 @@ fn io_status(status: Status) -> IoStatus {
 impl<M: Mmio> NvmeChannel<M> {
     /// Submits `io` for namespace `ns`; Err gives it back when the queue is full.
     pub fn submit(&mut self, ns: &ChannelConfig, io: BdevIo) -> Result<(), BdevIo> {
-        // A new I/O goes to the queue the controller knows, not to one a reset dropped.
-        if self.queue_is_stale() {
-            self.recover_from_reset();
+        // During a reset the I/O waits in the caller's retry queue, and goes to the queue the
+        // reset creates.
+        if self.state() == QueueState::Resetting {
+            return Err(io);
         }
         // A refused I/O needs a ring slot; one sent to the device needs a command id.
         if self.outstanding() >= self.in_flight.len() {
@@ -405,20 +440,33 @@ impl<M: Mmio> NvmeChannel<M> {
     }
 
     pub fn flush(&mut self) {
-        // After a reset the queue no longer exists on the controller until `poll` creates it
-        // again: no doorbell for it before then.
-        if !self.queue_is_stale() {
-            self.queue().flush();
+        let queue = self.queue.as_mut().expect("queue present until drop");
+        let Some(owner) = self.owner.as_ref() else {
+            queue.flush();
+            return;
+        };
+        // Only inside the gate: a reset deletes the queue after it has seen the gate clear.
+        if let Some(_open) = owner.gate.enter(owner.admin.signal(), self.created_seq) {
+            queue.flush();
         }
     }
 
     pub fn poll(&mut self, max: usize, on_complete: &mut dyn FnMut(BdevCompletion)) -> usize {
-        if self.queue_is_stale() {
-            self.recover_from_reset();
-        }
+        let state = self.state();
         let mut done = self.finished.poll(max, on_complete);
+        if state == QueueState::Resetting {
+            return done;
+        }
         let in_flight = &mut self.in_flight;
         let queue = self.queue.as_mut().expect("queue present until drop");
+        // The CQ head doorbell is a register write: inside the gate, like `flush`.
+        let _open = match self.owner.as_ref() {
+            Some(owner) => match owner.gate.enter(owner.admin.signal(), self.created_seq) {
+                Some(open) => Some(open),
+                None => return done,
+            },
+            None => None,
+        };
         done += queue.poll(max - done, |cqe| {
             let command = in_flight[usize::from(cqe.cid())]
                 .take()
@@ -444,6 +492,8 @@ impl<M: Mmio> NvmeChannel<M> {
             return;
         }
         self.now_ms = now_ms;
+        // Idle channels too: a reset goes on, and is noticed, without I/O.
+        self.state();
         self.check_timeouts();
     }
 }
@@ -500,7 +550,7 @@ impl<M: Mmio> Drop for NvmeChannel<M> {
         if let Some(owner) = self.owner.take() {
             // Deleting the queue first: the controller no longer touches the buffers of
             // commands still in flight, which are freed with `in_flight` after this.
-            owner.delete(queue);
+            owner.admin.delete(queue);
         }
     }
 }

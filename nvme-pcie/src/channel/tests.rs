@@ -1,12 +1,14 @@
 //! The channel against a fake register file and controller: I/O, statuses, timeouts, resets.
 
 use super::*;
+use crate::admin::{QueueGate, ResetSignal};
 use crate::bdev::PRODUCT_NAME;
 use crate::mmio::FakeMmio;
 use crate::queue::QueueLayout;
 use bdev::IoTypes;
 use dma::{BufPool, DmaMemory};
 use nvme_spec::{Cqe, FromZeros, IntoBytes};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 const QID: u16 = 1;
@@ -348,68 +350,63 @@ fn a_full_channel_gives_the_io_back() {
         .is_err());
 }
 
-/// A value behind a lock: the owner is shared across reactor threads in real life.
-#[derive(Default)]
-struct Cell<T>(Mutex<T>);
-
-impl Cell<bool> {
-    fn replace_false(&self) -> bool {
-        std::mem::replace(&mut *self.0.lock().unwrap(), false)
-    }
-}
-
-impl<T: Copy> Cell<T> {
-    fn get(&self) -> T {
-        *self.0.lock().unwrap()
-    }
-    fn set(&self, value: T) {
-        *self.0.lock().unwrap() = value;
-    }
-}
-
-/// The admin side as a channel sees it; records what it is asked.
+/// The admin side as a channel sees it: a real reset sequence and gate; the test plays the
+/// admin machine (`ResetSignal::end_reset_as_if`). Records what it is asked.
 #[derive(Default)]
 struct FakeOwner {
-    generation: Cell<u64>,
-    /// What `abort` answers: Some(aborted), or None for a failed abort.
-    abort_answer: Cell<Option<bool>>,
+    signal: ResetSignal,
+    /// What `abort` answers: whether the Abort could be submitted.
+    abort_refused: AtomicBool,
     aborts: Mutex<Vec<(u16, u16)>>,
-    resets: Cell<u32>,
-    recreates: Cell<u32>,
-    recreate_fails: Cell<bool>,
-    /// Another reset lands after the channel saw the first, before it recreates.
-    reset_before_recreate: Cell<bool>,
+    admin_polls: AtomicU32,
+    /// Whether the gate was open when the admin side was polled (it must never be).
+    polled_inside_gate: AtomicBool,
+    gate: Mutex<Option<Arc<QueueGate>>>,
     /// (commands in flight on the queue, pool buffers free) when deleted.
-    deleted: Cell<Option<(usize, usize)>>,
+    deleted: Mutex<Option<(usize, usize)>>,
     pool: Mutex<Option<Arc<BufPool>>>,
 }
 
+impl FakeOwner {
+    fn gate(&self) -> Arc<QueueGate> {
+        self.gate
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("set by owned_channel")
+    }
+
+    fn aborts(&self) -> Vec<(u16, u16)> {
+        self.aborts.lock().unwrap().clone()
+    }
+
+    /// Another reactor's channel asks for a reset.
+    fn request_reset(&self) {
+        assert!(self.signal.request_reset(self.signal.seq()));
+    }
+
+    /// The reset ends: the controller was stopped, the queue created again.
+    fn end_reset(&self) {
+        self.signal.end_reset_as_if(true, &[&self.gate()]);
+    }
+}
+
 impl<'a> QueueOwner<&'a FakeMmio> for FakeOwner {
-    fn reset_generation(&self) -> u64 {
-        self.generation.get()
+    fn signal(&self) -> &ResetSignal {
+        &self.signal
     }
-    fn abort(&self, qid: u16, cid: u16) -> Result<bool, String> {
+    fn poll_admin(&self) {
+        self.admin_polls.fetch_add(1, Ordering::Relaxed);
+        if !self.gate().is_clear() {
+            self.polled_inside_gate.store(true, Ordering::Relaxed);
+        }
+    }
+    fn abort(&self, qid: u16, cid: u16) -> bool {
+        if self.abort_refused.load(Ordering::Relaxed) {
+            return false;
+        }
         self.aborts.lock().unwrap().push((qid, cid));
-        self.abort_answer
-            .get()
-            .ok_or_else(|| "timed out".to_string())
-    }
-    fn reset(&self, seen_generation: u64) {
-        if seen_generation == self.generation.get() {
-            self.resets.set(self.resets.get() + 1);
-            self.generation.set(seen_generation + 1);
-        }
-    }
-    fn recreate(&self, queue: &mut QueuePair<&'a FakeMmio>) -> Result<u64, String> {
-        assert_eq!(queue.in_flight(), 0, "the channel resets the queue first");
-        self.recreates.set(self.recreates.get() + 1);
-        if self.reset_before_recreate.replace_false() {
-            self.generation.set(self.generation.get() + 1);
-        }
-        if self.recreate_fails.get() {
-            return Err("Create I/O Completion Queue failed".into());
-        }
-        Ok(self.generation.get())
+        true
     }
     fn delete(&self, queue: QueuePair<&'a FakeMmio>) {
         let free = self
@@ -418,7 +415,7 @@ impl<'a> QueueOwner<&'a FakeMmio> for FakeOwner {
             .unwrap()
             .as_ref()
             .map_or(0, |p| p.available());
-        self.deleted.set(Some((queue.in_flight(), free)));
+        *self.deleted.lock().unwrap() = Some((queue.in_flight(), free));
     }
 }
 
@@ -427,8 +424,15 @@ fn owned_channel<'a>(
     owner: &Arc<FakeOwner>,
     io_timeout_ms: u64,
 ) -> NvmeNsChannel<&'a FakeMmio> {
-    let owner: Arc<dyn QueueOwner<&'a FakeMmio>> = owner.clone();
-    let qp = NvmeChannel::new(queue_pair(fake, 8), "Nvme0", io_timeout_ms, Some(owner));
+    let gate = Arc::new(QueueGate::new(QID, owner.signal.seq()));
+    *owner.gate.lock().unwrap() = Some(gate.clone());
+    let admin: Arc<dyn QueueOwner<&'a FakeMmio>> = owner.clone();
+    let qp = NvmeChannel::new(
+        queue_pair(fake, 8),
+        "Nvme0",
+        io_timeout_ms,
+        Some(Owner { admin, gate }),
+    );
     NvmeNsChannel::new(Rc::new(RefCell::new(qp)), config(128 * 1024, io_timeout_ms))
 }
 
@@ -449,7 +453,7 @@ fn dropping_the_channel_deletes_the_queue_before_freeing_buffers() {
         .unwrap();
     drop(ch);
     assert_eq!(
-        owner.deleted.get(),
+        *owner.deleted.lock().unwrap(),
         Some((1, 0)),
         "queue deleted while the buffer was still held"
     );
@@ -460,7 +464,6 @@ fn dropping_the_channel_deletes_the_queue_before_freeing_buffers() {
 fn a_late_command_is_aborted_and_completes_for_retry() {
     let fake = FakeMmio::new(0x2000);
     let owner = Arc::new(FakeOwner::default());
-    owner.abort_answer.set(Some(true));
     let mut ch = owned_channel(&fake, &owner, 1000);
     let mut dev = FakeController::new();
     ch.on_timer(100);
@@ -468,28 +471,42 @@ fn a_late_command_is_aborted_and_completes_for_retry() {
         .unwrap();
     ch.flush();
     ch.on_timer(1099);
-    assert!(owner.aborts.lock().unwrap().is_empty(), "not late yet");
+    assert!(owner.aborts().is_empty(), "not late yet");
     ch.on_timer(1100);
-    assert_eq!(*owner.aborts.lock().unwrap(), vec![(QID, 0)]);
+    assert_eq!(owner.aborts(), vec![(QID, 0)]);
     ch.on_timer(1200);
-    assert_eq!(
-        owner.aborts.lock().unwrap().len(),
-        1,
-        "one abort per command"
-    );
+    assert_eq!(owner.aborts().len(), 1, "one abort per command");
     // The controller completes it as aborted; the host may send it again.
     dev.run(&ch, &fake, |_| Status::ABORT_REQUESTED.retryable());
     let done = poll_all(&mut ch);
     assert_eq!((done[0].tag, done[0].status), (5, RETRY));
     ch.on_timer(5000);
-    assert_eq!(owner.resets.get(), 0);
+    assert_eq!(owner.signal.seq(), 0, "no reset");
 }
 
 #[test]
-fn a_command_still_there_after_its_abort_resets_the_controller() {
+fn an_abort_that_cannot_go_now_goes_on_a_later_tick() {
     let fake = FakeMmio::new(0x2000);
     let owner = Arc::new(FakeOwner::default());
-    owner.abort_answer.set(Some(false));
+    let mut ch = owned_channel(&fake, &owner, 1000);
+    ch.submit(BdevIo::without_buf(IoType::Flush, 0, 0, 5))
+        .unwrap();
+    owner.abort_refused.store(true, Ordering::Relaxed); // another reactor holds the admin side
+    ch.on_timer(1000);
+    assert!(owner.aborts().is_empty());
+    owner.abort_refused.store(false, Ordering::Relaxed);
+    ch.on_timer(1100);
+    assert_eq!(owner.aborts(), vec![(QID, 0)]);
+    ch.on_timer(2099);
+    assert_eq!(owner.signal.seq(), 0, "the timeout runs from the abort");
+    ch.on_timer(2100);
+    assert_eq!(owner.signal.seq(), 1, "then a reset is asked for");
+}
+
+#[test]
+fn a_command_still_there_after_its_abort_asks_for_a_reset_and_is_retried_after_it() {
+    let fake = FakeMmio::new(0x2000);
+    let owner = Arc::new(FakeOwner::default());
     let mut ch = owned_channel(&fake, &owner, 1000);
     let pool = BufPool::with_ordinary_memory(4096, 2).unwrap();
     for tag in [1, 2] {
@@ -504,11 +521,33 @@ fn a_command_still_there_after_its_abort_resets_the_controller() {
     }
     ch.flush();
     ch.on_timer(1000);
-    assert_eq!(owner.aborts.lock().unwrap().len(), 2);
+    assert_eq!(owner.aborts().len(), 2);
     ch.on_timer(1999);
-    assert_eq!(owner.resets.get(), 0);
+    assert_eq!(owner.signal.seq(), 0);
     ch.on_timer(2000);
-    assert_eq!((owner.resets.get(), owner.recreates.get()), (1, 1));
+    assert_eq!(owner.signal.seq(), 1, "a reset is asked for, not run here");
+    assert!(
+        owner.admin_polls.load(Ordering::Relaxed) > 0,
+        "and the admin side is moved on"
+    );
+
+    // While it runs: no register write, no new command, nothing handed back yet (the
+    // device may still be using the buffers).
+    fake.clear_writes();
+    ch.flush();
+    assert!(poll_all(&mut ch).is_empty());
+    let io = BdevIo::without_buf(IoType::Flush, 0, 0, 3);
+    let io = ch
+        .submit(io)
+        .expect_err("waits in the caller's retry queue");
+    assert!(
+        fake.writes().is_empty(),
+        "not one doorbell during the reset"
+    );
+    assert_eq!(pool.available(), 0);
+    assert!(!owner.polled_inside_gate.load(Ordering::Relaxed));
+
+    owner.end_reset();
     // Both writes come back unacknowledged, for the host to send again.
     let done = poll_all(&mut ch);
     let got: Vec<(u64, IoStatus)> = done.iter().map(|c| (c.tag, c.status)).collect();
@@ -516,23 +555,29 @@ fn a_command_still_there_after_its_abort_resets_the_controller() {
     drop(done);
     assert_eq!(pool.available(), 2);
     // The queue starts over: command id 0 in SQ slot 0.
-    ch.submit(BdevIo::without_buf(IoType::Flush, 0, 0, 3))
-        .unwrap();
+    ch.submit(io).unwrap();
     fake.clear_writes();
     ch.flush();
     assert_eq!(fake.writes(), vec![(SQ_TAIL_DOORBELL, 1)]);
 }
 
 #[test]
-fn a_failed_abort_resets_at_once() {
+fn buffers_the_device_may_still_hold_are_never_reused() {
     let fake = FakeMmio::new(0x2000);
     let owner = Arc::new(FakeOwner::default());
-    let mut ch = owned_channel(&fake, &owner, 1000);
-    ch.submit(BdevIo::without_buf(IoType::Flush, 0, 0, 1))
+    let mut ch = owned_channel(&fake, &owner, 0);
+    let pool = BufPool::with_ordinary_memory(4096, 1).unwrap();
+    ch.submit(BdevIo::with_buf(IoType::Read, 0, 8, pool.get().unwrap(), 1))
         .unwrap();
-    ch.on_timer(1000);
-    assert_eq!(owner.resets.get(), 1);
-    assert_eq!(poll_all(&mut ch)[0].status, RETRY);
+    ch.flush();
+    owner.request_reset();
+    // The reset failed before the controller was seen stopped.
+    owner.signal.end_reset_as_if(false, &[]);
+    let done = poll_all(&mut ch);
+    assert_eq!((done[0].tag, done[0].status), (1, IoStatus::IoError));
+    assert!(done[0].buf.is_none(), "the buffer is kept from the pool");
+    drop(done);
+    assert_eq!(pool.available(), 0);
 }
 
 #[test]
@@ -542,19 +587,24 @@ fn another_channels_reset_is_noticed_on_poll() {
     let mut ch = owned_channel(&fake, &owner, 0);
     ch.submit(BdevIo::without_buf(IoType::Flush, 0, 0, 1))
         .unwrap();
-    owner.generation.set(7); // another reactor's channel reset the controller
+    owner.request_reset(); // another reactor's channel
     fake.clear_writes();
     ch.flush();
     assert!(
         fake.writes().is_empty(),
-        "no doorbell for a queue the controller forgot"
+        "no doorbell for a queue the reset is about to delete"
     );
+    assert!(poll_all(&mut ch).is_empty());
+    owner.end_reset();
+    fake.clear_writes();
     let done = poll_all(&mut ch);
     assert_eq!((done.len(), done[0].status), (1, RETRY));
-    assert_eq!(owner.recreates.get(), 1);
-    assert_eq!(owner.resets.get(), 0, "nobody resets twice");
+    assert!(
+        fake.writes().is_empty(),
+        "no CQ doorbell for the old queue either"
+    );
+    assert_eq!(owner.signal.seq(), 2, "nobody asks for a second reset");
     assert_eq!(poll_all(&mut ch).len(), 0);
-    assert_eq!(owner.recreates.get(), 1, "once per reset");
 }
 
 #[test]
@@ -563,14 +613,10 @@ fn an_io_after_a_reset_goes_to_the_new_queue() {
     let owner = Arc::new(FakeOwner::default());
     let mut ch = owned_channel(&fake, &owner, 0);
     let mut dev = FakeController::new();
-    owner.generation.set(1);
+    owner.request_reset();
+    owner.end_reset();
     ch.submit(BdevIo::without_buf(IoType::Flush, 0, 0, 4))
         .unwrap();
-    assert_eq!(
-        owner.recreates.get(),
-        1,
-        "recreated before the command went in"
-    );
     ch.flush();
     dev.run(&ch, &fake, |_| Status::SUCCESS);
     let done = poll_all(&mut ch);
@@ -578,40 +624,23 @@ fn an_io_after_a_reset_goes_to_the_new_queue() {
 }
 
 #[test]
-fn a_second_reset_before_the_recreate_is_not_taken_for_a_third() {
+fn a_queue_the_reset_did_not_create_fails_every_io_until_a_reset_does() {
     let fake = FakeMmio::new(0x2000);
     let owner = Arc::new(FakeOwner::default());
-    let mut ch = owned_channel(&fake, &owner, 0);
-    owner.generation.set(1);
-    owner.reset_before_recreate.set(true);
-    poll_all(&mut ch);
-    assert_eq!(owner.recreates.get(), 1);
-    poll_all(&mut ch);
-    assert_eq!(
-        owner.recreates.get(),
-        1,
-        "the queue was created after both resets: nothing to do"
-    );
-}
-
-#[test]
-fn a_queue_that_cannot_be_recreated_fails_every_io() {
-    let fake = FakeMmio::new(0x2000);
-    let owner = Arc::new(FakeOwner::default());
-    owner.recreate_fails.set(true);
     let mut ch = owned_channel(&fake, &owner, 1000);
-    owner.generation.set(1);
+    owner.request_reset();
+    owner.signal.end_reset_as_if(true, &[]); // Create I/O CQ failed for this queue
     assert_eq!(poll_all(&mut ch).len(), 0);
     ch.submit(BdevIo::without_buf(IoType::Flush, 0, 0, 9))
         .unwrap();
     let done = poll_all(&mut ch);
     assert_eq!((done[0].tag, done[0].status), (9, IoStatus::IoError));
     ch.on_timer(10_000); // nothing in flight: nothing to abort or reset
-    assert_eq!(owner.resets.get(), 0);
+    assert_eq!(owner.signal.seq(), 2);
 
-    // A later reset that lets the queue be created mends the channel.
-    owner.recreate_fails.set(false);
-    owner.generation.set(2);
+    // A later reset that creates the queue mends the channel.
+    owner.request_reset();
+    owner.end_reset();
     ch.submit(BdevIo::without_buf(IoType::Flush, 0, 0, 10))
         .unwrap();
     assert_eq!(ch.outstanding(), 1);
@@ -619,17 +648,19 @@ fn a_queue_that_cannot_be_recreated_fails_every_io() {
 }
 
 #[test]
-fn a_timer_tick_after_another_channels_reset_recovers_instead_of_aborting() {
+fn a_timer_tick_during_another_channels_reset_neither_aborts_nor_asks_again() {
     let fake = FakeMmio::new(0x2000);
     let owner = Arc::new(FakeOwner::default());
-    owner.abort_answer.set(None); // an abort would fail and reset again
     let mut ch = owned_channel(&fake, &owner, 1000);
     ch.submit(BdevIo::without_buf(IoType::Flush, 0, 0, 1))
         .unwrap();
-    owner.generation.set(1);
+    owner.request_reset();
     ch.on_timer(5000);
-    assert!(owner.aborts.lock().unwrap().is_empty());
-    assert_eq!((owner.resets.get(), owner.recreates.get()), (0, 1));
+    ch.on_timer(9000);
+    assert!(owner.aborts().is_empty());
+    assert_eq!(owner.signal.seq(), 1);
+    owner.end_reset();
+    ch.on_timer(9100);
     assert_eq!(poll_all(&mut ch)[0].status, RETRY);
 }
 
@@ -641,5 +672,69 @@ fn no_timeouts_when_disabled() {
     ch.submit(BdevIo::without_buf(IoType::Flush, 0, 0, 1))
         .unwrap();
     ch.on_timer(u64::MAX / 2);
-    assert!(owner.aborts.lock().unwrap().is_empty());
+    assert!(owner.aborts().is_empty());
+}
+
+/// The gate's promise, raced: once the reset has seen a queue's gate clear after asking,
+/// that queue writes no register until the reset ends.
+#[test]
+fn no_register_write_lands_between_quiesce_and_the_end_of_a_reset() {
+    const RESETS: u64 = 2000;
+    let signal = Arc::new(ResetSignal::default());
+    let gate = Arc::new(QueueGate::new(QID, 0));
+    let quiesced = Arc::new(AtomicBool::new(false));
+    let bad_writes = Arc::new(AtomicU64::new(0));
+    let writes = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reactor = {
+        let (signal, gate, quiesced, bad_writes, writes, stop) = (
+            signal.clone(),
+            gate.clone(),
+            quiesced.clone(),
+            bad_writes.clone(),
+            writes.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut known = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match gate.enter(&signal, known) {
+                    Some(_open) => {
+                        // The "register write".
+                        if quiesced.load(Ordering::SeqCst) {
+                            bad_writes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        writes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        let seq = signal.seq();
+                        if !ResetSignal::resetting(seq) {
+                            known = seq;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    for _ in 0..RESETS {
+        // Let the reactor write to the live queue first, so every reset races a writer.
+        let before = writes.load(Ordering::Relaxed);
+        while writes.load(Ordering::Relaxed) == before {
+            std::thread::yield_now();
+        }
+        assert!(signal.request_reset(signal.seq()));
+        while !gate.is_clear() {
+            std::hint::spin_loop();
+        }
+        quiesced.store(true, Ordering::SeqCst);
+        for _ in 0..50 {
+            std::hint::spin_loop();
+        }
+        quiesced.store(false, Ordering::SeqCst);
+        signal.end_reset_as_if(true, &[&gate]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    reactor.join().unwrap();
+    assert!(writes.load(Ordering::Relaxed) >= RESETS);
+    assert_eq!(bad_writes.load(Ordering::Relaxed), 0);
 }
