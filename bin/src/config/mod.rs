@@ -2,18 +2,25 @@
 //! `[transport]`, `[[bdev]]`, `[[subsystem]]` with `[[subsystem.listener]]` and
 //! `[[subsystem.namespace]]`).
 //!
-//! Parsing has two steps. serde reads the text into `Raw*` structs whose fields that need
-//! checking are `toml::Spanned`, so they remember where they were written. [`Config::parse`]
-//! then checks them and produces plain values ([`Config`]). Every error, from either step,
-//! names the file, the line and the key ([`ConfigError`]).
+//! Parsing has three steps. toml_edit parses the text into a document that keeps the span of
+//! every key and value (`syntax.rs` words the errors of a text that is not TOML). `read.rs`
+//! takes each table's keys into `Raw*` structs, refusing unknown keys, missing ones and values
+//! of the wrong type. `validate.rs` and `validate_subsystem.rs` check the values and produce
+//! plain ones ([`Config`]). Every error names the file, the line and, when one is at fault,
+//! the key ([`ConfigError`]).
 
 mod default;
 mod model;
 mod raw;
+mod read;
+mod syntax;
 #[cfg(test)]
 mod tests;
-mod toml_errors;
+#[cfg(test)]
+mod tests_read;
+mod tree;
 mod validate;
+mod validate_subsystem;
 
 use std::fmt;
 use std::path::Path;
@@ -23,9 +30,9 @@ use reactor::{MaskError, ReactorMask};
 pub use default::*;
 pub use model::*;
 use raw::*;
-use toml_errors::*;
+use syntax::*;
 use validate::*;
-pub use validate::{check_traddr, check_trsvcid, parse_nguid, parse_uuid};
+pub use validate_subsystem::{check_traddr, check_trsvcid, parse_nguid, parse_uuid};
 
 /// A configuration problem: which file, where in it, and what to change.
 #[derive(Debug, thiserror::Error)]
@@ -111,7 +118,8 @@ impl Config {
     /// Parses and validates `text`; `path` names it in errors.
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         let doc = Doc { text, path };
-        let raw: RawFile = toml::from_str(text).map_err(|e| doc.toml_error(&e))?;
+        let tree = toml_edit::ImDocument::parse(text).map_err(|e| doc.syntax_error(&e))?;
+        let raw = doc.read(tree.as_table())?;
         let config = doc.validate(raw)?;
         log::debug!(
             "config {path}: {} bdev(s), {} subsystem(s), reactor mask {}",

@@ -1,28 +1,49 @@
-//! What serde reads. Integers stay i64 (TOML's integer type) so range errors can be worded
-//! where the value is checked.
+//! What the file says, table by table, before it is checked: each value with the span it was
+//! written at. Integers stay i64 (TOML's integer type) so range errors can be worded where the
+//! value is checked. `read.rs` fills these; `validate.rs` checks them.
 
 use std::ops::Range;
 
-use serde::Deserialize;
-use toml::Spanned;
+/// A value and the bytes of the file it was written at.
+#[derive(Clone, Debug)]
+pub(super) struct Spanned<T> {
+    value: T,
+    span: Range<usize>,
+}
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+impl<T> Spanned<T> {
+    pub(super) fn new(span: Range<usize>, value: T) -> Self {
+        Spanned { value, span }
+    }
+
+    pub(super) fn get_ref(&self) -> &T {
+        &self.value
+    }
+
+    pub(super) fn span(&self) -> Range<usize> {
+        self.span.clone()
+    }
+}
+
+// The keys each table may have; any other is refused. The struct below each list has a field
+// per key (a sub-table's field holds its entries).
+
+pub(super) const FILE_KEYS: &[&str] = &["global", "transport", "bdev", "subsystem"];
+
 pub(super) struct RawFile {
-    #[serde(default)]
-    // Sections are not Spanned: toml cannot span a table written with dotted keys
-    // (`transport.max_io_size = 4096`), and their keys carry the spans that errors need.
     pub(super) global: Option<RawGlobal>,
-    #[serde(default)]
     pub(super) transport: Option<RawTransport>,
-    #[serde(default)]
     pub(super) bdev: Vec<Spanned<RawBdev>>,
-    #[serde(default)]
     pub(super) subsystem: Vec<Spanned<RawSubsystem>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+pub(super) const GLOBAL_KEYS: &[&str] = &[
+    "reactor_mask",
+    "idle_sleep_us",
+    "interrupt_mode",
+    "interrupt_after_idle_us",
+];
+
 pub(super) struct RawGlobal {
     pub(super) reactor_mask: Option<Spanned<String>>,
     pub(super) idle_sleep_us: Option<Spanned<i64>>,
@@ -30,8 +51,20 @@ pub(super) struct RawGlobal {
     pub(super) interrupt_after_idle_us: Option<Spanned<i64>>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+pub(super) const TRANSPORT_KEYS: &[&str] = &[
+    "max_queue_depth",
+    "max_admin_queue_depth",
+    "max_queues_per_controller",
+    "in_capsule_data_size",
+    "max_io_size",
+    "io_unit_size",
+    "acceptor_poll_period_us",
+    "num_shared_buffers",
+    "srq",
+    "srq_depth",
+];
+
+#[derive(Default)]
 pub(super) struct RawTransport {
     pub(super) max_queue_depth: Option<Spanned<i64>>,
     pub(super) max_admin_queue_depth: Option<Spanned<i64>>,
@@ -63,8 +96,16 @@ impl RawTransport {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+pub(super) const BDEV_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "num_blocks",
+    "block_size",
+    "numa_node",
+    "traddr",
+    "io_timeout_ms",
+];
+
 pub(super) struct RawBdev {
     pub(super) name: Spanned<String>,
     pub(super) kind: Spanned<String>,
@@ -75,33 +116,38 @@ pub(super) struct RawBdev {
     pub(super) io_timeout_ms: Option<Spanned<i64>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+pub(super) const SUBSYSTEM_KEYS: &[&str] = &[
+    "nqn",
+    "serial",
+    "model",
+    "allow_any_host",
+    "hosts",
+    "max_namespaces",
+    "listener",
+    "namespace",
+];
+
 pub(super) struct RawSubsystem {
     pub(super) nqn: Spanned<String>,
     pub(super) serial: Option<Spanned<String>>,
     pub(super) model: Option<Spanned<String>>,
-    #[serde(default)]
     pub(super) allow_any_host: bool,
-    #[serde(default)]
     pub(super) hosts: Vec<Spanned<String>>,
     pub(super) max_namespaces: Option<Spanned<i64>>,
-    #[serde(default)]
     pub(super) listener: Vec<Spanned<RawListener>>,
-    #[serde(default)]
     pub(super) namespace: Vec<Spanned<RawNamespace>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+pub(super) const LISTENER_KEYS: &[&str] = &["trtype", "traddr", "trsvcid"];
+
 pub(super) struct RawListener {
     pub(super) trtype: Spanned<String>,
     pub(super) traddr: Spanned<String>,
     pub(super) trsvcid: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+pub(super) const NAMESPACE_KEYS: &[&str] = &["bdev", "nsid", "nguid", "uuid"];
+
 pub(super) struct RawNamespace {
     pub(super) bdev: Spanned<String>,
     pub(super) nsid: Option<Spanned<i64>>,
