@@ -562,6 +562,7 @@ fn a_command_still_there_after_its_abort_asks_for_a_reset_and_is_retried_after_i
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "leaks the buffer on purpose, which Miri reports")]
 fn buffers_the_device_may_still_hold_are_never_reused() {
     let fake = FakeMmio::new(0x2000);
     let owner = Arc::new(FakeOwner::default());
@@ -679,7 +680,8 @@ fn no_timeouts_when_disabled() {
 /// that queue writes no register until the reset ends.
 #[test]
 fn no_register_write_lands_between_quiesce_and_the_end_of_a_reset() {
-    const RESETS: u64 = 2000;
+    // Miri interleaves threads slowly: fewer rounds there still race the flag.
+    const RESETS: u64 = if cfg!(miri) { 20 } else { 2000 };
     let signal = Arc::new(ResetSignal::default());
     let gate = Arc::new(QueueGate::new(QID, 0));
     let quiesced = Arc::new(AtomicBool::new(false));
