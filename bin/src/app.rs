@@ -201,6 +201,18 @@ pub fn build_transport(
         })
         .map(|r| r as Arc<dyn Transport>)
         .map_err(|e| e.to_string()),
+        "tcp" => transport_tcp::TcpTransport::new(transport_tcp::TcpOptions {
+            max_queue_depth: t.options.max_queue_depth,
+            max_admin_queue_depth: t.options.max_admin_queue_depth,
+            in_capsule_data_bytes: t.options.in_capsule_data_bytes,
+            max_io_bytes: t.options.max_io_bytes,
+            io_unit_bytes: t.io_unit_bytes,
+            buffer_count: t.num_shared_buffers,
+            max_h2c_data_bytes: transport_tcp::DEFAULT_MAX_H2C_DATA_BYTES,
+            numa_node,
+        })
+        .map(|r| r as Arc<dyn Transport>)
+        .map_err(|e| e.to_string()),
         other => Err(format!(
             "transport {other:?} is listed as built but nvmf-tgt has no code to create it"
         )),
@@ -471,7 +483,7 @@ mod tests {
         let cfg = Config::builtin_default().unwrap();
         let target = build_target(&cfg).unwrap();
         assert_eq!(target.transports().len(), 1);
-        assert_eq!(target.transports()[0].name(), "loopback");
+        assert_eq!(target.transports()[0].name(), "tcp");
         let sub = target.find_subsystem("nqn.2016-06.io.spdk:cnode1").unwrap();
         assert_eq!(sub.serial, "SPDK00000000000001");
         assert_eq!(sub.model, "Rust NVMe-oF target");
@@ -484,7 +496,7 @@ mod tests {
             .host_allowed("nqn.2014-08.org.nvmexpress:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"));
         assert_eq!(
             target.listeners(),
-            [nvmf::ListenAddress::new("loopback", "127.0.0.1", "4420")]
+            [nvmf::ListenAddress::new("tcp", "127.0.0.1", "4420")]
         );
         // Logging the summary must not fail on a real target.
         log_summary(&cfg, &target);

@@ -40,6 +40,7 @@ const fn cap(kind: CapabilityKind, name: &'static str) -> Capability {
 pub const CAPABILITIES: &[Capability] = &[
     cap(CapabilityKind::Transport, "loopback"),
     cap(CapabilityKind::Transport, "rdma"),
+    cap(CapabilityKind::Transport, "tcp"),
     cap(CapabilityKind::Bdev, "malloc"),
     cap(CapabilityKind::Bdev, "null"),
     cap(CapabilityKind::Bdev, "nvme"),
@@ -81,10 +82,11 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         // The VM scripts match these exact lines (grep -x).
         assert_eq!(
-            lines[..4],
+            lines[..5],
             [
                 "transport loopback",
                 "transport rdma",
+                "transport tcp",
                 "bdev malloc",
                 "bdev null"
             ]

@@ -22,7 +22,8 @@ const EXIT_USAGE: u8 = 2;
 const EXAMPLES: &str = "\
 Examples:
   nvmf-tgt                                 run the built-in default config (one 64 MiB malloc
-                                           namespace on a loopback listener, CPU 0)
+                                           namespace on NVMe/TCP 127.0.0.1:4420, and on RDMA
+                                           where a device exists; CPU 0)
   nvmf-tgt -c /etc/nvmf.toml -m 0x3        run a config on CPUs 0 and 1
   nvmf-tgt -c nvmf.toml -m '[0,2-3]' -L nvmf -L reactor
                                            ... on CPUs 0, 2 and 3, with debug logs of the
@@ -190,15 +191,16 @@ fn run_target(cli: &Cli) -> ExitCode {
     }
 }
 
-/// The built-in default serves every local address that has an RDMA device
-/// (port 4420); without one it keeps the in-process loopback listener.
+/// The built-in default serves NVMe/TCP on 127.0.0.1:4420 (its config) and, in addition,
+/// every local address that has an RDMA device (port 4420).
 fn listen_on_rdma_by_default(cfg: &mut Config) {
     let addrs = transport_rdma::rdma_capable_addresses();
     if addrs.is_empty() {
-        log::warn!(
-            "no -c given and no local address has an RDMA device: the built-in default serves only \
-             the in-process loopback listener. For Soft-RoCE: modprobe rdma_rxe && rdma link add rxe0 \
-             type rxe netdev <interface>; or pass -c FILE (see --print-default-config)"
+        log::info!(
+            "no -c given: running the built-in default (64 MiB malloc namespace) on NVMe/TCP \
+             127.0.0.1:4420, this machine only (no local address has an RDMA device); connect \
+             with `nvme connect -t tcp -a 127.0.0.1 -s 4420 -n nqn.2016-06.io.spdk:cnode1`, or \
+             pass -c FILE (see --print-default-config)"
         );
         return;
     }
@@ -207,8 +209,9 @@ fn listen_on_rdma_by_default(cfg: &mut Config) {
         .map(|ip| nvmf::ListenAddress::new("rdma", &ip.to_string(), "4420"))
         .collect();
     log::info!(
-        "no -c given: running the built-in default (64 MiB malloc namespace) on RDMA {}; \
-         pass -c FILE to run your own (see --print-default-config)",
+        "no -c given: running the built-in default (64 MiB malloc namespace) on NVMe/TCP \
+         127.0.0.1:4420 and on RDMA {}; pass -c FILE to run your own (see \
+         --print-default-config)",
         listeners
             .iter()
             .map(|l| format!("{}:{}", l.traddr, l.trsvcid))
@@ -216,7 +219,7 @@ fn listen_on_rdma_by_default(cfg: &mut Config) {
             .join(", ")
     );
     for sub in cfg.subsystems.iter_mut() {
-        sub.listeners = listeners.clone();
+        sub.listeners.extend(listeners.iter().cloned());
     }
 }
 

@@ -40,7 +40,7 @@ fn capabilities_prints_exact_lines() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         text(&out.stdout),
-        "transport loopback\ntransport rdma\nbdev malloc\nbdev null\nbdev nvme\n"
+        "transport loopback\ntransport rdma\ntransport tcp\nbdev malloc\nbdev null\nbdev nvme\n"
     );
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 }
@@ -227,10 +227,31 @@ fn default_config_runs_and_stops_on_sigterm() {
         "{log_text}"
     );
     assert!(
-        log_text.contains("listener loopback 127.0.0.1:4420"),
+        log_text.contains("listener tcp 127.0.0.1:4420"),
         "{log_text}"
     );
     assert!(log_text.contains("allows ANY host"), "{log_text}");
+    assert!(log_text.contains("only from this machine"), "{log_text}");
+
+    // What the README promises: a host on this machine connects over TCP.
+    let host = transport_tcp::host::TcpHost::connect(
+        "127.0.0.1:4420".parse().expect("address"),
+        transport_tcp::pdu::Digests::default(),
+    );
+    let mut host = host.expect("TCP connection to the default listener");
+    let c = host
+        .fabrics_connect(
+            0,
+            31,
+            0xFFFF,
+            "nqn.2016-06.io.spdk:cnode1",
+            "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001",
+            5000,
+        )
+        .expect("Connect over TCP");
+    assert!(c.status().is_success(), "Connect: {:?}", c.status());
+    host.enable().expect("controller enabled");
+    drop(host);
 
     // Let the reactor settle into its loop before stopping it.
     thread::sleep(Duration::from_secs(1));

@@ -72,6 +72,14 @@ impl SglDescriptor {
         d
     }
 
+    /// A transport data block (NVMe/TCP: data moves in data PDUs, not by address).
+    pub fn transport_data_block(len: u32) -> SglDescriptor {
+        let mut d = SglDescriptor::default();
+        d.body[..4].copy_from_slice(&len.to_le_bytes());
+        d.id = (sgl_type::TRANSPORT_DATA_BLOCK << 4) | sgl_subtype::TRANSPORT_SPECIFIC;
+        d
+    }
+
     /// A keyed descriptor; `len` must fit in 24 bits.
     pub fn keyed(addr: u64, len: u32, key: u32, invalidate: bool) -> SglDescriptor {
         assert!(len < (1 << 24), "keyed SGL length is 24 bits");

@@ -106,3 +106,102 @@ impl bdev::BdevChannel for ProbeChannel {
         self.inner.outstanding()
     }
 }
+
+/// A target serving NVMe/TCP on 127.0.0.1, its reactors stepped by a thread of their own,
+/// so a blocking test host can talk to it.
+pub mod tcp {
+    use std::net::{SocketAddr, TcpListener};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::thread::JoinHandle;
+
+    use nvmf::{ListenAddress, SubsystemConfig, Target, TargetOptions};
+    use reactor::{create_reactors, ReactorConfig, ReactorMask};
+    use transport_tcp::{TcpOptions, TcpTransport};
+
+    pub struct TcpBed {
+        pub addr: SocketAddr,
+        pub target: Arc<Target>,
+        pub transport: Arc<TcpTransport>,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    /// A port free right now on 127.0.0.1.
+    pub fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    }
+
+    impl TcpBed {
+        pub fn start(
+            reactor_count: usize,
+            mut options: TargetOptions,
+            subsystems: &[SubsystemConfig],
+        ) -> TcpBed {
+            options.acceptor_poll_period_us = 100;
+            let transport = TcpTransport::new(TcpOptions {
+                max_queue_depth: options.max_queue_depth,
+                max_admin_queue_depth: options.max_admin_queue_depth,
+                in_capsule_data_bytes: options.in_capsule_data_bytes,
+                max_io_bytes: options.max_io_bytes,
+                io_unit_bytes: nvmf::transport::DEFAULT_IO_UNIT_BYTES,
+                buffer_count: 2048,
+                max_h2c_data_bytes: 32 * 1024,
+                numa_node: None,
+            })
+            .expect("tcp transport");
+            let target = Target::new(options, vec![transport.clone()]).expect("target");
+            let port = free_port();
+            let listener = ListenAddress::new("tcp", "127.0.0.1", &port.to_string());
+            target.listen(&listener).expect("listen");
+            for s in subsystems {
+                let mut s = s.clone();
+                s.listeners = vec![listener.clone()];
+                target.add_subsystem(&s).expect("subsystem");
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let thread = {
+                let (target, stop) = (target.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let cores: Vec<usize> = (0..reactor_count).collect();
+                    let mask = ReactorMask::from_cores(&cores).expect("mask");
+                    let config = ReactorConfig {
+                        pin_threads: false,
+                        ..ReactorConfig::default()
+                    };
+                    let (mut reactors, _handle) = create_reactors(&mask, &config);
+                    for r in reactors.iter_mut() {
+                        target.init_reactor(r.context()).expect("poll group");
+                    }
+                    ready_tx.send(()).expect("test waits");
+                    while !stop.load(Ordering::Relaxed) {
+                        for r in reactors.iter_mut() {
+                            r.run_once();
+                        }
+                    }
+                })
+            };
+            ready_rx.recv().expect("reactors started");
+            TcpBed {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                target,
+                transport,
+                stop,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for TcpBed {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}

@@ -47,8 +47,11 @@ model = "Rust NVMe-oF target"
 allow_any_host = true
 max_namespaces = 32
 
+  # NVMe/TCP on this machine only: `nvme connect -t tcp -a 127.0.0.1 -s 4420 -n <nqn>`.
+  # To serve other machines, listen on one of this machine's addresses (or "0.0.0.0")
+  # and restrict hosts above first.
   [[subsystem.listener]]
-  trtype = "loopback"             # in-process transport, for tests and benchmarks
+  trtype = "tcp"                  # "tcp", "rdma", or "loopback" (in-process, for tests)
   traddr = "127.0.0.1"
   trsvcid = "4420"
 

@@ -203,9 +203,20 @@ impl Config {
         }
         for s in &self.subsystems {
             if s.allow_any_host {
+                let exposed: Vec<String> = s
+                    .listeners
+                    .iter()
+                    .filter(|l| reachable_from_other_machines(l))
+                    .map(|l| format!("{} {}:{}", l.trtype, l.traddr, l.trsvcid))
+                    .collect();
+                let reach = if exposed.is_empty() {
+                    "only from this machine (its listeners are local)".to_string()
+                } else {
+                    format!("from other machines through {}", exposed.join(", "))
+                };
                 out.push(format!(
-                    "subsystem {} ({} line {}) allows ANY host to connect; to restrict it set \
-                     allow_any_host = false and list the allowed host NQNs in hosts = [...]",
+                    "subsystem {} ({} line {}) allows ANY host to connect, {reach}; to restrict \
+                     it set allow_any_host = false and list the allowed host NQNs in hosts = [...]",
                     s.nqn, self.path, s.line
                 ));
                 if !s.hosts.is_empty() {
@@ -334,5 +345,16 @@ pub fn format_mib(bytes: u64) -> String {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{:.2} MiB", bytes as f64 / MIB as f64)
+    }
+}
+
+/// Whether hosts on other machines can reach `l`: an IP listener not on a loopback address.
+fn reachable_from_other_machines(l: &nvmf::ListenAddress) -> bool {
+    if l.trtype == "loopback" {
+        return false;
+    }
+    match l.traddr.parse::<std::net::IpAddr>() {
+        Ok(ip) => !ip.is_loopback(),
+        Err(_) => true, // "*" and names: assume the network
     }
 }

@@ -1,0 +1,147 @@
+//! NVMe/TCP over 127.0.0.1: what Linux `nvme discover`/`nvme connect` send, then I/O, with
+//! and without digests.
+
+use nvme_spec::fabrics::{CNTLID_DYNAMIC, DISCOVERY_NQN};
+use nvme_spec::identify::{cns, IdentifyController};
+use nvme_spec::log::{adrfam, lid, trtype, DiscoveryLogEntry};
+use nvme_spec::opcode::{admin, io};
+use nvme_spec::{get_str_nul_padded, FromBytes, Sqe, Status};
+use nvmf::TargetOptions;
+use nvmf_tests::tcp::TcpBed;
+use nvmf_tests::{subsystem, SUBNQN};
+use transport_tcp::host::TcpHost;
+use transport_tcp::pdu::Digests;
+
+const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:0f0e0d0c-0b0a-0908-0706-050403020100";
+
+fn bed() -> TcpBed {
+    TcpBed::start(2, TargetOptions::default(), &[subsystem(true, &[])])
+}
+
+fn identify(host: &mut TcpHost, cns: u8, nsid: u32) -> (Status, Vec<u8>) {
+    let mut sqe = Sqe::new(admin::IDENTIFY, 0);
+    sqe.nsid = nsid.into();
+    sqe.cdw10 = u32::from(cns).into();
+    let (c, data) = host.exec(sqe, &[], 4096).expect("identify");
+    (c.status(), data)
+}
+
+fn get_log(host: &mut TcpHost, lid: u8, offset: u64, len: u32) -> (Status, Vec<u8>) {
+    let mut sqe = Sqe::new(admin::GET_LOG_PAGE, 0);
+    let numd = len / 4 - 1;
+    sqe.cdw10 = (u32::from(lid) | ((numd & 0xFFFF) << 16)).into();
+    sqe.cdw11 = (numd >> 16).into();
+    sqe.cdw12 = (offset as u32).into();
+    sqe.cdw13 = ((offset >> 32) as u32).into();
+    let (c, data) = host.exec(sqe, &[], len).expect("get log page");
+    (c.status(), data)
+}
+
+/// Admin queue up: ICReq, Connect (data in the capsule), enable.
+fn admin_queue(bed: &TcpBed, digests: Digests, subnqn: &str) -> (TcpHost, u16) {
+    let mut host = TcpHost::connect(bed.addr, digests).expect("tcp connect");
+    let c = host
+        .fabrics_connect(0, 31, CNTLID_DYNAMIC, subnqn, HOSTNQN, 5000)
+        .expect("connect");
+    assert_eq!(c.status(), Status::SUCCESS, "admin Connect");
+    host.enable().expect("enable");
+    (host, c.dw0() as u16)
+}
+
+fn rw(op: u8, nsid: u32, slba: u64, blocks: u32) -> Sqe {
+    let mut sqe = Sqe::new(op, 0);
+    sqe.nsid = nsid.into();
+    sqe.cdw10 = (slba as u32).into();
+    sqe.cdw11 = ((slba >> 32) as u32).into();
+    sqe.cdw12 = (blocks - 1).into();
+    sqe
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn discovery_over_tcp_names_the_tcp_listener() {
+    let bed = bed();
+    let (mut host, _) = admin_queue(&bed, Digests::default(), DISCOVERY_NQN);
+    let (s, head) = get_log(&mut host, lid::DISCOVERY, 0, 20);
+    assert_eq!(s, Status::SUCCESS);
+    let numrec = u64::from_le_bytes(head[8..16].try_into().unwrap());
+    assert_eq!(numrec, 2);
+    let (s, recs) = get_log(&mut host, lid::DISCOVERY, 1024, 2048);
+    assert_eq!(s, Status::SUCCESS);
+    let e = DiscoveryLogEntry::read_from_bytes(&recs[1024..2048]).unwrap();
+    assert_eq!(get_str_nul_padded(&e.subnqn, true), Some(SUBNQN));
+    assert_eq!(e.trtype, trtype::TCP);
+    assert_eq!(e.adrfam, adrfam::IPV4);
+    assert_eq!(get_str_nul_padded(&e.traddr, true), Some("127.0.0.1"));
+    assert_eq!(
+        get_str_nul_padded(&e.trsvcid, true),
+        Some(bed.addr.port().to_string().as_str())
+    );
+    assert_eq!(e.tsas, [0; 256], "TSAS: no secure channel (sectype none)");
+}
+
+fn connect_and_io(digests: Digests) {
+    let bed = bed();
+    let (mut admin, cntlid) = admin_queue(&bed, digests, SUBNQN);
+    let (s, data) = identify(&mut admin, cns::CONTROLLER, 0);
+    assert_eq!(s, Status::SUCCESS);
+    let id = IdentifyController::read_from_bytes(&data).unwrap();
+    assert_eq!(id.cntlid.get(), cntlid);
+    let ioccsz = id.ioccsz.get();
+    assert!(ioccsz >= 4, "IOCCSZ {ioccsz}");
+    // One I/O queue.
+    let mut q = TcpHost::connect(bed.addr, digests).expect("io tcp connect");
+    q.in_capsule_bytes = ioccsz * 16 - 64;
+    let c = q
+        .fabrics_connect(1, 127, cntlid, SUBNQN, HOSTNQN, 0)
+        .expect("io connect");
+    assert_eq!(c.status(), Status::SUCCESS, "I/O Connect");
+    for (len, slba, seed) in [
+        (512usize, 0u64, 1u8),
+        (4096, 8, 2),
+        (128 * 1024, 64, 3),
+        (1 << 20, 0, 4),
+    ] {
+        if len == 1 << 20 {
+            // Beyond the 2048-block RAM namespace: the null one takes it.
+            let data = pattern(len, seed);
+            let (c, _) = q
+                .exec(rw(io::WRITE, 2, 0, (len / 4096) as u32), &data, 0)
+                .unwrap();
+            assert_eq!(c.status(), Status::SUCCESS, "1 MiB write");
+            let (c, back) = q
+                .exec(rw(io::READ, 2, 0, (len / 4096) as u32), &[], len as u32)
+                .unwrap();
+            assert_eq!(c.status(), Status::SUCCESS, "1 MiB read");
+            assert_eq!(back.len(), len);
+            continue;
+        }
+        let data = pattern(len, seed);
+        let blocks = (len / 512) as u32;
+        let (c, _) = q.exec(rw(io::WRITE, 1, slba, blocks), &data, 0).unwrap();
+        assert_eq!(c.status(), Status::SUCCESS, "write of {len}");
+        let (c, back) = q
+            .exec(rw(io::READ, 1, slba, blocks), &[], len as u32)
+            .unwrap();
+        assert_eq!(c.status(), Status::SUCCESS, "read of {len}");
+        assert!(back == data, "read back what was written ({len} bytes)");
+    }
+}
+
+#[test]
+fn connect_identify_write_and_read_back() {
+    connect_and_io(Digests::default());
+}
+
+#[test]
+fn connect_identify_write_and_read_back_with_digests() {
+    connect_and_io(Digests {
+        header: true,
+        data: true,
+    });
+}
