@@ -12,6 +12,7 @@ use reactor::ReactorMask;
 use crate::app;
 use crate::capabilities::capabilities_text;
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_TOML};
+use crate::fabric_perf::{self, FabricPerfArgs};
 use crate::logging::{self, Component};
 use crate::nvme_perf::{self, PerfArgs};
 use nvmf_setup::{self as setup, SetupCommand};
@@ -88,7 +89,18 @@ pub enum Command {
     /// Random reads straight through the userspace NVMe driver (a controller bound to
     /// vfio-pci), one polled queue pair at a fixed depth; prints IOPS and latency
     NvmePerf(PerfArgs),
+    /// A fabrics benchmark client: drives a remote target over NVMe/TCP at a fixed queue
+    /// depth from one pinned thread; prints IOPS, MiB/s and latency (spdk_nvme_perf's
+    /// options: -r TRID -q -o -w -M -t -c)
+    #[command(after_help = PERF_EXAMPLES)]
+    Perf(FabricPerfArgs),
 }
+
+const PERF_EXAMPLES: &str = "\
+Examples:
+  nvmf-tgt perf -r 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2016-06.io.spdk:cnode1' \\
+      -q 32 -o 4096 -w randread -t 10 -c 0x2
+                                           4 KiB random reads at queue depth 32 for 10 s, on CPU 1";
 
 const SETUP_EXAMPLES: &str = "\
 Examples:
@@ -119,6 +131,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::CheckConfig) => check_config(&cli),
         Some(Command::Setup { command }) => setup::run(&command),
         Some(Command::NvmePerf(args)) => match nvme_perf::run(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Some(Command::Perf(args)) => match fabric_perf::run(&args) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },

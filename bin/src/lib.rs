@@ -9,6 +9,7 @@ pub mod app;
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod fabric_perf;
 pub mod logging;
 pub mod numa;
 pub mod nvme_perf;

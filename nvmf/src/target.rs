@@ -405,6 +405,11 @@ impl Target {
             put_str_nul_padded(&mut e.trsvcid, &via.trsvcid);
             put_str_nul_padded(&mut e.traddr, &via.traddr);
             put_str_nul_padded(&mut e.subnqn, subnqn);
+            if via.trtype == "tcp" {
+                // The TCP transport serves hosts that turn SQ flow control off (its C2HData
+                // then carries SUCCESS); TSAS stays zero: no secure channel (SECTYPE none).
+                e.treq |= treq::DISABLE_SQFLOW;
+            }
             if via.trtype == "rdma" {
                 e.tsas[0] = rdma_tsas::QPTYPE_CONNECTED;
                 e.tsas[1] = rdma_tsas::PRTYPE_NOT_SPECIFIED;

@@ -83,6 +83,10 @@ fn discovery_over_tcp_names_the_tcp_listener() {
         Some(bed.addr.port().to_string().as_str())
     );
     assert_eq!(e.tsas, [0; 256], "TSAS: no secure channel (sectype none)");
+    assert_eq!(
+        e.treq,
+        nvme_spec::log::treq::SECURE_CHANNEL_NOT_REQUIRED | nvme_spec::log::treq::DISABLE_SQFLOW
+    );
 }
 
 fn connect_and_io(digests: Digests) {
@@ -131,6 +135,36 @@ fn connect_and_io(digests: Digests) {
         assert_eq!(c.status(), Status::SUCCESS, "read of {len}");
         assert!(back == data, "read back what was written ({len} bytes)");
     }
+}
+
+#[test]
+fn without_sq_flow_control_a_read_ends_with_a_successful_c2h_data() {
+    use nvme_spec::fabrics::{connect_command, ConnectData};
+    use nvme_spec::{put_str_nul_padded, FromZeros, IntoBytes, SglDescriptor};
+    let bed = bed();
+    let (_admin, cntlid) = admin_queue(&bed, Digests::default(), SUBNQN);
+    let mut q = TcpHost::connect(bed.addr, Digests::default()).unwrap();
+    let mut data = ConnectData::new_zeroed();
+    data.hostid = [7; 16]; // the host's, as on its admin queue
+    data.cntlid = cntlid.into();
+    put_str_nul_padded(&mut data.subnqn, SUBNQN);
+    put_str_nul_padded(&mut data.hostnqn, HOSTNQN);
+    let mut sqe = connect_command(0, 1, 31, 0, SglDescriptor::default());
+    sqe.cdw11 = (sqe.cdw11.get() | (1 << 2) << 16).into(); // CATTR: disable SQ flow control
+    let (c, _) = q.exec(sqe, data.as_bytes(), 0).unwrap();
+    assert_eq!(c.status(), Status::SUCCESS, "dw0 {:#x}", c.dw0());
+    let (c, back) = q.exec(rw(io::READ, 1, 0, 8), &[], 4096).unwrap();
+    assert_eq!(back.len(), 4096);
+    assert_eq!(c.status(), Status::SUCCESS);
+    assert_eq!(
+        c.sqhd.get(),
+        0,
+        "no response capsule: the C2HData said SUCCESS"
+    );
+    // A failed read still gets its response (and no data).
+    let (c, back) = q.exec(rw(io::READ, 1, 1 << 40, 8), &[], 4096).unwrap();
+    assert_eq!(c.status(), Status::LBA_OUT_OF_RANGE);
+    assert!(back.is_empty(), "no data for a failed command");
 }
 
 #[test]

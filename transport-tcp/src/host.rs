@@ -1,4 +1,5 @@
-//! A blocking NVMe/TCP host for tests: it sends what the Linux host sends (ICReq, Connect
+//! A blocking NVMe/TCP host for tests and for the benchmark client's set-up: it sends what
+//! the Linux host sends (ICReq, Connect
 //! with in-capsule data, properties, Identify, reads by C2HData, writes in the capsule or
 //! by R2T and H2CData), with or without digests, and checks every PDU it gets back. It also
 //! sends raw bytes, for the negative tests.

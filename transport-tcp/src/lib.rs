@@ -19,7 +19,6 @@
 #![forbid(unsafe_code)]
 
 mod conn;
-#[cfg(any(test, feature = "testing"))]
 pub mod host;
 pub mod pdu;
 mod plan;

@@ -134,6 +134,26 @@ listener_check() {
 
 TGT_PID=''
 TGT_MASK=${TGT_MASK:-0x1}
+# The fabric every helper uses: rdma (Soft-RoCE) or tcp. TCP scenarios set it before
+# sourcing this file; the kernel's nvme-tcp and nvmet-tcp are loaded for them here.
+TRTYPE=${TRTYPE:-rdma}
+if [[ $TRTYPE == tcp ]] && ! lsmod | grep -q '^nvme_tcp '; then
+    modprobe -a nvme-tcp nvmet-tcp || echo "modprobe nvme-tcp nvmet-tcp failed"
+fi
+
+# tcp_listening PORT: a TCP listener on $NVMF_VM_ADDR (or any address) and PORT.
+tcp_listening() {
+    ss -Hltn "( sport = :$1 )" 2>/dev/null | grep -Eq "($NVMF_VM_ADDR|0\.0\.0\.0|\*|\[::\]):$1 "
+}
+
+# target_listening PORT: our target's listener for TRTYPE is up.
+target_listening() {
+    if [[ $TRTYPE == tcp ]]; then tcp_listening "$1"; else rdma_listening "$1"; fi
+}
+
+show_listeners() {
+    if [[ $TRTYPE == tcp ]]; then ss -Hltn; else rdma resource show cm_id | grep LISTEN; fi
+}
 # start_target CONFIG [ARGS...]: our target on the reactors of TGT_MASK (default
 # core 0), log appended to $R/target.log. CONFIG "-" runs the built-in default.
 # RUST_LOG defaults to the target's own default level (info).
@@ -159,7 +179,7 @@ ${4:+model = \"$4\"}
 allow_any_host = true
 
 [[subsystem.listener]]
-trtype = "rdma"
+trtype = "$TRTYPE"
 traddr = "$NVMF_VM_ADDR"
 trsvcid = "$TRSVCID"
 
@@ -222,11 +242,11 @@ wait_target_listening() {
             tail -n 20 "$R/target.log"
             return 1
         fi
-        rdma_listening "$TRSVCID" && { rdma resource show cm_id | grep LISTEN; return 0; }
+        target_listening "$TRSVCID" && { show_listeners; return 0; }
         sleep 0.2
     done
-    echo "no RDMA CM listener on port $TRSVCID after 30 s; rdma resource show cm_id:"
-    rdma resource show cm_id
+    echo "no $TRTYPE listener on port $TRSVCID after 30 s; listeners:"
+    show_listeners
     return 1
 }
 
@@ -300,13 +320,13 @@ nvmet_subsystem() {
 # nvmet_port NQN TRSVCID: an RDMA port on $NVMF_VM_ADDR exporting NQN.
 nvmet_port() {
     mkdir "$NVMET_PORT" &&
-        echo rdma >"$NVMET_PORT/addr_trtype" &&
+        echo "$TRTYPE" >"$NVMET_PORT/addr_trtype" &&
         echo ipv4 >"$NVMET_PORT/addr_adrfam" &&
         echo "$NVMF_VM_ADDR" >"$NVMET_PORT/addr_traddr" &&
         echo "$2" >"$NVMET_PORT/addr_trsvcid" &&
         ln -s "$NVMET/subsystems/$1" "$NVMET_PORT/subsystems/$1" &&
         dmesg | grep nvmet | tail -n 3 &&
-        dmesg | grep "nvmet_rdma: enabling port" >/dev/null
+        dmesg | grep "nvmet_$TRTYPE: enabling port" >/dev/null
 }
 
 # nvmet_teardown NQN: removes all of the above; fails if anything is left.
@@ -336,6 +356,8 @@ nvmet_teardown() {
 # (our target), so both are held to exactly the same checks.
 
 TRSVCID=${TRSVCID:-4420}
+# Extra `nvme connect` options of initiator_suite (e.g. --hdr-digest --data-digest).
+[[ -v CONNECT_ARGS ]] || CONNECT_ARGS=()
 CTRL= # e.g. nvme0, after connect
 NS=   # e.g. nvme0n1, after connect
 
@@ -344,7 +366,7 @@ NS=   # e.g. nvme0n1, after connect
 _check_discovery_json() {
     python3 -c '
 import json, sys
-addr, svc, nqn = sys.argv[1:4]
+addr, svc, nqn, trtype = sys.argv[1:5]
 d = json.load(sys.stdin)
 recs = d.get("records", [])
 print("genctr %s, %d record(s)" % (d.get("genctr"), len(recs)))
@@ -352,7 +374,7 @@ bad = 0
 for i, r in enumerate(recs):
     got = {k: str(r.get(k)) for k in ("trtype", "adrfam", "traddr", "trsvcid", "subtype", "subnqn")}
     print("record %d: %s" % (i, " ".join("%s=%s" % kv for kv in got.items())))
-    want = {"trtype": "rdma", "adrfam": "ipv4", "traddr": addr, "trsvcid": svc}
+    want = {"trtype": trtype, "adrfam": "ipv4", "traddr": addr, "trsvcid": svc}
     for k, v in want.items():
         if got[k].strip() != v:
             print("record %d: %s is %r, expected %r" % (i, k, got[k], v)); bad += 1
@@ -362,12 +384,12 @@ if len(subs) != 1:
 elif subs[0].get("subtype") != "nvme subsystem":
     print("record for %s has subtype %r" % (nqn, subs[0].get("subtype"))); bad += 1
 sys.exit(1 if bad else 0)
-' "$NVMF_VM_ADDR" "$TRSVCID" "$1"
+' "$NVMF_VM_ADDR" "$TRSVCID" "$1" "$TRTYPE"
 }
 
 discover_check() {
     local nqn=$1 json
-    json=$(nvme discover -t rdma -a "$NVMF_VM_ADDR" -s "$TRSVCID" -o json) || return 1
+    json=$(nvme discover -t "$TRTYPE" -a "$NVMF_VM_ADDR" -s "$TRSVCID" -o json) || return 1
     printf '%s\n' "$json" >"$R/discovery.json"
     _check_discovery_json "$nqn" <<<"$json"
 }
@@ -398,11 +420,11 @@ _find_ctrl_ns() {
     [[ -n $NS && -b /dev/$NS ]]
 }
 
-# connect NQN [NVME_CONNECT_ARGS...]
+# connect NQN [NVME_CONNECT_ARGS...] over TRTYPE
 connect() {
     local nqn=$1
     shift
-    nvme connect -t rdma -a "$NVMF_VM_ADDR" -s "$TRSVCID" -n "$nqn" "$@" || return 1
+    nvme connect -t "$TRTYPE" -a "$NVMF_VM_ADDR" -s "$TRSVCID" -n "$nqn" "$@" || return 1
     wait_for 20 _find_ctrl_ns "$nqn" || { echo "no live controller/namespace for $nqn after 20 s"; return 1; }
     echo "controller $CTRL, namespace /dev/$NS"
 }
@@ -576,10 +598,10 @@ disconnect() {
 # initiator_suite NQN SERIAL MODEL SIZE_BYTES: everything a host does, in order.
 initiator_suite() {
     local nqn=$1 serial=$2 model=$3 bytes=$4 t
-    step "nvme discover (plain)" nvme discover -t rdma -a "$NVMF_VM_ADDR" -s "$TRSVCID"
+    step "nvme discover (plain)" nvme discover -t "$TRTYPE" -a "$NVMF_VM_ADDR" -s "$TRSVCID"
     must "nvme discover: log entries" discover_check "$nqn"
     t=$(date +%s%N)
-    must "nvme connect" connect "$nqn"
+    must "nvme connect ${CONNECT_ARGS[*]}" connect "$nqn" "${CONNECT_ARGS[@]}"
     result connect_ms $((($(date +%s%N) - t) / 1000000))
     step "nvme list" check_nvme_list "$serial"
     step "nvme id-ctrl: serial and model" check_id_ctrl "$serial" "$model"

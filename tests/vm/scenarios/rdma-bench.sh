@@ -27,7 +27,7 @@ BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 CONF=$R/nvmf-tgt.toml
 CONF_SPIN=$R/nvmf-tgt-spin.toml
 
-require_capability "transport rdma"
+require_capability "transport $TRTYPE"
 
 # 256 MiB, as the kernel's null_blk
 TRSVCID=$OURS_PORT malloc_subsystem_config "$OURS_NQN" NVMFTGTBENCH001 524288 >"$CONF"

@@ -16,7 +16,7 @@ LOAD_S=${LOAD_S:-40}    # fio runtime around the kill
 KILL_AFTER_S=${KILL_AFTER_S:-8}
 RECONNECT_MAX_S=${RECONNECT_MAX_S:-60}
 
-require_capability "transport rdma"
+require_capability "transport $TRTYPE"
 
 malloc_subsystem_config "$NQN" NVMFTGTRECO0001 131072 >"$CONF"
 
