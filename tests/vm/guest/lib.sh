@@ -140,6 +140,14 @@ TRTYPE=${TRTYPE:-rdma}
 if [[ $TRTYPE == tcp ]] && ! lsmod | grep -q '^nvme_tcp '; then
     modprobe -a nvme-tcp nvmet-tcp || echo "modprobe nvme-tcp nvmet-tcp failed"
 fi
+# The 6.1 guest kernel BUGs ("usercopy: Kernel memory exposure attempt detected from page
+# alloc", mm/usercopy.c:101) when a userspace receiver reads an skb fragment that spans two
+# transparent huge pages: nvme-tcp sends fio's O_DIRECT pages by reference, and on the same
+# machine they reach our target's socket as they are. No NIC rebuilds them on a real
+# network. Without THP, fio's buffers are plain pages.
+if [[ $TRTYPE == tcp && -w /sys/kernel/mm/transparent_hugepage/enabled ]]; then
+    echo never >/sys/kernel/mm/transparent_hugepage/enabled
+fi
 
 # tcp_listening PORT: a TCP listener on $NVMF_VM_ADDR (or any address) and PORT.
 tcp_listening() {
