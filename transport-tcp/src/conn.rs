@@ -146,6 +146,10 @@ pub struct Conn {
     stage: Box<[u8]>,
     stage_pos: usize,
     stage_len: usize,
+    /// The last read returned less than it asked for: the socket held no more then. Reading
+    /// again would only return EAGAIN, so it waits for the next readable event, which
+    /// (edge-triggered epoll) comes with every new arrival, not only on empty to non-empty.
+    socket_drained: bool,
     send: VecDeque<SendItem>,
     /// Bytes of the front send item already written.
     front_sent: usize,
@@ -190,6 +194,7 @@ impl Conn {
             stage: vec![0; STAGE_BYTES].into_boxed_slice(),
             stage_pos: 0,
             stage_len: 0,
+            socket_drained: false,
             // Per request at most an R2T, a C2HData and a response; and a TermReq.
             send: VecDeque::with_capacity(3 * usize::from(depth) + 1),
             front_sent: 0,
@@ -228,12 +233,16 @@ impl Conn {
     /// One read into the empty staging buffer.
     fn refill(&mut self) -> Result<(), RecvOutcome> {
         debug_assert_eq!(self.stage_pos, self.stage_len);
+        if self.socket_drained {
+            return Err(RecvOutcome::Drained);
+        }
         self.stage_pos = 0;
         self.stage_len = 0;
         match self.stream.read(&mut self.stage) {
             Ok(0) => Err(RecvOutcome::Closed),
             Ok(n) => {
                 self.stage_len = n;
+                self.socket_drained = n < self.stage.len();
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(RecvOutcome::Drained),
@@ -244,6 +253,8 @@ impl Conn {
 
     /// Reads and handles PDUs until the socket is drained or `budget_bytes` are consumed.
     pub fn receive(&mut self, cache: &mut PoolCache, budget_bytes: usize) -> RecvOutcome {
+        // A readable event: the socket may hold bytes again.
+        self.socket_drained = false;
         let mut consumed = 0;
         loop {
             if consumed >= budget_bytes {
@@ -526,9 +537,16 @@ impl Conn {
                 iov[count] = IoSliceMut::new(piece);
                 count += 1;
             }
+            if self.socket_drained {
+                return Err(RecvOutcome::Drained);
+            }
+            let wanted: usize = iov[..count].iter().map(|s| s.len()).sum();
             let n = match self.stream.read_vectored(&mut iov[..count]) {
                 Ok(0) => return Err(RecvOutcome::Closed),
-                Ok(n) => n,
+                Ok(n) => {
+                    self.socket_drained = n < wanted;
+                    n
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Err(RecvOutcome::Drained)
                 }
