@@ -90,8 +90,8 @@ pub enum Command {
     /// vfio-pci), one polled queue pair at a fixed depth; prints IOPS and latency
     NvmePerf(PerfArgs),
     /// A fabrics benchmark client: drives a remote target over NVMe/TCP at a fixed queue
-    /// depth from one pinned thread; prints IOPS, MiB/s and latency (spdk_nvme_perf's
-    /// options: -r TRID -q -o -w -M -t -c)
+    /// depth from one thread (pinned to the lowest CPU of -m); prints IOPS, MiB/s and
+    /// latency (spdk_nvme_perf's options -r TRID -q -o -w -M -t -H -I; its -c is -m here)
     #[command(after_help = PERF_EXAMPLES)]
     Perf(FabricPerfArgs),
 }
@@ -99,7 +99,7 @@ pub enum Command {
 const PERF_EXAMPLES: &str = "\
 Examples:
   nvmf-tgt perf -r 'trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2016-06.io.spdk:cnode1' \\
-      -q 32 -o 4096 -w randread -t 10 -c 0x2
+      -q 32 -o 4096 -w randread -t 10 -m 0x2
                                            4 KiB random reads at queue depth 32 for 10 s, on CPU 1";
 
 const SETUP_EXAMPLES: &str = "\
@@ -134,10 +134,19 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
-        Some(Command::Perf(args)) => match fabric_perf::run(&args) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        },
+        Some(Command::Perf(args)) => {
+            if cli.config.is_some() {
+                eprintln!(
+                    "nvmf-tgt perf: -c names a target config file; pin the client with -m MASK \
+                     (spdk_nvme_perf's -c), e.g. -m 0x2"
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+            match fabric_perf::run(&args, cli.reactor_mask.as_ref()) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
         None => run_target(&cli),
     }
 }

@@ -66,9 +66,6 @@ pub struct FabricPerfArgs {
     /// How long to run, in seconds
     #[arg(short = 't', long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_TIME_S))]
     pub time_s: u64,
-    /// CPU mask (hex, as spdk_nvme_perf's -c); the client runs on its lowest CPU
-    #[arg(short = 'c', long)]
-    pub core_mask: Option<String>,
     /// Namespace to use
     #[arg(short = 'n', long, default_value_t = 1)]
     pub nsid: u32,
@@ -149,17 +146,6 @@ pub fn parse_trid(text: &str) -> Result<TransportId, String> {
             .ok_or("transport ID: subnqn is missing (subnqn:nqn.2016-06.io.spdk:cnode1)")?,
         hostnqn: hostnqn.unwrap_or_else(|| DEFAULT_HOSTNQN.to_string()),
     })
-}
-
-/// The lowest CPU of a hex mask.
-fn first_core(mask: &str) -> Result<usize, String> {
-    let hex = mask.trim_start_matches("0x").trim_start_matches("0X");
-    let bits = u128::from_str_radix(hex, 16)
-        .map_err(|_| format!("-c {mask}: not a hex CPU mask (e.g. 0x2)"))?;
-    if bits == 0 {
-        return Err(format!("-c {mask}: the mask names no CPU"));
-    }
-    Ok(bits.trailing_zeros() as usize)
 }
 
 /// What one run measured.
@@ -358,11 +344,14 @@ impl Queue {
     }
 }
 
-/// Runs the benchmark; prints what it found and the figures.
-pub fn run(args: &FabricPerfArgs) -> Result<FabricReport, String> {
+/// Runs the benchmark on the lowest CPU of `mask` (the global `-m`); prints what it found
+/// and the figures.
+pub fn run(
+    args: &FabricPerfArgs,
+    mask: Option<&reactor::ReactorMask>,
+) -> Result<FabricReport, String> {
     let trid = parse_trid(&args.trid)?;
-    if let Some(mask) = &args.core_mask {
-        let core = first_core(mask)?;
+    if let Some(&core) = mask.and_then(|m| m.cores().first()) {
         reactor::pin_current_thread(core).map_err(|e| format!("cannot run on CPU {core}: {e}"))?;
     }
     let digests = Digests {
@@ -700,13 +689,5 @@ mod tests {
             let e = parse_trid(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
-    }
-
-    #[test]
-    fn the_client_runs_on_the_lowest_cpu_of_its_mask() {
-        assert_eq!(first_core("0x2"), Ok(1));
-        assert_eq!(first_core("0xC"), Ok(2));
-        assert!(first_core("0x0").is_err());
-        assert!(first_core("zz").is_err());
     }
 }
