@@ -110,7 +110,7 @@ impl bdev::BdevChannel for ProbeChannel {
 /// A target serving NVMe/TCP on 127.0.0.1, its reactors stepped by a thread of their own,
 /// so a blocking test host can talk to it.
 pub mod tcp {
-    use std::net::{SocketAddr, TcpListener};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{mpsc, Arc};
     use std::thread::JoinHandle;
@@ -127,16 +127,31 @@ pub mod tcp {
         thread: Option<JoinHandle<()>>,
     }
 
-    /// A port free right now on 127.0.0.1.
-    pub fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
+    /// A port free right now on `ip`; None when `ip` cannot be bound here (no IPv6).
+    pub fn free_port_on(ip: IpAddr) -> Option<u16> {
+        TcpListener::bind(SocketAddr::new(ip, 0))
             .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port()
+            .ok()
+            .map(|a| a.port())
     }
 
     impl TcpBed {
         pub fn start(
+            reactor_count: usize,
+            options: TargetOptions,
+            subsystems: &[SubsystemConfig],
+        ) -> TcpBed {
+            Self::start_on(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                reactor_count,
+                options,
+                subsystems,
+            )
+        }
+
+        /// As `start`, listening on `ip` (which must be bindable: see `free_port_on`).
+        pub fn start_on(
+            ip: IpAddr,
             reactor_count: usize,
             mut options: TargetOptions,
             subsystems: &[SubsystemConfig],
@@ -154,8 +169,8 @@ pub mod tcp {
             })
             .expect("tcp transport");
             let target = Target::new(options, vec![transport.clone()]).expect("target");
-            let port = free_port();
-            let listener = ListenAddress::new("tcp", "127.0.0.1", &port.to_string());
+            let port = free_port_on(ip).expect("a free port");
+            let listener = ListenAddress::new("tcp", &ip.to_string(), &port.to_string());
             target.listen(&listener).expect("listen");
             for s in subsystems {
                 let mut s = s.clone();
@@ -187,7 +202,7 @@ pub mod tcp {
             };
             ready_rx.recv().expect("reactors started");
             TcpBed {
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                addr: SocketAddr::new(ip, port),
                 target,
                 transport,
                 stop,

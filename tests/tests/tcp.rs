@@ -168,6 +168,35 @@ fn without_sq_flow_control_a_read_ends_with_a_successful_c2h_data() {
 }
 
 #[test]
+fn an_ipv6_listener_serves_hosts_and_says_so_in_discovery() {
+    let ip: std::net::IpAddr = "::1".parse().unwrap();
+    if nvmf_tests::tcp::free_port_on(ip).is_none() {
+        eprintln!("skipped: this machine cannot bind ::1");
+        return;
+    }
+    let bed = TcpBed::start_on(ip, 1, TargetOptions::default(), &[subsystem(true, &[])]);
+    let (mut host, _) = admin_queue(&bed, Digests::default(), DISCOVERY_NQN);
+    let (s, recs) = get_log(&mut host, lid::DISCOVERY, 1024, 2048);
+    assert_eq!(s, Status::SUCCESS);
+    let e = DiscoveryLogEntry::read_from_bytes(&recs[1024..2048]).unwrap();
+    assert_eq!(e.adrfam, adrfam::IPV6);
+    assert_eq!(get_str_nul_padded(&e.traddr, true), Some("::1"));
+    let (mut admin, cntlid) = admin_queue(&bed, Digests::default(), SUBNQN);
+    let (s, _) = identify(&mut admin, cns::CONTROLLER, 0);
+    assert_eq!(s, Status::SUCCESS);
+    let mut q = TcpHost::connect(bed.addr, Digests::default()).unwrap();
+    let c = q
+        .fabrics_connect(1, 31, cntlid, SUBNQN, HOSTNQN, 0)
+        .unwrap();
+    assert_eq!(c.status(), Status::SUCCESS);
+    let data = pattern(4096, 9);
+    let (c, _) = q.exec(rw(io::WRITE, 1, 16, 8), &data, 0).unwrap();
+    assert_eq!(c.status(), Status::SUCCESS);
+    let (_, back) = q.exec(rw(io::READ, 1, 16, 8), &[], 4096).unwrap();
+    assert!(back == data);
+}
+
+#[test]
 fn connect_identify_write_and_read_back() {
     connect_and_io(Digests::default());
 }
