@@ -187,13 +187,6 @@ fn identify(host: &mut TcpHost, cns: u8, nsid: u32) -> Result<Vec<u8>, String> {
     Ok(data)
 }
 
-/// One I/O command in flight: when it went, and whether it writes.
-#[derive(Clone, Copy)]
-struct InFlight {
-    at: Instant,
-    write: bool,
-}
-
 /// The I/O queue's pipelined loop.
 struct Queue {
     stream: mio::net::TcpStream,
@@ -468,7 +461,8 @@ fn drive(
     let io_size = blocks * block_size;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut next_lba = 0u64;
-    let mut in_flight: Vec<Option<InFlight>> = vec![None; depth + 1];
+    // When each command id went out; None while it is free.
+    let mut in_flight: Vec<Option<Instant>> = vec![None; depth + 1];
     let mut report = FabricReport {
         commands: 0,
         errors: 0,
@@ -482,7 +476,7 @@ fn drive(
         Workload::Randread | Workload::Randwrite | Workload::Randrw
     );
     let mut new_command =
-        |cid: u16, q: &mut Queue, now: Instant, in_flight: &mut [Option<InFlight>]| {
+        |cid: u16, q: &mut Queue, now: Instant, in_flight: &mut [Option<Instant>]| {
             let write = match args.workload {
                 Workload::Read | Workload::Randread => false,
                 Workload::Write | Workload::Randwrite => true,
@@ -501,7 +495,7 @@ fn drive(
             sqe.cdw11 = ((slba >> 32) as u32).into();
             sqe.cdw12 = (blocks - 1).into();
             q.submit(&mut sqe, write, io_size);
-            in_flight[usize::from(cid)] = Some(InFlight { at: now, write });
+            in_flight[usize::from(cid)] = Some(now);
         };
     let start = Instant::now();
     for cid in 1..=depth as u16 {
@@ -580,13 +574,12 @@ fn drive(
             };
             at += plen;
             let Some(cid) = done_cid else { continue };
-            let Some(f) = in_flight.get_mut(usize::from(cid)).and_then(Option::take) else {
+            let Some(at) = in_flight.get_mut(usize::from(cid)).and_then(Option::take) else {
                 return Err(format!(
                     "a completion for command {cid}, which is not in flight"
                 ));
             };
-            let _ = f.write;
-            let ns = now.duration_since(f.at).as_nanos();
+            let ns = now.duration_since(at).as_nanos();
             report.latency_sum_ns += ns;
             report
                 .latency

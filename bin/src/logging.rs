@@ -11,6 +11,8 @@ pub enum Component {
     Nvmf,
     /// RDMA transport
     Rdma,
+    /// NVMe/TCP transport
+    Tcp,
     /// Reactors, pollers and messages
     Reactor,
     /// Block devices
@@ -27,6 +29,7 @@ impl Component {
         match self {
             Component::Nvmf => "nvmf",
             Component::Rdma => "transport_rdma",
+            Component::Tcp => "transport_tcp",
             Component::Reactor => "reactor",
             Component::Bdev => "bdev",
             Component::Dma => "dma",
@@ -81,6 +84,7 @@ mod tests {
             [
                 ("nvmf".to_string(), "nvmf"),
                 ("rdma".to_string(), "transport_rdma"),
+                ("tcp".to_string(), "transport_tcp"),
                 ("reactor".to_string(), "reactor"),
                 ("bdev".to_string(), "bdev"),
                 ("dma".to_string(), "dma"),

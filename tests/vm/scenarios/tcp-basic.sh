@@ -3,8 +3,10 @@
 # (-m 0x3), driven by the Linux host's nvme-tcp: the whole initiator suite
 # (discover, connect, id-ctrl, id-ns, fio crc32c verify at 4k and 128k, QD 32,
 # 2 jobs, 1 MiB passthrough, perf, disconnect), once plainly and once with
-# --hdr-digest --data-digest (the host refuses a connection whose digests the
-# target does not grant). Both reactors must have served I/O of the one
+# --hdr-digest --data-digest --disable-sqflow (the host refuses a connection
+# whose digests the target does not grant; without SQ flow control the
+# target ends each successful read with a C2HData carrying SUCCESS, and no
+# response capsule). Both reactors must have served I/O of the one
 # controller; SIGTERM must stop the target with status 0 within 10 s.
 # Functions below run through step/must: SC2317 cannot see that.
 # shellcheck disable=SC2317
@@ -36,8 +38,8 @@ cleanup() {
 start_target "$CONF"
 must "nvmf-tgt listening on $NVMF_VM_ADDR:$TRSVCID" wait_target_listening
 initiator_suite "$NQN" "$SERIAL" "$MODEL" $((NUM_BLOCKS * 512))
-CONNECT_ARGS=(--hdr-digest --data-digest)
-note "the same suite with header and data digests"
+CONNECT_ARGS=(--hdr-digest --data-digest --disable-sqflow)
+note "the same suite with header and data digests, without SQ flow control"
 initiator_suite "$NQN" "$SERIAL" "$MODEL" $((NUM_BLOCKS * 512))
 step "nvmf-tgt survived the host's sessions" target_alive
 step "nvmf-tgt exits 0 within 10 s of SIGTERM" stop_target
