@@ -57,8 +57,9 @@ verify_io() {
 # ---- 1. the built-in default ------------------------------------------------
 start_target -
 must "built-in default: listening on $NVMF_VM_ADDR:$TRSVCID" wait_target_listening
-step "built-in default: start-up warning says any host may connect, and how to restrict it" \
-    grep -E "allows ANY host to connect; to restrict it set allow_any_host = false" "$R/target.log"
+step "built-in default: start-up warning names the RDMA listener any host may reach, and how to restrict it" \
+    grep -E "allows ANY host to connect, from other machines through rdma $NVMF_VM_ADDR:$TRSVCID(,[^;]*)?; to restrict it set allow_any_host = false" \
+    "$R/target.log"
 step "built-in default: nvme discover lists $DEFAULT_NQN" discover_check "$DEFAULT_NQN"
 if step "built-in default: nvme connect" connect "$DEFAULT_NQN"; then
     step "built-in default: fio verify" verify_io default-verify

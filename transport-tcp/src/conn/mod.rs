@@ -5,8 +5,9 @@
 //! Receive states (`RecvState`): `Header` (common header, then the rest and its digest) ─►
 //! `Data` (into the request's buffer) ─► `Digest` ─► `Header`; `CapsuleNeedsBuffer` while no
 //! buffer is free for in-capsule data; `Discard` for data of a refused command. Bytes come
-//! through a small staging buffer, one read per refill; the part of a payload not already
-//! staged is read straight into the data buffer (`read_vectored`), never copied.
+//! through a 16 KiB staging buffer, one read per refill: the part of a payload that arrived
+//! with its header is copied once from there, the rest is read straight into the data
+//! buffer (`read_vectored`).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
