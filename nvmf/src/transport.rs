@@ -62,6 +62,20 @@ impl ListenAddress {
         }
     }
 
+    /// The socket address of an IP listener ("*" is every IPv4 address).
+    pub fn socket_addr(&self) -> Result<std::net::SocketAddr, TransportError> {
+        let ip: std::net::IpAddr = match self.traddr.as_str() {
+            "*" => std::net::IpAddr::from([0, 0, 0, 0]),
+            s => s.parse().map_err(|_| {
+                TransportError::Listen(format!("traddr {s:?} is not an IP address"))
+            })?,
+        };
+        let port: u16 = self.trsvcid.parse().map_err(|_| {
+            TransportError::Listen(format!("trsvcid {:?} is not a port number", self.trsvcid))
+        })?;
+        Ok(std::net::SocketAddr::new(ip, port))
+    }
+
     /// True when `self` (a configured listener, possibly a wildcard address)
     /// covers a connection that arrived on `actual`.
     pub fn covers(&self, actual: &ListenAddress) -> bool {

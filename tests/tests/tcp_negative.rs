@@ -13,7 +13,7 @@ use nvmf_tests::tcp::TcpBed;
 use nvmf_tests::{subsystem, SUBNQN};
 use proptest::prelude::*;
 use transport_tcp::host::TcpHost;
-use transport_tcp::pdu::{fes, field, pdu_type, CommonHeader, Digests, CMD_HLEN, IC_BYTES};
+use transport_tcp::pdu::{fes, field, pdu_type, CommonHeader, Digests, CMD_HLEN};
 
 const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:0f0e0d0c-0b0a-0908-0706-050403020100";
 
@@ -145,15 +145,7 @@ fn too_much_in_capsule_data_exceeds_the_limit() {
 fn a_second_icreq_is_a_sequence_error() {
     let bed = bed();
     let mut host = TcpHost::connect(bed.addr, Digests::default()).unwrap();
-    let mut icreq = [0u8; IC_BYTES];
-    CommonHeader {
-        pdu_type: pdu_type::ICREQ,
-        flags: 0,
-        hlen: 128,
-        pdo: 0,
-        plen: 128,
-    }
-    .write(&mut icreq);
+    let icreq = transport_tcp::pdu::icreq(Digests::default());
     host.send_raw(&icreq).unwrap();
     assert_eq!(
         expect_term(&mut host),
@@ -166,15 +158,7 @@ fn a_second_icreq_is_a_sequence_error() {
 fn a_bad_icreq_is_refused_with_its_field() {
     let bed = bed();
     let mut s = std::net::TcpStream::connect(bed.addr).unwrap();
-    let mut icreq = [0u8; IC_BYTES];
-    CommonHeader {
-        pdu_type: pdu_type::ICREQ,
-        flags: 0,
-        hlen: 128,
-        pdo: 0,
-        plen: 128,
-    }
-    .write(&mut icreq);
+    let mut icreq = transport_tcp::pdu::icreq(Digests::default());
     icreq[8] = 1; // PFV 1
     std::io::Write::write_all(&mut s, &icreq).unwrap();
     let mut term = [0u8; 24];

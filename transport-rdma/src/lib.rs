@@ -403,16 +403,8 @@ impl Transport for RdmaTransport {
     }
 
     fn listen(&self, addr: &ListenAddress) -> Result<(), TransportError> {
-        let ip: IpAddr = match addr.traddr.as_str() {
-            "*" => IpAddr::from([0, 0, 0, 0]),
-            s => s.parse().map_err(|_| {
-                TransportError::Listen(format!("traddr {s:?} is not an IP address"))
-            })?,
-        };
-        let port: u16 = addr.trsvcid.parse().map_err(|_| {
-            TransportError::Listen(format!("trsvcid {:?} is not a port number", addr.trsvcid))
-        })?;
-        let socket = SocketAddr::new(ip, port);
+        let socket = addr.socket_addr()?;
+        let (ip, port) = (socket.ip(), socket.port());
         let id = self.channel.listen(socket, LISTEN_BACKLOG).map_err(|e| {
             let devices = verbs::device_names();
             let have = if devices.is_empty() { "no RDMA devices at all".to_string() } else { format!("RDMA devices: {}", devices.join(", ")) };

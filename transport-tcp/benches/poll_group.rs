@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nvme_spec::opcode::io;
 use nvme_spec::{IntoBytes, SglDescriptor, Sqe};
 use nvmf::transport::{ListenAddress, PendingQueue, Transport, TransportEvent};
-use transport_tcp::pdu::{pdu_type, CommonHeader, CH_BYTES, CMD_HLEN, IC_BYTES};
+use transport_tcp::pdu::{icreq, pdu_type, CommonHeader, Digests, CH_BYTES, CMD_HLEN, IC_BYTES};
 use transport_tcp::{TcpOptions, TcpTransport};
 
 /// Counts heap allocations, to show the steady state makes none.
@@ -95,16 +95,7 @@ fn main() {
     // The host: ICReq, then the first capsule, which places the queue.
     let mut host = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     host.set_nodelay(true).expect("nodelay");
-    let mut icreq = [0u8; IC_BYTES];
-    CommonHeader {
-        pdu_type: pdu_type::ICREQ,
-        flags: 0,
-        hlen: IC_BYTES as u8,
-        pdo: 0,
-        plen: IC_BYTES as u32,
-    }
-    .write(&mut icreq);
-    host.write_all(&icreq).expect("ICReq");
+    host.write_all(&icreq(Digests::default())).expect("ICReq");
     let mut placed: Option<PendingQueue> = None;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut icresp = [0u8; IC_BYTES];

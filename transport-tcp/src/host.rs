@@ -12,8 +12,8 @@ use nvme_spec::fabrics::{self, cc, csts, property, ConnectData};
 use nvme_spec::{put_str_nul_padded, Cqe, FromBytes, FromZeros, IntoBytes, SglDescriptor, Sqe};
 
 use crate::pdu::{
-    self, digest_bits, flags, pdu_type, CommonHeader, DataDigest, Digests, CH_BYTES, CMD_HLEN,
-    DATA_HLEN, DIGEST_BYTES, IC_BYTES, RSP_HLEN,
+    self, flags, pdu_type, CommonHeader, DataDigest, Digests, CH_BYTES, CMD_HLEN, DATA_HLEN,
+    DIGEST_BYTES, IC_BYTES, RSP_HLEN,
 };
 
 /// A PDU the host received.
@@ -62,31 +62,14 @@ impl TcpHost {
             in_capsule_bytes: crate::ADMIN_IN_CAPSULE_BYTES,
             next_cid: 1,
         };
-        let mut req = [0u8; IC_BYTES];
-        CommonHeader {
-            pdu_type: pdu_type::ICREQ,
-            flags: 0,
-            hlen: IC_BYTES as u8,
-            pdo: 0,
-            plen: IC_BYTES as u32,
-        }
-        .write(&mut req);
-        let mut d = 0;
-        if digests.header {
-            d |= digest_bits::HEADER;
-        }
-        if digests.data {
-            d |= digest_bits::DATA;
-        }
-        req[11] = d;
-        host.stream.write_all(&req)?;
+        host.stream.write_all(&pdu::icreq(digests))?;
         let mut resp = [0u8; IC_BYTES];
         host.stream.read_exact(&mut resp)?;
         let ch = CommonHeader::parse(&resp);
         if ch.pdu_type != pdu_type::ICRESP || ch.plen as usize != IC_BYTES {
             return Err(io::Error::other(format!("not an ICResp: {ch:?}")));
         }
-        if resp[11] != d {
+        if resp[11] != digests.dgst_field() {
             return Err(io::Error::other("the target granted other digests"));
         }
         host.max_h2c_data = u32::from_le_bytes(resp[12..16].try_into().expect("4 bytes"));

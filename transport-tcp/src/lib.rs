@@ -26,7 +26,7 @@ mod poll_group;
 pub mod request;
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -270,16 +270,7 @@ impl Transport for TcpTransport {
         if listeners.iter().any(|(a, _)| a == addr) {
             return Ok(());
         }
-        let ip: IpAddr = match addr.traddr.as_str() {
-            "*" => IpAddr::from([0, 0, 0, 0]),
-            s => s.parse().map_err(|_| {
-                TransportError::Listen(format!("traddr {s:?} is not an IP address"))
-            })?,
-        };
-        let port: u16 = addr.trsvcid.parse().map_err(|_| {
-            TransportError::Listen(format!("trsvcid {:?} is not a port number", addr.trsvcid))
-        })?;
-        let socket = SocketAddr::new(ip, port);
+        let socket = addr.socket_addr()?;
         let listener = TcpListener::bind(socket).map_err(|e| {
             let hint = match e.kind() {
                 io::ErrorKind::AddrInUse => {

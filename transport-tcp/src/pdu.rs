@@ -185,6 +185,21 @@ pub fn parse_icreq(b: &[u8; IC_BYTES]) -> Result<IcReq, Fatal> {
     })
 }
 
+/// An ICReq as a host sends it: PFV 0, HPDA 0, MAXR2T 0, the digests it asks for.
+pub fn icreq(digests: Digests) -> [u8; IC_BYTES] {
+    let mut b = [0u8; IC_BYTES];
+    CommonHeader {
+        pdu_type: pdu_type::ICREQ,
+        flags: 0,
+        hlen: IC_BYTES as u8,
+        pdo: 0,
+        plen: IC_BYTES as u32,
+    }
+    .write(&mut b);
+    b[11] = digests.dgst_field();
+    b
+}
+
 /// The ICResp: PFV 0, CPDA 0 (no alignment asked of the host), the digests granted, and
 /// the most data one H2CData PDU may carry.
 pub fn icresp(req: &IcReq, max_h2c_data_bytes: u32) -> [u8; IC_BYTES] {
@@ -197,14 +212,11 @@ pub fn icresp(req: &IcReq, max_h2c_data_bytes: u32) -> [u8; IC_BYTES] {
         plen: IC_BYTES as u32,
     }
     .write(&mut b);
-    let mut dgst = 0;
-    if req.header_digest {
-        dgst |= digest_bits::HEADER;
+    b[11] = Digests {
+        header: req.header_digest,
+        data: req.data_digest,
     }
-    if req.data_digest {
-        dgst |= digest_bits::DATA;
-    }
-    b[11] = dgst;
+    .dgst_field();
     b[12..16].copy_from_slice(&max_h2c_data_bytes.to_le_bytes());
     b
 }
@@ -240,6 +252,18 @@ pub struct Digests {
 }
 
 impl Digests {
+    /// The DGST field of an ICReq or ICResp.
+    pub fn dgst_field(&self) -> u8 {
+        let mut d = 0;
+        if self.header {
+            d |= digest_bits::HEADER;
+        }
+        if self.data {
+            d |= digest_bits::DATA;
+        }
+        d
+    }
+
     pub fn header_bytes(&self) -> usize {
         if self.header {
             DIGEST_BYTES

@@ -1,15 +1,7 @@
 use super::*;
 
 fn icreq(hpda: u8, dgst: u8, maxr2t: u32) -> [u8; IC_BYTES] {
-    let mut b = [0u8; IC_BYTES];
-    CommonHeader {
-        pdu_type: pdu_type::ICREQ,
-        flags: 0,
-        hlen: IC_BYTES as u8,
-        pdo: 0,
-        plen: IC_BYTES as u32,
-    }
-    .write(&mut b);
+    let mut b = super::icreq(Digests::default());
     b[10] = hpda;
     b[11] = dgst;
     b[12..16].copy_from_slice(&maxr2t.to_le_bytes());
