@@ -358,7 +358,7 @@ mod tests {
     fn bad_options_are_explained() {
         let e = parse(&["-L", "nvme"]).unwrap_err().to_string();
         assert!(
-            e.contains("'nvme'") && e.contains("nvmf, rdma, reactor, bdev, dma, config"),
+            e.contains("'nvme'") && e.contains("nvmf, rdma, tcp, reactor, bdev, dma, config"),
             "{e}"
         );
         let e = parse(&["-m", "0xZ"]).unwrap_err().to_string();

@@ -139,7 +139,7 @@ fn unknown_log_component_lists_valid_ones() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = text(&out.stderr);
     assert!(
-        err.contains("nvmf, rdma, reactor, bdev, dma, config"),
+        err.contains("nvmf, rdma, tcp, reactor, bdev, dma, config"),
         "{err}"
     );
 }
