@@ -83,16 +83,11 @@ impl LoopbackTransport {
                  one {max_io_bytes}-byte transfer"
             )));
         }
-        let mut sgl = sgls::SUPPORTED | sgls::KEYED_DATA_BLOCK;
-        if in_capsule_data_bytes > 0 {
-            sgl |= sgls::OFFSET;
-        }
         Ok(Arc::new(LoopbackTransport {
-            caps: TransportCaps {
-                sgls: sgl,
+            caps: TransportCaps::new(
+                sgls::SUPPORTED | sgls::KEYED_DATA_BLOCK,
                 in_capsule_data_bytes,
-                msdbd: 1,
-            },
+            ),
             max_io_bytes,
             listeners: Mutex::new(Vec::new()),
             backlog: ArrayQueue::new(ACCEPT_BACKLOG),

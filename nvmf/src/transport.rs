@@ -96,6 +96,23 @@ pub struct TransportCaps {
     pub msdbd: u8,
 }
 
+impl TransportCaps {
+    /// One data descriptor per command, `sgls` (the descriptor kinds the transport takes)
+    /// plus SGL offsets when commands may carry data in the capsule.
+    pub fn new(sgls: u32, in_capsule_data_bytes: u32) -> TransportCaps {
+        let offset = if in_capsule_data_bytes > 0 {
+            nvme_spec::identify::sgls::OFFSET
+        } else {
+            0
+        };
+        TransportCaps {
+            sgls: sgls | offset,
+            in_capsule_data_bytes,
+            msdbd: 1,
+        }
+    }
+}
+
 /// The default size of a data buffer unit: a transfer takes as many units as
 /// it needs (a 4 KiB command one).
 pub const DEFAULT_IO_UNIT_BYTES: u32 = 8192;
@@ -288,13 +305,10 @@ pub enum DataPlan {
     },
 }
 
-/// Decides the data movement for a received command, with the statuses the
-/// spec and SPDK give for SGLs a fabrics target cannot take.
-pub fn plan_data(
-    cmd: &Sqe,
-    in_capsule_limit_bytes: u32,
-    max_io_bytes: u32,
-) -> Result<DataPlan, Status> {
+/// The SGL of a command that moves data, and which way; None when it moves none. Checks
+/// what every fabrics transport checks (SGLs only, a known direction, at most
+/// `max_io_bytes`); which SGL kinds it can serve is the transport's to decide.
+pub fn data_sgl(cmd: &Sqe, max_io_bytes: u32) -> Result<Option<(Sgl, Xfer)>, Status> {
     let dir = if cmd.is_fabrics() {
         opcode::fabrics_data_direction(cmd.fctype())
     } else {
@@ -306,17 +320,30 @@ pub fn plan_data(
     }
     let sgl = cmd.dptr.decode()?;
     let xfer = match dir {
-        DataDirection::None => return Ok(DataPlan::None),
+        DataDirection::None => return Ok(None),
         DataDirection::HostToController => Xfer::HostToController,
         DataDirection::ControllerToHost => Xfer::ControllerToHost,
         DataDirection::Bidirectional => return Err(Status::INVALID_OPCODE),
     };
     if sgl.is_empty() {
-        return Ok(DataPlan::None);
+        return Ok(None);
     }
     if sgl.len() > max_io_bytes {
         return Err(Status::DATA_SGL_LENGTH_INVALID);
     }
+    Ok(Some((sgl, xfer)))
+}
+
+/// Decides the data movement for a received command, with the statuses the
+/// spec and SPDK give for SGLs a fabrics target cannot take.
+pub fn plan_data(
+    cmd: &Sqe,
+    in_capsule_limit_bytes: u32,
+    max_io_bytes: u32,
+) -> Result<DataPlan, Status> {
+    let Some((sgl, xfer)) = data_sgl(cmd, max_io_bytes)? else {
+        return Ok(DataPlan::None);
+    };
     match sgl {
         Sgl::Keyed {
             addr,

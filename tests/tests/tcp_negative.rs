@@ -142,6 +142,25 @@ fn too_much_in_capsule_data_exceeds_the_limit() {
 }
 
 #[test]
+fn the_admin_queue_takes_8_kib_in_the_capsule_and_not_a_byte_more() {
+    let bed = bed();
+    // What Linux may send on an admin queue whatever IOCCSZ says (NVME_TCP_ADMIN_CCSZ):
+    // read in full and answered, even though this command fails before Connect.
+    let mut host = TcpHost::connect(bed.addr, Digests::default()).unwrap();
+    let mut sqe = rw(io::WRITE, 0, 16);
+    sqe.dptr = SglDescriptor::data_block(0, 8192);
+    host.send_raw(&host.capsule(&sqe, &[0u8; 8192])).unwrap();
+    let pdu = host.read_pdu().expect("a response");
+    assert_eq!(pdu.ch.pdu_type, pdu_type::CAPSULE_RESP, "{pdu:?}");
+    // One byte over: the connection ends.
+    let mut host = TcpHost::connect(bed.addr, Digests::default()).unwrap();
+    sqe.dptr = SglDescriptor::data_block(0, 8193);
+    host.send_raw(&host.capsule(&sqe, &[0u8; 8193])).unwrap();
+    assert_eq!(expect_term(&mut host).0, fes::DATA_LIMIT_EXCEEDED);
+    still_serves(&bed);
+}
+
+#[test]
 fn a_second_icreq_is_a_sequence_error() {
     let bed = bed();
     let mut host = TcpHost::connect(bed.addr, Digests::default()).unwrap();

@@ -391,15 +391,10 @@ impl Transport for RdmaTransport {
     }
 
     fn caps(&self) -> TransportCaps {
-        let mut s = sgls::SUPPORTED | sgls::KEYED_DATA_BLOCK;
-        if self.options.in_capsule_data_bytes > 0 {
-            s |= sgls::OFFSET;
-        }
-        TransportCaps {
-            sgls: s,
-            in_capsule_data_bytes: self.options.in_capsule_data_bytes,
-            msdbd: 1,
-        }
+        TransportCaps::new(
+            sgls::SUPPORTED | sgls::KEYED_DATA_BLOCK,
+            self.options.in_capsule_data_bytes,
+        )
     }
 
     fn listen(&self, addr: &ListenAddress) -> Result<(), TransportError> {

@@ -2,8 +2,8 @@
 //! H2CData, or by C2HData. A transport data block SGL (what Linux sends for data that is
 //! not in the capsule) names only a length; keyed SGLs belong to RDMA and are refused.
 
-use nvme_spec::opcode::{self, DataDirection};
 use nvme_spec::{Sgl, Sqe, Status};
+use nvmf::transport::{data_sgl, Xfer};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TcpPlan {
@@ -15,27 +15,10 @@ pub enum TcpPlan {
 
 /// The data plan of `cmd`, with the statuses the spec names for what cannot be served.
 pub fn plan(cmd: &Sqe, in_capsule_limit_bytes: u32, max_io_bytes: u32) -> Result<TcpPlan, Status> {
-    let dir = if cmd.is_fabrics() {
-        opcode::fabrics_data_direction(cmd.fctype())
-    } else {
-        opcode::data_direction(cmd.opcode)
-    };
-    if cmd.psdt() != nvme_spec::sqe::PSDT_SGL_MPTR_CONTIG && !cmd.is_fabrics() {
-        return Err(Status::INVALID_FIELD);
-    }
-    let sgl = cmd.dptr.decode()?;
-    let to_controller = match dir {
-        DataDirection::None => return Ok(TcpPlan::None),
-        DataDirection::HostToController => true,
-        DataDirection::ControllerToHost => false,
-        DataDirection::Bidirectional => return Err(Status::INVALID_OPCODE),
-    };
-    if sgl.is_empty() {
+    let Some((sgl, xfer)) = data_sgl(cmd, max_io_bytes)? else {
         return Ok(TcpPlan::None);
-    }
-    if sgl.len() > max_io_bytes {
-        return Err(Status::DATA_SGL_LENGTH_INVALID);
-    }
+    };
+    let to_controller = xfer == Xfer::HostToController;
     match sgl {
         Sgl::Transport { len } if to_controller => Ok(TcpPlan::FromHost { len }),
         Sgl::Transport { len } => Ok(TcpPlan::ToHost { len }),

@@ -163,6 +163,8 @@ pub struct Conn {
     pub ready: VecDeque<u16>,
     /// The host disabled SQ flow control at Connect: C2HData may carry SUCCESS.
     sqflow_disabled: bool,
+    /// Commands failed for a data digest mismatch.
+    digest_errors: u64,
 }
 
 impl Conn {
@@ -206,6 +208,7 @@ impl Conn {
             term_len: 0,
             ready: VecDeque::with_capacity(usize::from(depth)),
             sqflow_disabled: false,
+            digest_errors: 0,
         }
     }
 
@@ -364,6 +367,13 @@ impl Conn {
 
     /// The connection is gone: every request not held by the target is released.
     pub fn kill(&mut self, cache: &mut PoolCache) {
+        if self.digest_errors > 1 {
+            log::warn!(
+                "NVMe/TCP queue {}: {} commands failed for data digest mismatches",
+                self.qid,
+                self.digest_errors
+            );
+        }
         self.state = ConnState::Dead;
         self.send.clear();
         self.front_sent = 0;

@@ -378,12 +378,17 @@ impl Conn {
         let matches = self.stage[start..start + n] == expected[have..have + n];
         let s = &mut self.slots[usize::from(slot)];
         if !matches && s.req.transport_status.is_none() {
-            // Not fatal: the command fails with a status the host retries.
-            log::warn!(
-                "NVMe/TCP queue {}: data digest mismatch on command {}",
-                self.qid,
-                s.req.cmd.cid()
-            );
+            // Not fatal: the command fails with a status the host retries. One line per
+            // connection (the count comes when it closes): a bad link must not flood the log.
+            self.digest_errors += 1;
+            if self.digest_errors == 1 {
+                log::warn!(
+                    "NVMe/TCP queue {}: data digest mismatch on command {}; failing it for \
+                     the host to retry",
+                    self.qid,
+                    s.req.cmd.cid()
+                );
+            }
             s.req.transport_status = Some(Status::TRANSIENT_TRANSPORT_ERROR.retryable());
         }
         if have + n < DIGEST_BYTES {
