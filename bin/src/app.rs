@@ -209,6 +209,7 @@ pub fn build_transport(
             io_unit_bytes: t.io_unit_bytes,
             buffer_count: t.num_shared_buffers,
             max_h2c_data_bytes: transport_tcp::DEFAULT_MAX_H2C_DATA_BYTES,
+            c2h_success: t.c2h_success,
             numa_node,
         })
         .map(|r| r as Arc<dyn Transport>)

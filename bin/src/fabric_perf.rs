@@ -397,6 +397,10 @@ pub fn run(
     }
     let mut io_host =
         TcpHost::connect(trid.addr, digests).map_err(|e| fail("cannot connect to", e))?;
+    // The client never reads SQHD (it keeps at most -q commands in flight), so it disables SQ
+    // flow control, as `nvme connect --disable-sqflow` does: a successful read then ends with its
+    // C2HData PDU (SUCCESS flag) and no response capsule, on targets that honour the attribute.
+    io_host.connect_cattr = nvme_spec::fabrics::CATTR_DISABLE_SQFLOW;
     let c = io_host
         .fabrics_connect(1, args.queue_depth, cntlid, &trid.subnqn, &trid.hostnqn, 0)
         .map_err(|e| fail("Connect (I/O queue) to", e))?;

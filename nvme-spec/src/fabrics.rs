@@ -31,6 +31,9 @@ pub struct ConnectData {
 const _: () = assert!(core::mem::size_of::<ConnectData>() == 1024);
 
 /// IATTR values in a Connect Invalid Parameters response.
+/// Connect's CATTR bit: the host disabled SQ flow control (no SQHD needed in responses).
+pub const CATTR_DISABLE_SQFLOW: u8 = 1 << 2;
+
 pub const IATTR_COMMAND: u8 = 0;
 pub const IATTR_DATA: u8 = 1;
 
@@ -93,6 +96,11 @@ pub fn connect_command(
     sqe.cdw11 = U32::new(u32::from(sqsize_0based));
     sqe.cdw12 = U32::new(kato_ms);
     sqe
+}
+
+/// Sets a Connect command's CATTR (connection attributes) byte.
+pub fn set_connect_cattr(sqe: &mut Sqe, cattr: u8) {
+    sqe.cdw11 = U32::new(sqe.cdw11.get() & 0xFF00_FFFF | u32::from(cattr) << 16);
 }
 
 /// Property Get/Set: ATTRIB size (byte 40 bits 2:0) and offset (bytes 44..47).
@@ -285,6 +293,16 @@ pub mod rdma {
 mod tests {
     use super::*;
     use core::mem::offset_of;
+
+    #[test]
+    fn cattr_sits_beside_sqsize_without_touching_it() {
+        let mut sqe = connect_command(3, 1, 127, 5000, SglDescriptor::default());
+        set_connect_cattr(&mut sqe, CATTR_DISABLE_SQFLOW);
+        assert_eq!(sqe.connect_cattr(), CATTR_DISABLE_SQFLOW);
+        assert_eq!((sqe.connect_sqsize(), sqe.connect_qid()), (127, 1));
+        set_connect_cattr(&mut sqe, 0);
+        assert_eq!((sqe.connect_cattr(), sqe.connect_sqsize()), (0, 127));
+    }
 
     #[test]
     fn connect_data_layout() {

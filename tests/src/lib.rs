@@ -153,11 +153,22 @@ pub mod tcp {
         pub fn start_on(
             ip: IpAddr,
             reactor_count: usize,
-            mut options: TargetOptions,
+            options: TargetOptions,
             subsystems: &[SubsystemConfig],
         ) -> TcpBed {
+            Self::start_tuned(ip, reactor_count, options, subsystems, |_| {})
+        }
+
+        /// As `start_on`, with `tune` changing the TCP transport's options last.
+        pub fn start_tuned(
+            ip: IpAddr,
+            reactor_count: usize,
+            mut options: TargetOptions,
+            subsystems: &[SubsystemConfig],
+            tune: impl FnOnce(&mut TcpOptions),
+        ) -> TcpBed {
             options.acceptor_poll_period_us = 100;
-            let transport = TcpTransport::new(TcpOptions {
+            let mut tcp = TcpOptions {
                 max_queue_depth: options.max_queue_depth,
                 max_admin_queue_depth: options.max_admin_queue_depth,
                 in_capsule_data_bytes: options.in_capsule_data_bytes,
@@ -165,9 +176,11 @@ pub mod tcp {
                 io_unit_bytes: nvmf::transport::DEFAULT_IO_UNIT_BYTES,
                 buffer_count: 2048,
                 max_h2c_data_bytes: 32 * 1024,
+                c2h_success: true,
                 numa_node: None,
-            })
-            .expect("tcp transport");
+            };
+            tune(&mut tcp);
+            let transport = TcpTransport::new(tcp).expect("tcp transport");
             let target = Target::new(options, vec![transport.clone()]).expect("target");
             let port = free_port_on(ip).expect("a free port");
             let listener = ListenAddress::new("tcp", &ip.to_string(), &port.to_string());

@@ -137,34 +137,64 @@ fn connect_and_io(digests: Digests) {
     }
 }
 
-#[test]
-fn without_sq_flow_control_a_read_ends_with_a_successful_c2h_data() {
-    use nvme_spec::fabrics::{connect_command, ConnectData};
-    use nvme_spec::{put_str_nul_padded, FromZeros, IntoBytes, SglDescriptor};
-    let bed = bed();
-    let (_admin, cntlid) = admin_queue(&bed, Digests::default(), SUBNQN);
+/// An I/O queue on `bed`; `cattr` is the Connect's CATTR byte.
+fn io_queue_with(bed: &TcpBed, cattr: u8) -> (TcpHost, TcpHost) {
+    let (admin, cntlid) = admin_queue(bed, Digests::default(), SUBNQN);
     let mut q = TcpHost::connect(bed.addr, Digests::default()).unwrap();
-    let mut data = ConnectData::new_zeroed();
-    data.hostid = [7; 16]; // the host's, as on its admin queue
-    data.cntlid = cntlid.into();
-    put_str_nul_padded(&mut data.subnqn, SUBNQN);
-    put_str_nul_padded(&mut data.hostnqn, HOSTNQN);
-    let mut sqe = connect_command(0, 1, 31, 0, SglDescriptor::default());
-    sqe.cdw11 = (sqe.cdw11.get() | (1 << 2) << 16).into(); // CATTR: disable SQ flow control
-    let (c, _) = q.exec(sqe, data.as_bytes(), 0).unwrap();
-    assert_eq!(c.status(), Status::SUCCESS, "dw0 {:#x}", c.dw0());
-    let (c, back) = q.exec(rw(io::READ, 1, 0, 8), &[], 4096).unwrap();
-    assert_eq!(back.len(), 4096);
-    assert_eq!(c.status(), Status::SUCCESS);
+    q.connect_cattr = cattr;
+    let c = q
+        .fabrics_connect(1, 31, cntlid, SUBNQN, HOSTNQN, 0)
+        .unwrap();
     assert_eq!(
-        c.sqhd.get(),
-        0,
-        "no response capsule: the C2HData said SUCCESS"
+        c.status(),
+        Status::SUCCESS,
+        "I/O Connect: dw0 {:#x}",
+        c.dw0()
     );
-    // A failed read still gets its response (and no data).
+    (admin, q)
+}
+
+/// Reads 4 KiB, then fails a read; returns how many of the two ended on a SUCCESS flag.
+fn success_flags_of_two_reads(q: &mut TcpHost) -> u64 {
+    let before = q.success_flag_completions;
+    let (c, back) = q.exec(rw(io::READ, 1, 0, 8), &[], 4096).unwrap();
+    assert_eq!((c.status(), back.len()), (Status::SUCCESS, 4096));
+    // A failed read always gets its response, and no data.
     let (c, back) = q.exec(rw(io::READ, 1, 1 << 40, 8), &[], 4096).unwrap();
     assert_eq!(c.status(), Status::LBA_OUT_OF_RANGE);
     assert!(back.is_empty(), "no data for a failed command");
+    q.success_flag_completions - before
+}
+
+#[test]
+fn a_read_ends_on_a_success_flag_only_where_the_host_disabled_sq_flow_control() {
+    let bed = bed();
+    let (_a, mut plain) = io_queue_with(&bed, 0);
+    assert_eq!(
+        success_flags_of_two_reads(&mut plain),
+        0,
+        "SQ flow control on"
+    );
+    let (_a, mut off) = io_queue_with(&bed, nvme_spec::fabrics::CATTR_DISABLE_SQFLOW);
+    assert_eq!(
+        success_flags_of_two_reads(&mut off),
+        1,
+        "SQ flow control off"
+    );
+}
+
+#[test]
+fn with_c2h_success_off_every_read_gets_a_response_capsule() {
+    let localhost = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let bed = TcpBed::start_tuned(
+        localhost,
+        1,
+        TargetOptions::default(),
+        &[subsystem(true, &[])],
+        |tcp| tcp.c2h_success = false,
+    );
+    let (_a, mut off) = io_queue_with(&bed, nvme_spec::fabrics::CATTR_DISABLE_SQFLOW);
+    assert_eq!(success_flags_of_two_reads(&mut off), 0);
 }
 
 #[test]

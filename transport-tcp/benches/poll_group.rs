@@ -81,6 +81,7 @@ fn main() {
         io_unit_bytes: 8192,
         buffer_count: 1024,
         max_h2c_data_bytes: 128 * 1024,
+        c2h_success: true,
         numa_node: None,
     })
     .expect("transport");

@@ -46,6 +46,10 @@ pub struct TcpHost {
     pub max_h2c_data: u32,
     /// Largest in-capsule data this host sends (the queue's).
     pub in_capsule_bytes: u32,
+    /// The CATTR byte `fabrics_connect` sends (e.g. `fabrics::CATTR_DISABLE_SQFLOW`).
+    pub connect_cattr: u8,
+    /// Commands that ended with a C2HData carrying SUCCESS (no response capsule).
+    pub success_flag_completions: u64,
     next_cid: u16,
 }
 
@@ -60,6 +64,8 @@ impl TcpHost {
             digests,
             max_h2c_data: 0,
             in_capsule_bytes: crate::ADMIN_IN_CAPSULE_BYTES,
+            connect_cattr: 0,
+            success_flag_completions: 0,
             next_cid: 1,
         };
         host.stream.write_all(&pdu::icreq(digests))?;
@@ -256,6 +262,7 @@ impl TcpHost {
                     }
                     read.extend_from_slice(&p.data);
                     if p.ch.flags & flags::DATA_SUCCESS != 0 {
+                        self.success_flag_completions += 1;
                         let mut cqe = Cqe::new_zeroed();
                         cqe.cid = cid.into();
                         return Ok((cqe, read));
@@ -293,8 +300,9 @@ impl TcpHost {
         data.cntlid = cntlid.into();
         put_str_nul_padded(&mut data.subnqn, subnqn);
         put_str_nul_padded(&mut data.hostnqn, hostnqn);
-        let sqe =
+        let mut sqe =
             fabrics::connect_command(0, qid, sqsize_0based, kato_ms, SglDescriptor::default());
+        fabrics::set_connect_cattr(&mut sqe, self.connect_cattr);
         Ok(self.exec(sqe, data.as_bytes(), 0)?.0)
     }
 

@@ -67,6 +67,9 @@ pub struct TcpOptions {
     pub buffer_count: usize,
     /// Most data one H2CData PDU may carry (MAXH2CDATA of the ICResp).
     pub max_h2c_data_bytes: u32,
+    /// SPDK's `c2h_success`: a successful read ends with a C2HData carrying SUCCESS and no
+    /// response capsule, where the host disabled SQ flow control. Off: always a response.
+    pub c2h_success: bool,
     pub numa_node: Option<u32>,
 }
 
@@ -360,6 +363,7 @@ impl Transport for TcpTransport {
             max_io_bytes: self.options.max_io_bytes,
             max_h2c_data_bytes: self.options.max_h2c_data_bytes,
             unit_bytes: self.options.io_unit_bytes,
+            c2h_success: self.options.c2h_success,
         };
         let group = TcpPollGroup::new(
             PoolCache::new(self.pool.clone(), cache),

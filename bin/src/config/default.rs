@@ -30,6 +30,7 @@ acceptor_poll_period_us = 10000   # how often new connections are picked up
 num_shared_buffers = 16384        # data buffer units, shared by all reactors (128 MiB)
 srq = false                       # RDMA: one shared receive queue per device and reactor
 srq_depth = 4096                  # RDMA: receives posted on it (capped by the device)
+c2h_success = true                # TCP: a read may end without a response capsule (SQ flow control off)
 
 [[bdev]]
 name = "Malloc0"

@@ -279,6 +279,9 @@ impl fmt::Display for Config {
                 "srq off".to_string()
             },
         )?;
+        if !self.transport.c2h_success {
+            write!(f, ", c2h_success off")?;
+        }
         for b in &self.bdevs {
             write!(f, "bdev {}: {}", b.name, b.kind.as_str())?;
             match &b.device {

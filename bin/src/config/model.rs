@@ -52,6 +52,9 @@ pub struct TransportConfig {
     pub srq: bool,
     /// RDMA: receives of each shared receive queue (the device may cap it).
     pub srq_depth: u32,
+    /// TCP: a successful read may end on a C2HData with SUCCESS and no response capsule,
+    /// where the host disabled SQ flow control (SPDK's `c2h_success`).
+    pub c2h_success: bool,
 }
 
 impl TransportConfig {
@@ -69,6 +72,7 @@ impl Default for TransportConfig {
             max_io_size_set: false,
             srq: false,
             srq_depth: DEFAULT_SRQ_DEPTH,
+            c2h_success: true,
         }
     }
 }

@@ -62,6 +62,7 @@ pub(super) const TRANSPORT_KEYS: &[&str] = &[
     "num_shared_buffers",
     "srq",
     "srq_depth",
+    "c2h_success",
 ];
 
 #[derive(Default)]
@@ -76,6 +77,7 @@ pub(super) struct RawTransport {
     pub(super) num_shared_buffers: Option<Spanned<i64>>,
     pub(super) srq: Option<Spanned<bool>>,
     pub(super) srq_depth: Option<Spanned<i64>>,
+    pub(super) c2h_success: Option<Spanned<bool>>,
 }
 
 impl RawTransport {

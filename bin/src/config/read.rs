@@ -37,6 +37,7 @@ fn transport(t: &Table) -> Result<RawTransport, ConfigError> {
         num_shared_buffers: t.opt("num_shared_buffers")?,
         srq: t.opt("srq")?,
         srq_depth: t.opt("srq_depth")?,
+        c2h_success: t.opt("c2h_success")?,
     })
 }
 

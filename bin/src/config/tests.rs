@@ -437,6 +437,15 @@ fn srq_keys_parse() {
 }
 
 #[test]
+fn c2h_success_is_on_unless_turned_off() {
+    assert!(parse("").unwrap().transport.c2h_success);
+    let c = parse("[transport]\nc2h_success = false\n").unwrap();
+    assert!(!c.transport.c2h_success);
+    assert!(c.to_string().contains("c2h_success off"), "{c}");
+    error("[transport]\nc2h_success = 1\n", 2, Some("c2h_success"));
+}
+
+#[test]
 fn transport_errors_name_the_key() {
     let e = error(
         "[transport]\nmax_queue_depth = 5000\n",

@@ -208,6 +208,9 @@ impl Doc<'_> {
         if let Some(v) = &raw.srq {
             out.srq = *v.get_ref();
         }
+        if let Some(v) = &raw.c2h_success {
+            out.c2h_success = *v.get_ref();
+        }
         if let Some(v) = &raw.srq_depth {
             let n = *v.get_ref();
             let (lo, hi) = (*SRQ_DEPTH_RANGE.start(), *SRQ_DEPTH_RANGE.end());

@@ -34,8 +34,6 @@ mod send;
 const STAGE_BYTES: usize = 16 * 1024;
 /// Slices one vectored read or write takes at most.
 const MAX_IOV: usize = 64;
-/// Connect's CATTR bit: the host disabled SQ flow control.
-const CATTR_DISABLE_SQFLOW: u8 = 1 << 2;
 
 /// Where a connection stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +130,8 @@ pub struct ConnParams {
     pub max_io_bytes: u32,
     pub max_h2c_data_bytes: u32,
     pub unit_bytes: u32,
+    /// SUCCESS on the last C2HData may replace the response (`TcpOptions::c2h_success`).
+    pub c2h_success: bool,
 }
 
 pub struct Conn {
@@ -302,7 +302,7 @@ impl Conn {
     fn queue_response(&mut self, slot: u16) {
         let digests = self.params.digests;
         let alignment = self.params.data_alignment_bytes;
-        let success_only = self.sqflow_disabled;
+        let success_only = self.sqflow_disabled && self.params.c2h_success;
         let s = &mut self.slots[usize::from(slot)];
         let c2h = s.req.c2h_len();
         let succeeded = s.req.rsp.status().is_success();

@@ -135,7 +135,8 @@ impl Conn {
             ));
         };
         if sqe.is_fabrics() && sqe.fctype() == fctype::CONNECT {
-            self.sqflow_disabled = sqe.connect_cattr() & CATTR_DISABLE_SQFLOW != 0;
+            self.sqflow_disabled =
+                sqe.connect_cattr() & nvme_spec::fabrics::CATTR_DISABLE_SQFLOW != 0;
         }
         let s = &mut self.slots[usize::from(slot)];
         s.req.reset(sqe);
