@@ -1,16 +1,18 @@
 //! Turns a validated [`Config`] into a running target: bdevs, transports, the nvmf target and
 //! its subsystems, then one reactor per CPU of the mask until SIGINT or SIGTERM.
 
-use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bdev::Bdev;
 use nvme_pcie::bdev::{NvmeDevice, NvmeOptions};
 use nvmf::loopback::LoopbackTransport;
 use nvmf::{NamespaceConfig, SubsystemConfig, Target, Transport};
 use reactor::ReactorConfig;
+use rpc::{BdevOrigin, BdevRegistry};
 
 use crate::capabilities::{self, CapabilityKind};
 use crate::config::{
@@ -37,20 +39,35 @@ pub enum AppError {
 
     #[error("a reactor thread panicked (see the log above); the target was shut down")]
     ReactorPanic,
+
+    #[error("{0}; the target was shut down")]
+    Rpc(#[from] rpc::server::BindError),
+
+    #[error("cannot start the RPC server thread: {0}")]
+    RpcThread(io::Error),
 }
 
-/// Creates every `[[bdev]]`, in file order (an nvme bdev gives one bdev per namespace).
-/// Errors point at the bdev's line.
-pub fn build_bdevs(cfg: &Config) -> Result<Vec<Arc<dyn Bdev>>, ConfigError> {
+/// Where the control plane listens, and the log flags its methods change.
+pub struct RpcSettings {
+    pub socket: PathBuf,
+    pub log: Arc<dyn rpc::LogFlags>,
+}
+
+/// How long start-up may take to set up every reactor's poll group.
+const REACTOR_INIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Creates every `[[bdev]]`, in file order (an nvme bdev gives one bdev per namespace), each
+/// with its origin. Errors point at the bdev's line.
+pub fn build_bdevs(cfg: &Config) -> Result<BdevRegistry, ConfigError> {
     build_bdevs_and_limit(cfg).map(|(bdevs, _)| bdevs)
 }
 
 /// Bdevs, and the largest transfer every NVMe controller among them takes in
 /// one command (None without NVMe bdevs, or when none sets a limit).
-type BdevsAndLimit = (Vec<Arc<dyn Bdev>>, Option<u64>);
+type BdevsAndLimit = (BdevRegistry, Option<u64>);
 
 fn build_bdevs_and_limit(cfg: &Config) -> Result<BdevsAndLimit, ConfigError> {
-    let mut out: Vec<Arc<dyn Bdev>> = Vec::with_capacity(cfg.bdevs.len());
+    let mut out = BdevRegistry::default();
     let mut limit: Option<u64> = None;
     for b in &cfg.bdevs {
         let at_bdev = |msg| cfg.error_at(b.line, msg);
@@ -69,12 +86,26 @@ fn build_bdevs_and_limit(cfg: &Config) -> Result<BdevsAndLimit, ConfigError> {
                 },
                 kind,
             ) => {
-                let made = if kind == BdevKind::Malloc {
-                    bdev::create_malloc(&b.name, num_blocks, block_size, numa_node)
+                let (made, origin) = if kind == BdevKind::Malloc {
+                    (
+                        bdev::create_malloc(&b.name, num_blocks, block_size, numa_node),
+                        BdevOrigin::Malloc {
+                            num_blocks,
+                            block_size,
+                            numa_node,
+                        },
+                    )
                 } else {
-                    bdev::create_null(&b.name, num_blocks, block_size)
+                    (
+                        bdev::create_null(&b.name, num_blocks, block_size),
+                        BdevOrigin::Null {
+                            num_blocks,
+                            block_size,
+                        },
+                    )
                 };
-                out.push(made.map_err(|e| at_bdev(format!("cannot create the bdev: {e}")))?);
+                let made = made.map_err(|e| at_bdev(format!("cannot create the bdev: {e}")))?;
+                out.insert(made, origin).map_err(at_bdev)?;
             }
             (
                 BdevDevice::Nvme {
@@ -87,12 +118,14 @@ fn build_bdevs_and_limit(cfg: &Config) -> Result<BdevsAndLimit, ConfigError> {
                 if let Some(l) = device.max_transfer_bytes() {
                     limit = Some(limit.map_or(l, |m| m.min(l)));
                 }
-                out.extend(
-                    device
-                        .namespaces()
-                        .iter()
-                        .map(|ns| ns.clone() as Arc<dyn Bdev>),
-                );
+                for ns in device.namespaces() {
+                    let origin = BdevOrigin::Nvme {
+                        controller: b.name.clone(),
+                        traddr: traddr.clone(),
+                    };
+                    out.insert(ns.clone() as Arc<dyn Bdev>, origin)
+                        .map_err(at_bdev)?;
+                }
             }
         }
     }
@@ -279,13 +312,10 @@ fn fit_max_io_size(cfg: &Config, device_limit: Option<u64>) -> Option<Config> {
     Some(c)
 }
 
-/// Builds the target with all subsystems, listeners and namespaces, without starting reactors.
-pub fn build_target(cfg: &Config) -> Result<Arc<Target>, ConfigError> {
+/// Builds the target with all subsystems, listeners and namespaces, without starting reactors;
+/// returns it with its bdevs.
+pub fn build_target(cfg: &Config) -> Result<(Arc<Target>, BdevRegistry), ConfigError> {
     let (bdevs, limit) = build_bdevs_and_limit(cfg)?;
-    let bdevs: HashMap<String, Arc<dyn Bdev>> = bdevs
-        .into_iter()
-        .map(|b| (b.info().name.clone(), b))
-        .collect();
     let lowered;
     let cfg = match fit_max_io_size(cfg, limit) {
         Some(c) => {
@@ -305,15 +335,16 @@ pub fn build_target(cfg: &Config) -> Result<Arc<Target>, ConfigError> {
         let mut namespaces = Vec::with_capacity(s.namespaces.len());
         for ns in &s.namespaces {
             // Validation guarantees the name exists; stay an error rather than a panic anyway.
-            let bdev = bdevs
-                .get(&ns.bdev)
-                .cloned()
-                .ok_or_else(|| ConfigError::At {
-                    path: cfg.path.clone(),
-                    line: ns.line,
-                    key: Some("bdev".into()),
-                    msg: format!("no bdev named {:?} was created", ns.bdev),
-                })?;
+            let bdev =
+                bdevs
+                    .get(&ns.bdev)
+                    .map(|e| e.bdev.clone())
+                    .ok_or_else(|| ConfigError::At {
+                        path: cfg.path.clone(),
+                        line: ns.line,
+                        key: Some("bdev".into()),
+                        msg: format!("no bdev named {:?} was created", ns.bdev),
+                    })?;
             namespaces.push(NamespaceConfig {
                 nsid: ns.nsid,
                 bdev,
@@ -336,7 +367,7 @@ pub fn build_target(cfg: &Config) -> Result<Arc<Target>, ConfigError> {
             .add_subsystem(&sub)
             .map_err(|e| at_subsystem(format!("cannot add the subsystem: {e}")))?;
     }
-    Ok(target)
+    Ok((target, bdevs))
 }
 
 /// The start-up summary: what hosts will find, read back from the target itself.
@@ -395,15 +426,16 @@ pub fn log_summary(cfg: &Config, target: &Target) {
 }
 
 /// Runs the target until SIGINT/SIGTERM (or a fatal reactor error) and it has drained.
-pub fn run(cfg: &Config) -> Result<(), AppError> {
+pub fn run(cfg: &Config, rpc_settings: RpcSettings) -> Result<(), AppError> {
     cfg.check_mask_usable()?;
     // Before the (possibly slow) bdev allocation, so a signal during start-up still ends in a
     // clean shutdown instead of killing the process.
     reactor::install_shutdown_signal_handlers().map_err(AppError::Signals)?;
-    let target = build_target(cfg)?;
+    let (target, bdevs) = build_target(cfg)?;
     log_summary(cfg, &target);
 
     let init_failed = Arc::new(AtomicBool::new(false));
+    let initialized = Arc::new(AtomicUsize::new(0));
     let reactor_config = ReactorConfig {
         idle_sleep_us: cfg.idle_sleep_us,
         interrupt_after_idle_us: cfg.interrupt_after_idle_us,
@@ -412,6 +444,7 @@ pub fn run(cfg: &Config) -> Result<(), AppError> {
     let running = {
         let target = target.clone();
         let init_failed = init_failed.clone();
+        let initialized = initialized.clone();
         reactor::spawn_reactors(&cfg.reactor_mask, &reactor_config, move |ctx| {
             if let Err(e) = target.init_reactor(ctx) {
                 log::error!(
@@ -421,6 +454,7 @@ pub fn run(cfg: &Config) -> Result<(), AppError> {
                 init_failed.store(true, Ordering::SeqCst);
                 ctx.handle().request_shutdown();
             }
+            initialized.fetch_add(1, Ordering::SeqCst);
         })
         .map_err(|error| AppError::Spawn {
             mask: cfg.reactor_mask.to_string(),
@@ -428,12 +462,40 @@ pub fn run(cfg: &Config) -> Result<(), AppError> {
         })?
     };
     reactor::forward_signals_to(running.handle().clone());
+    let handle = running.handle().clone();
+    // The RPC socket opens only once every poll group serves: a client that connects may
+    // rely on the configuration being live.
+    let deadline = Instant::now() + REACTOR_INIT_TIMEOUT;
+    while initialized.load(Ordering::SeqCst) < cfg.reactor_mask.len()
+        && !handle.is_shutting_down()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let server = if handle.is_shutting_down() {
+        None
+    } else {
+        match start_rpc(cfg, &target, bdevs, &handle, rpc_settings) {
+            Ok(server) => Some(server),
+            Err(e) => {
+                handle.request_shutdown();
+                let _ = running.join();
+                return Err(e);
+            }
+        }
+    };
     log::info!(
         "nvmf-tgt is running on {} reactor(s); stop it with SIGINT (Ctrl-C) or SIGTERM",
         cfg.reactor_mask.len()
     );
 
     let joined = running.join();
+    if let Some(server) = server {
+        // It stops within its poll period once the reactors shut down.
+        if server.join().is_err() {
+            log::error!("the RPC server thread panicked");
+        }
+    }
     if joined.is_err() {
         return Err(AppError::ReactorPanic);
     }
@@ -442,6 +504,19 @@ pub fn run(cfg: &Config) -> Result<(), AppError> {
     }
     log::info!("nvmf-tgt stopped cleanly");
     Ok(())
+}
+
+fn start_rpc(
+    cfg: &Config,
+    target: &Arc<Target>,
+    bdevs: BdevRegistry,
+    handle: &reactor::ReactorHandle,
+    settings: RpcSettings,
+) -> Result<std::thread::JoinHandle<()>, AppError> {
+    let socket = rpc::server::RpcSocket::bind(&settings.socket)?;
+    let mut control = rpc::Control::new(target.clone(), bdevs, handle.clone(), settings.log);
+    control.interrupt_mode = cfg.interrupt_after_idle_us.is_some();
+    rpc::server::spawn(socket, control).map_err(AppError::RpcThread)
 }
 
 #[cfg(test)]
@@ -482,7 +557,8 @@ mod tests {
     #[test]
     fn default_config_builds_a_target() {
         let cfg = Config::builtin_default().unwrap();
-        let target = build_target(&cfg).unwrap();
+        let (target, bdevs) = build_target(&cfg).unwrap();
+        assert_eq!(bdevs.get("Malloc0").unwrap().origin.module(), "malloc");
         assert_eq!(target.transports().len(), 1);
         assert_eq!(target.transports()[0].name(), "tcp");
         let sub = target.find_subsystem("nqn.2016-06.io.spdk:cnode1").unwrap();
@@ -532,7 +608,7 @@ mod tests {
                     [[subsystem]]\nnqn = \"nqn.2016-06.io.spdk:x\"\nhosts = [\"nqn.2016-06.io.spdk:h\"]\n\
                     [[subsystem.namespace]]\nbdev = \"N\"\nnsid = 7\n";
         let cfg = Config::parse(text, "t.toml").unwrap();
-        let target = build_target(&cfg).unwrap();
+        let (target, _) = build_target(&cfg).unwrap();
         assert!(target.transports().is_empty());
         let sub = target.find_subsystem("nqn.2016-06.io.spdk:x").unwrap();
         assert_eq!(sub.namespaces()[0].nsid, 7);

@@ -69,6 +69,10 @@ pub struct Cli {
     #[arg(long)]
     pub print_default_config: bool,
 
+    /// The JSON-RPC socket (SPDK's protocol; `spdk-rpc` and `nvmf-tgt rpc` use it)
+    #[arg(short = 'r', long = "rpc-socket", value_name = "PATH", default_value = rpc::DEFAULT_SOCKET_PATH)]
+    pub rpc_socket: PathBuf,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -94,7 +98,35 @@ pub enum Command {
     /// latency (spdk_nvme_perf's options -r TRID -q -o -w -M -t -H -I; its -c is -m here)
     #[command(after_help = PERF_EXAMPLES)]
     Perf(FabricPerfArgs),
+    /// Calls a JSON-RPC method of a running target and prints the result as JSON (what
+    /// SPDK's `spdk-rpc` does, for machines without Python)
+    #[command(after_help = RPC_EXAMPLES)]
+    Rpc(RpcArgs),
 }
+
+#[derive(Debug, clap::Args, PartialEq, Eq)]
+pub struct RpcArgs {
+    /// The method, by SPDK's name (rpc_get_methods lists them)
+    pub method: String,
+    /// Parameters: one JSON object, or KEY=VALUE pairs (VALUE as JSON when it parses, else a
+    /// string; a dotted KEY nests: namespace.bdev_name=Malloc0)
+    pub params: Vec<String>,
+    /// The target's RPC socket
+    #[arg(short = 's', long = "socket", value_name = "PATH", default_value = rpc::DEFAULT_SOCKET_PATH)]
+    pub socket: PathBuf,
+    /// Seconds to wait for the answer
+    #[arg(short = 't', long = "timeout", value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_s: u64,
+}
+
+const RPC_EXAMPLES: &str = "\
+Examples:
+  nvmf-tgt rpc nvmf_get_subsystems
+  nvmf-tgt rpc bdev_malloc_create name=Malloc1 num_blocks=131072 block_size=512
+  nvmf-tgt rpc nvmf_subsystem_add_ns nqn=nqn.2016-06.io.spdk:cnode1 namespace.bdev_name=Malloc1
+  nvmf-tgt rpc nvmf_create_subsystem '{\"nqn\": \"nqn.2016-06.io.spdk:cnode2\", \"allow_any_host\": true}'
+  nvmf-tgt rpc -s /run/nvmf.sock framework_get_config name=nvmf";
 
 const PERF_EXAMPLES: &str = "\
 Examples:
@@ -147,7 +179,77 @@ pub fn run(cli: Cli) -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Some(Command::Rpc(args)) => rpc_call(&args),
         None => run_target(&cli),
+    }
+}
+
+/// `nvmf-tgt rpc`: the parameters as the method takes them.
+fn rpc_params(
+    args: &[String],
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
+    use serde_json::{Map, Value};
+    if let [one] = args {
+        if one.trim_start().starts_with('{') {
+            return match serde_json::from_str::<Value>(one) {
+                Ok(Value::Object(m)) => Ok(Some(m)),
+                Ok(_) => Err("the parameters must be a JSON object".into()),
+                Err(e) => Err(format!("the parameters are not valid JSON: {e}")),
+            };
+        }
+    }
+    if args.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Map::new();
+    for arg in args {
+        let (key, text) = arg
+            .split_once('=')
+            .ok_or_else(|| format!("{arg:?}: give KEY=VALUE, or one JSON object"))?;
+        let value = serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.into()));
+        let mut parts = key.split('.').peekable();
+        let mut at = &mut out;
+        while let Some(part) = parts.next() {
+            if part.is_empty() {
+                return Err(format!("{key:?}: an empty name in a dotted key"));
+            }
+            if parts.peek().is_none() {
+                at.insert(part.into(), value);
+                break;
+            }
+            let next = at
+                .entry(part.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            at = next
+                .as_object_mut()
+                .ok_or_else(|| format!("{key:?}: {part} is already a value, not an object"))?;
+        }
+    }
+    Ok(Some(out))
+}
+
+fn rpc_call(args: &RpcArgs) -> ExitCode {
+    let params = match rpc_params(&args.params) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("nvmf-tgt rpc: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let timeout = std::time::Duration::from_secs(args.timeout_s);
+    match rpc::client::call(&args.socket, &args.method, params, timeout) {
+        Ok(result) => emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&result).expect("a Value serializes")
+        )),
+        Err(rpc::client::ClientError::Rpc(e)) => {
+            eprintln!(
+                "nvmf-tgt rpc {}: error {}: {}",
+                args.method, e.code, e.message
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => fail(&e),
     }
 }
 
@@ -202,7 +304,7 @@ fn check_config(cli: &Cli) -> ExitCode {
 }
 
 fn run_target(cli: &Cli) -> ExitCode {
-    logging::init(&cli.log);
+    let logging_flags = logging::init(&cli.log);
     let mut cfg = match load_config(cli) {
         Ok(cfg) => cfg,
         Err(e) => return fail(&e),
@@ -210,7 +312,12 @@ fn run_target(cli: &Cli) -> ExitCode {
     if cli.config.is_none() {
         listen_on_rdma_by_default(&mut cfg);
     }
-    match app::run(&cfg) {
+    let flags = logging_flags.clone();
+    let settings = app::RpcSettings {
+        socket: cli.rpc_socket.clone(),
+        log: flags,
+    };
+    match app::run(&cfg, settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

@@ -181,8 +181,10 @@ fn setup_status_runs_here() {
 
 #[test]
 fn default_config_runs_and_stops_on_sigterm() {
+    let socket = std::env::temp_dir().join(format!("nvmf-cli-test-{}.sock", std::process::id()));
     let child = Command::new(BIN)
-        .args(["-m", "0x1"])
+        .args(["-m", "0x1", "-r"])
+        .arg(&socket)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -240,23 +240,45 @@ impl Subsystem {
         self.lock().listeners.clone()
     }
 
+    pub fn allow_any_host(&self) -> bool {
+        self.lock().allow_any_host
+    }
+
+    /// The hosts allowed by name (whatever `allow_any_host` says).
+    pub fn hosts(&self) -> Vec<String> {
+        self.lock().hosts.clone()
+    }
+
     pub fn namespaces(&self) -> Vec<Namespace> {
         self.lock().namespaces.values().cloned().collect()
     }
 
+    /// Adds a namespace; NSID 0 takes the lowest free one.
     pub(crate) fn insert_namespace(&self, cfg: &NamespaceConfig) -> Result<Namespace, ConfigError> {
+        let mut st = self.lock();
+        let nsid = match cfg.nsid {
+            0 => (1..=self.max_namespaces)
+                .find(|n| !st.namespaces.contains_key(n))
+                .ok_or_else(|| ConfigError::Invalid {
+                    what: format!("subsystem {:?}", self.nqn),
+                    msg: format!(
+                        "all {} namespaces (max_namespaces) are in use",
+                        self.max_namespaces
+                    ),
+                })?,
+            n => n,
+        };
         let err = |msg: String| ConfigError::Invalid {
-            what: format!("subsystem {:?} namespace {}", self.nqn, cfg.nsid),
+            what: format!("subsystem {:?} namespace {nsid}", self.nqn),
             msg,
         };
-        if cfg.nsid == 0 || cfg.nsid > self.max_namespaces {
+        if nsid > self.max_namespaces {
             return Err(err(format!(
                 "nsid must be 1..={} (max_namespaces)",
                 self.max_namespaces
             )));
         }
-        let mut st = self.lock();
-        if st.namespaces.contains_key(&cfg.nsid) {
+        if st.namespaces.contains_key(&nsid) {
             return Err(err("nsid is already in use".into()));
         }
         let name = &cfg.bdev.info().name;
@@ -284,16 +306,16 @@ impl Subsystem {
             )));
         }
         let ns = Namespace {
-            nsid: cfg.nsid,
+            nsid,
             bdev: cfg.bdev.clone(),
             nguid: cfg
                 .nguid
-                .unwrap_or_else(|| stable_id(&[&self.nqn, &cfg.nsid.to_string(), name, "nguid"])),
+                .unwrap_or_else(|| stable_id(&[&self.nqn, &nsid.to_string(), name, "nguid"])),
             uuid: cfg.uuid.unwrap_or_else(|| {
-                uuid_from(stable_id(&[&self.nqn, &cfg.nsid.to_string(), name, "uuid"]))
+                uuid_from(stable_id(&[&self.nqn, &nsid.to_string(), name, "uuid"]))
             }),
         };
-        st.namespaces.insert(cfg.nsid, ns.clone());
+        st.namespaces.insert(nsid, ns.clone());
         Ok(ns)
     }
 

@@ -299,9 +299,10 @@ impl Target {
         Ok(())
     }
 
-    /// Adds a namespace at run time: every poll group opens its channel first,
-    /// then the subsystem's controllers get a Namespace Attribute Changed event.
-    pub fn add_namespace(&self, nqn: &str, cfg: &NamespaceConfig) -> Result<(), ConfigError> {
+    /// Adds a namespace at run time (NSID 0: the lowest free one) and returns its NSID: every
+    /// poll group opens its channel first, then the subsystem's controllers get a Namespace
+    /// Attribute Changed event.
+    pub fn add_namespace(&self, nqn: &str, cfg: &NamespaceConfig) -> Result<u32, ConfigError> {
         let sub = self.find_subsystem(nqn).ok_or_else(|| no_subsystem(nqn))?;
         let ns = sub.insert_namespace(cfg)?;
         let (sub_id, nsid) = (sub.id, ns.nsid);
@@ -309,6 +310,26 @@ impl Target {
             move |pg| pg.attach_namespace(sub_id, &ns),
             move |pg| pg.namespace_changed(sub_id, nsid),
         );
+        Ok(nsid)
+    }
+
+    /// Lets any host connect (`true`) or only the listed ones. Hosts already connected stay.
+    pub fn set_allow_any_host(&self, nqn: &str, allow: bool) -> Result<(), ConfigError> {
+        {
+            let subs = self.subsystems_locked();
+            let sub = subs
+                .iter()
+                .find(|s| s.nqn == nqn)
+                .ok_or_else(|| no_subsystem(nqn))?;
+            let mut st = sub.lock();
+            if st.allow_any_host == allow {
+                return Ok(());
+            }
+            st.allow_any_host = allow;
+            drop(st);
+            self.bump_genctr(&subs);
+        }
+        self.broadcast(|pg| pg.discovery_changed());
         Ok(())
     }
 

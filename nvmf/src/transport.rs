@@ -411,9 +411,20 @@ pub enum TransportError {
 }
 
 /// A transport, shared by all reactors.
+/// A transport's own option, as `nvmf_get_transports` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionValue {
+    Bool(bool),
+    Number(u64),
+}
+
 pub trait Transport: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     fn caps(&self) -> TransportCaps;
+    /// Options beyond the target's, by SPDK's names (`io_unit_size`, `c2h_success`, ...).
+    fn options(&self) -> Vec<(&'static str, OptionValue)> {
+        Vec::new()
+    }
     fn listen(&self, addr: &ListenAddress) -> Result<(), TransportError>;
     /// Stops a listener `listen` started; queues it accepted stay connected.
     fn stop_listening(&self, addr: &ListenAddress) -> Result<(), TransportError>;

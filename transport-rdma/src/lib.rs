@@ -33,7 +33,8 @@ use nvme_spec::fabrics::rdma::{reject, CmAccept, CmReject, CmRequest};
 use nvme_spec::identify::sgls;
 use nvme_spec::{FromBytes, IntoBytes};
 use nvmf::transport::{
-    ListenAddress, PendingQueue, Transport, TransportCaps, TransportError, TransportPollGroup,
+    ListenAddress, OptionValue, PendingQueue, Transport, TransportCaps, TransportError,
+    TransportPollGroup,
 };
 
 use crate::verbs::{CmId, CmToken, Connection, DeviceKey, EventChannel, RdmaCore, Verbs};
@@ -388,6 +389,22 @@ pub(crate) fn accept_private_data(depth: u16) -> CmAccept {
 impl Transport for RdmaTransport {
     fn name(&self) -> &'static str {
         "rdma"
+    }
+
+    fn options(&self) -> Vec<(&'static str, OptionValue)> {
+        let o = &self.options;
+        vec![
+            (
+                "io_unit_size",
+                OptionValue::Number(u64::from(o.io_unit_bytes)),
+            ),
+            (
+                "num_shared_buffers",
+                OptionValue::Number(o.buffer_count as u64),
+            ),
+            ("no_srq", OptionValue::Bool(!o.srq)),
+            ("max_srq_depth", OptionValue::Number(u64::from(o.srq_depth))),
+        ]
     }
 
     fn caps(&self) -> TransportCaps {

@@ -35,7 +35,8 @@ use nvme_spec::fabrics::ConnectCommand;
 use nvme_spec::identify::sgls;
 use nvme_spec::opcode::fctype;
 use nvmf::transport::{
-    ListenAddress, PendingQueue, Transport, TransportCaps, TransportError, TransportPollGroup,
+    ListenAddress, OptionValue, PendingQueue, Transport, TransportCaps, TransportError,
+    TransportPollGroup,
 };
 
 use crate::conn::ConnParams;
@@ -254,6 +255,21 @@ fn send_term(stream: &mut TcpStream, fatal: &Fatal, offending: &[u8]) {
 impl Transport for TcpTransport {
     fn name(&self) -> &'static str {
         "tcp"
+    }
+
+    fn options(&self) -> Vec<(&'static str, OptionValue)> {
+        let o = &self.options;
+        vec![
+            (
+                "io_unit_size",
+                OptionValue::Number(u64::from(o.io_unit_bytes)),
+            ),
+            (
+                "num_shared_buffers",
+                OptionValue::Number(o.buffer_count as u64),
+            ),
+            ("c2h_success", OptionValue::Bool(o.c2h_success)),
+        ]
     }
 
     fn caps(&self) -> TransportCaps {

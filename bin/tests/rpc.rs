@@ -1,0 +1,412 @@
+//! The JSON-RPC control plane of the built binary, through a real Unix socket.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nvme_spec::fabrics::CNTLID_DYNAMIC;
+use nvme_spec::opcode::io;
+use nvme_spec::{Sqe, Status};
+use rpc::client::{Client, ClientError};
+use serde_json::{json, Map, Value};
+use transport_tcp::host::TcpHost;
+use transport_tcp::pdu::Digests;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nvmf-tgt");
+const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
+const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:6f1c0e8e-3333-4a4f-9f0e-0a0b0c0d0e03";
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running target with its own config, port and RPC socket; stopped (SIGTERM) on drop.
+struct Target {
+    child: Child,
+    socket: PathBuf,
+    port: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Target {
+    fn start() -> Target {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "nvmf-rpc-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a test directory");
+        let port = free_port();
+        let config = format!(
+            "[global]\nidle_sleep_us = 100\n\
+             [[bdev]]\nname = \"Malloc0\"\nkind = \"malloc\"\nnum_blocks = 8192\nblock_size = 512\n\
+             [[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n\
+             [[subsystem.listener]]\ntrtype = \"tcp\"\ntraddr = \"127.0.0.1\"\ntrsvcid = \"{port}\"\n\
+             [[subsystem.namespace]]\nbdev = \"Malloc0\"\n"
+        );
+        let cfg_path = dir.join("nvmf.toml");
+        std::fs::write(&cfg_path, config).expect("write the config");
+        let socket = dir.join("rpc.sock");
+        let child = Command::new(BIN)
+            .args(["-m", "0x1", "-c"])
+            .arg(&cfg_path)
+            .arg("-r")
+            .arg(&socket)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nvmf-tgt");
+        let t = Target {
+            child,
+            socket,
+            port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&t.socket).is_err() {
+            assert!(Instant::now() < deadline, "no RPC socket within 20 s");
+            thread::sleep(Duration::from_millis(20));
+        }
+        t
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(&self.socket, TIMEOUT).expect("connect to the RPC socket")
+    }
+
+    fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
+        self.client().call(method, params_of(params))
+    }
+
+    fn ok(&self, method: &str, params: Value) -> Value {
+        self.call(method, params.clone())
+            .unwrap_or_else(|e| panic!("{method} {params}: {e}"))
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = rpc::client::call(
+                &self.socket,
+                "spdk_kill_instance",
+                params_of(json!({"sig_name": "SIGTERM"})),
+                TIMEOUT,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn params_of(v: Value) -> Option<Map<String, Value>> {
+    match v {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+fn rpc_error(r: Result<Value, ClientError>) -> (i32, String) {
+    match r {
+        Err(ClientError::Rpc(e)) => (e.code, e.message),
+        other => panic!("expected an RPC error, got {other:?}"),
+    }
+}
+
+/// Sends raw bytes on a fresh connection and reads one answer.
+fn raw(socket: &Path, bytes: &[u8]) -> (Client, Value) {
+    let mut c = Client::connect(socket, TIMEOUT).expect("connect");
+    c.send_raw(bytes).expect("send");
+    let v = c.read_value().expect("an answer");
+    (c, v)
+}
+
+#[test]
+fn the_socket_is_private_and_gone_after_shutdown() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Target::start();
+    let mode = std::fs::metadata(&t.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "only the owner may connect");
+    let socket = t.socket.clone();
+    // A second target on the same socket is refused, and says why.
+    let out = Command::new(BIN)
+        .args(["-m", "0x1", "-r"])
+        .arg(&socket)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another process") && err.contains("-r"),
+        "{err}"
+    );
+    drop(t);
+    assert!(!socket.exists(), "the socket file is removed at shutdown");
+}
+
+#[test]
+fn malformed_and_oversized_requests_get_errors_and_other_clients_carry_on() {
+    let t = Target::start();
+    let mut bystander = t.client();
+    assert!(bystander.call("spdk_get_version", None).is_ok());
+
+    // Bad JSON inside a well-framed value: -32700, and the connection still serves.
+    let (mut c, v) = raw(&t.socket, br#"{"jsonrpc":"2.0","method":,"id":1}"#);
+    assert_eq!(v["error"]["code"], json!(-32700), "{v}");
+    assert_eq!(v["id"], Value::Null);
+    assert!(
+        c.call("spdk_get_version", None).is_ok(),
+        "the same connection goes on"
+    );
+
+    for (bytes, code) in [
+        (
+            &br#"{"jsonrpc":"2.0","method":"no_such","id":2}"#[..],
+            -32601,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","method":"rpc_get_methods","id":3,"params":{"current":"x"}}"#,
+            -32602,
+        ),
+        (
+            br#"{"jsonrpc":"2.0","method":"nvmf_subsystem_add_ns","id":4,"params":{"nqn":"x"}}"#,
+            -32602,
+        ),
+        (br#"{"jsonrpc":"2.0","id":5}"#, -32600),
+        (br#"[]"#, -32600),
+    ] {
+        let (_, v) = raw(&t.socket, bytes);
+        assert_eq!(
+            v["error"]["code"],
+            json!(code),
+            "{} -> {v}",
+            String::from_utf8_lossy(bytes)
+        );
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+
+    // A 1 MiB request is served.
+    let long = "n".repeat(1 << 20);
+    let (_, v) = raw(
+        &t.socket,
+        json!({"jsonrpc": "2.0", "method": "nvmf_get_subsystems", "id": 6, "params": {"nqn": long}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(v["error"]["code"], json!(-19), "an unknown NQN, answered");
+
+    // Over the limit: an error, then that connection ends.
+    let mut big = UnixStream::connect(&t.socket).unwrap();
+    big.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let head = br#"{"jsonrpc":"2.0","method":"x","id":7,"params":{"p":""#;
+    big.write_all(head).unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    for _ in 0..5 {
+        if big.write_all(&chunk).is_err() {
+            break; // the server already closed it
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = big.read_to_end(&mut answer);
+    let v: Value = serde_json::from_slice(answer.trim_ascii()).expect("one error answer");
+    assert_eq!(v["error"]["code"], json!(-32600), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("MiB"),
+        "{v}"
+    );
+
+    // Garbage between requests cannot be resynced: an error, then the end.
+    let mut g = UnixStream::connect(&t.socket).unwrap();
+    g.set_read_timeout(Some(TIMEOUT)).unwrap();
+    g.write_all(b"hello").unwrap();
+    let mut answer = Vec::new();
+    let _ = g.read_to_end(&mut answer);
+    let v: Value = serde_json::from_slice(answer.trim_ascii()).expect("one error answer");
+    assert_eq!(v["error"]["code"], json!(-32700), "{v}");
+
+    // A batch gets one array of answers; a notification's success gets none.
+    let (_, v) = raw(
+        &t.socket,
+        br#"[{"jsonrpc":"2.0","method":"spdk_get_version","id":1},
+            {"jsonrpc":"2.0","method":"spdk_get_version"},
+            {"jsonrpc":"2.0","method":"no_such","id":3}]"#,
+    );
+    let answers = v.as_array().expect("an array");
+    assert_eq!(answers.len(), 2, "{v}");
+    assert_eq!(answers[1]["error"]["code"], json!(-32601));
+
+    assert!(
+        bystander.call("spdk_get_version", None).is_ok(),
+        "untouched throughout"
+    );
+}
+
+#[test]
+fn concurrent_clients_each_get_their_own_answers() {
+    let t = Target::start();
+    let socket = t.socket.clone();
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let socket = socket.clone();
+            thread::spawn(move || {
+                let mut c = Client::connect(&socket, TIMEOUT).unwrap();
+                for i in 0..25 {
+                    let name = format!("N{w}_{i}");
+                    let made = c
+                        .call(
+                            "bdev_null_create",
+                            params_of(json!({"name": name, "num_blocks": 64, "block_size": 512})),
+                        )
+                        .unwrap();
+                    assert_eq!(made, json!(name));
+                    let got = c
+                        .call("bdev_get_bdevs", params_of(json!({"name": name})))
+                        .unwrap();
+                    assert_eq!(got[0]["name"], json!(name));
+                    c.call("bdev_null_delete", params_of(json!({"name": name})))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a client thread");
+    }
+    let left = t.ok("bdev_get_bdevs", Value::Null);
+    assert_eq!(left.as_array().unwrap().len(), 1, "only Malloc0: {left}");
+}
+
+fn rw(op: u8, nsid: u32, slba: u64, blocks: u32) -> Sqe {
+    let mut sqe = Sqe::new(op, 0);
+    sqe.nsid = nsid.into();
+    sqe.cdw10 = (slba as u32).into();
+    sqe.cdw11 = ((slba >> 32) as u32).into();
+    sqe.cdw12 = (blocks - 1).into();
+    sqe
+}
+
+#[test]
+fn namespaces_and_hosts_change_while_tcp_io_runs_and_no_write_is_lost() {
+    let t = Target::start();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", t.port).parse().unwrap();
+    let mut admin = TcpHost::connect(addr, Digests::default()).unwrap();
+    let c = admin
+        .fabrics_connect(0, 31, CNTLID_DYNAMIC, NQN, HOSTNQN, 10_000)
+        .unwrap();
+    assert!(c.status().is_success());
+    admin.enable().unwrap();
+    let cntlid = c.dw0() as u16;
+    let mut q = TcpHost::connect(addr, Digests::default()).unwrap();
+    let c = q.fabrics_connect(1, 31, cntlid, NQN, HOSTNQN, 0).unwrap();
+    assert!(c.status().is_success());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let io = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut rounds = 0u32;
+            while !stop.load(Ordering::Relaxed) || rounds < 50 {
+                let lba = u64::from(rounds % 1000) * 8;
+                let fill = (rounds % 251) as u8 + 1;
+                let data = vec![fill; 4096];
+                let (c, _) = q.exec(rw(io::WRITE, 1, lba, 8), &data, 0).expect("write");
+                assert_eq!(c.status(), Status::SUCCESS, "write {rounds}");
+                let (c, back) = q.exec(rw(io::READ, 1, lba, 8), &[], 4096).expect("read");
+                assert_eq!(c.status(), Status::SUCCESS, "read {rounds}");
+                assert!(back == data, "round {rounds}: read back other bytes");
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    for i in 0..20 {
+        let name = format!("Live{i}");
+        t.ok(
+            "bdev_malloc_create",
+            json!({"name": name, "num_blocks": 256, "block_size": 512}),
+        );
+        let nsid = t.ok(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": name}}),
+        );
+        assert_eq!(nsid, json!(2), "NSID 2 is free again each round");
+        t.ok(
+            "nvmf_subsystem_add_host",
+            json!({"nqn": NQN, "host": format!("nqn.2016-06.io.spdk:h{i}")}),
+        );
+        t.ok("nvmf_subsystem_remove_ns", json!({"nqn": NQN, "nsid": 2}));
+        // Its I/O channels close on every reactor; deleting waits for nothing else.
+        t.ok("bdev_malloc_delete", json!({"name": name}));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds = io.join().expect("the I/O thread saw no error");
+    assert!(rounds >= 50, "{rounds} rounds");
+    let sub = t.ok("nvmf_get_subsystems", json!({"nqn": NQN}));
+    assert_eq!(sub[0]["hosts"].as_array().unwrap().len(), 20);
+    assert_eq!(sub[0]["namespaces"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn spdk_kill_instance_stops_the_target_cleanly() {
+    let mut t = Target::start();
+    assert_eq!(
+        t.ok("spdk_kill_instance", json!({"sig_name": "SIGTERM"})),
+        json!(true)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = t.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 10 s after spdk_kill_instance"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!t.socket.exists(), "the socket is removed");
+    assert!(matches!(
+        rpc::client::call(&t.socket, "spdk_get_version", None, TIMEOUT),
+        Err(ClientError::Connect { .. })
+    ));
+}
+
+#[test]
+fn errors_name_what_is_wrong() {
+    let t = Target::start();
+    let (code, msg) = rpc_error(t.call("bdev_malloc_delete", json!({"name": "Malloc0"})));
+    assert_eq!(code, -16);
+    assert!(msg.contains(NQN), "names the subsystem: {msg}");
+    let (code, msg) = rpc_error(t.call(
+        "nvmf_create_subsystem",
+        json!({"nqn": NQN, "ana_reporting": true}),
+    ));
+    assert_eq!(code, -32602);
+    assert!(msg.contains("ana_reporting"), "{msg}");
+    let (code, msg) = rpc_error(t.call(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": NQN, "namespace": {"bdev": "Malloc0"}}),
+    ));
+    assert_eq!(code, -32602);
+    assert!(msg.contains("bdev"), "{msg}");
+}
