@@ -9,15 +9,12 @@ use std::time::{Duration, Instant};
 
 use bdev::Bdev;
 use nvme_pcie::bdev::{NvmeDevice, NvmeOptions};
-use nvmf::loopback::LoopbackTransport;
 use nvmf::{NamespaceConfig, SubsystemConfig, Target, Transport};
 use reactor::ReactorConfig;
 use rpc::{BdevOrigin, BdevRegistry};
 
 use crate::capabilities::{self, CapabilityKind};
-use crate::config::{
-    format_mib, BdevDevice, BdevKind, BdevSpec, Config, ConfigError, TransportConfig,
-};
+use crate::config::{format_mib, BdevDevice, BdevKind, BdevSpec, Config, ConfigError};
 use crate::numa;
 
 #[derive(Debug, thiserror::Error)]
@@ -207,51 +204,7 @@ fn open_nvme(
 
 /// One transport by its capability name; every built transport needs an arm here.
 /// `numa_node`: where the shared data buffers go (see [`reactors_numa_node`]).
-pub fn build_transport(
-    name: &str,
-    t: &TransportConfig,
-    numa_node: Option<u32>,
-) -> Result<Arc<dyn Transport>, String> {
-    match name {
-        "loopback" => LoopbackTransport::new(
-            t.options.in_capsule_data_bytes,
-            t.options.max_io_bytes,
-            t.io_unit_bytes,
-            t.num_shared_buffers,
-        )
-        .map(|l| l as Arc<dyn Transport>)
-        .map_err(|e| e.to_string()),
-        "rdma" => transport_rdma::RdmaTransport::new(transport_rdma::RdmaOptions {
-            max_queue_depth: t.options.max_queue_depth,
-            max_admin_queue_depth: t.options.max_admin_queue_depth,
-            in_capsule_data_bytes: t.options.in_capsule_data_bytes,
-            max_io_bytes: t.options.max_io_bytes,
-            io_unit_bytes: t.io_unit_bytes,
-            buffer_count: t.num_shared_buffers,
-            srq: t.srq,
-            srq_depth: t.srq_depth,
-            numa_node,
-        })
-        .map(|r| r as Arc<dyn Transport>)
-        .map_err(|e| e.to_string()),
-        "tcp" => transport_tcp::TcpTransport::new(transport_tcp::TcpOptions {
-            max_queue_depth: t.options.max_queue_depth,
-            max_admin_queue_depth: t.options.max_admin_queue_depth,
-            in_capsule_data_bytes: t.options.in_capsule_data_bytes,
-            max_io_bytes: t.options.max_io_bytes,
-            io_unit_bytes: t.io_unit_bytes,
-            buffer_count: t.num_shared_buffers,
-            max_h2c_data_bytes: transport_tcp::DEFAULT_MAX_H2C_DATA_BYTES,
-            c2h_success: t.c2h_success,
-            numa_node,
-        })
-        .map(|r| r as Arc<dyn Transport>)
-        .map_err(|e| e.to_string()),
-        other => Err(format!(
-            "transport {other:?} is listed as built but nvmf-tgt has no code to create it"
-        )),
-    }
-}
+pub use rpc::transports::build_transport;
 
 /// The NUMA node of every reactor, when they share one: the NIC and the SSDs DMA into the
 /// shared data buffers there, and the reactors touch them. None when the mask spans nodes
@@ -516,13 +469,15 @@ fn start_rpc(
     let socket = rpc::server::RpcSocket::bind(&settings.socket)?;
     let mut control = rpc::Control::new(target.clone(), bdevs, handle.clone(), settings.log);
     control.interrupt_mode = cfg.interrupt_after_idle_us.is_some();
+    control.transport_defaults = cfg.transport;
+    control.numa_node = reactors_numa_node(&cfg.reactor_mask);
     rpc::server::spawn(socket, control).map_err(AppError::RpcThread)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DEFAULT_CONFIG_NAME;
+    use crate::config::{TransportConfig, DEFAULT_CONFIG_NAME};
 
     #[test]
     fn an_unset_max_io_size_is_lowered_to_fit_the_nvme_controllers() {

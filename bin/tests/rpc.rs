@@ -37,7 +37,20 @@ fn free_port() -> u16 {
 }
 
 impl Target {
+    /// The test config: Malloc0 exported by NQN to any host on a TCP listener.
     fn start() -> Target {
+        Self::start_with(|port| {
+            format!(
+                "[[bdev]]\nname = \"Malloc0\"\nkind = \"malloc\"\nnum_blocks = 8192\nblock_size = 512\n\
+                 [[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n\
+                 [[subsystem.listener]]\ntrtype = \"tcp\"\ntraddr = \"127.0.0.1\"\ntrsvcid = \"{port}\"\n\
+                 [[subsystem.namespace]]\nbdev = \"Malloc0\"\n"
+            )
+        })
+    }
+
+    /// A target whose config (after a [global] section) `body` gives for a free port.
+    fn start_with(body: impl Fn(u16) -> String) -> Target {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "nvmf-rpc-test-{}-{}",
@@ -46,13 +59,7 @@ impl Target {
         ));
         std::fs::create_dir_all(&dir).expect("a test directory");
         let port = free_port();
-        let config = format!(
-            "[global]\nidle_sleep_us = 100\n\
-             [[bdev]]\nname = \"Malloc0\"\nkind = \"malloc\"\nnum_blocks = 8192\nblock_size = 512\n\
-             [[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n\
-             [[subsystem.listener]]\ntrtype = \"tcp\"\ntraddr = \"127.0.0.1\"\ntrsvcid = \"{port}\"\n\
-             [[subsystem.namespace]]\nbdev = \"Malloc0\"\n"
-        );
+        let config = format!("[global]\nidle_sleep_us = 100\n{}", body(port));
         let cfg_path = dir.join("nvmf.toml");
         std::fs::write(&cfg_path, config).expect("write the config");
         let socket = dir.join("rpc.sock");
@@ -409,4 +416,238 @@ fn errors_name_what_is_wrong() {
     ));
     assert_eq!(code, -32602);
     assert!(msg.contains("bdev"), "{msg}");
+}
+
+/// An admin queue and one I/O queue of `hostnqn` on `nqn` at 127.0.0.1:`port`.
+fn connect(port: u16, nqn: &str, hostnqn: &str) -> Result<(TcpHost, TcpHost), String> {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut admin = TcpHost::connect(addr, Digests::default()).map_err(|e| e.to_string())?;
+    let c = admin
+        .fabrics_connect(0, 31, CNTLID_DYNAMIC, nqn, hostnqn, 10_000)
+        .map_err(|e| e.to_string())?;
+    if !c.status().is_success() {
+        return Err(format!("admin Connect: {:?}", c.status()));
+    }
+    admin.enable().map_err(|e| e.to_string())?;
+    let mut q = TcpHost::connect(addr, Digests::default()).map_err(|e| e.to_string())?;
+    let c = q
+        .fabrics_connect(1, 31, c.dw0() as u16, nqn, hostnqn, 0)
+        .map_err(|e| e.to_string())?;
+    if !c.status().is_success() {
+        return Err(format!("I/O Connect: {:?}", c.status()));
+    }
+    Ok((admin, q))
+}
+
+/// Whether the target ended this connection: a read on it ends or fails.
+fn ended(host: &mut TcpHost) -> bool {
+    host.stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    match host.stream.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => {
+            e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut
+        }
+    }
+}
+
+#[test]
+fn removing_a_host_disconnects_its_controllers_and_keeps_it_out() {
+    let t = Target::start();
+    let other = "nqn.2014-08.org.nvmexpress:uuid:6f1c0e8e-4444-4a4f-9f0e-0a0b0c0d0e04";
+    t.ok(
+        "nvmf_subsystem_allow_any_host",
+        json!({"nqn": NQN, "allow_any_host": false}),
+    );
+    t.ok(
+        "nvmf_subsystem_add_host",
+        json!({"nqn": NQN, "host": HOSTNQN}),
+    );
+    t.ok(
+        "nvmf_subsystem_add_host",
+        json!({"nqn": NQN, "host": other}),
+    );
+    let (mut admin, mut q) = connect(t.port, NQN, HOSTNQN).expect("an allowed host connects");
+    let (_admin2, mut q2) = connect(t.port, NQN, other).expect("the other host too");
+    t.ok(
+        "nvmf_subsystem_remove_host",
+        json!({"nqn": NQN, "host": HOSTNQN}),
+    );
+    assert!(ended(&mut admin), "its admin queue is disconnected");
+    assert!(ended(&mut q), "and its I/O queue");
+    let (c, _) = q2
+        .exec(rw(io::READ, 1, 0, 8), &[], 4096)
+        .expect("the other host still reads");
+    assert_eq!(c.status(), Status::SUCCESS);
+    assert!(
+        connect(t.port, NQN, HOSTNQN).is_err(),
+        "the removed host cannot come back"
+    );
+    let (code, msg) = rpc_error(t.call(
+        "nvmf_subsystem_remove_host",
+        json!({"nqn": NQN, "host": HOSTNQN}),
+    ));
+    assert_eq!(code, -32603);
+    assert!(msg.contains("not on its list"), "{msg}");
+}
+
+#[test]
+fn removing_a_listener_disconnects_the_queues_that_came_through_it() {
+    let t = Target::start();
+    let (mut admin, mut q) = connect(t.port, NQN, HOSTNQN).unwrap();
+    let second = free_port();
+    let l2 = json!({"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": second.to_string()});
+    t.ok(
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": NQN, "listen_address": l2, "secure_channel": false}),
+    );
+    let (code, _) = rpc_error(t.call(
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": NQN, "listen_address": l2}),
+    ));
+    assert_eq!(code, -32602, "a listener twice");
+    let (_a2, mut q2) = connect(second, NQN, HOSTNQN).expect("the new listener serves");
+    let l1 = json!({"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": t.port.to_string()});
+    t.ok(
+        "nvmf_subsystem_remove_listener",
+        json!({"nqn": NQN, "listen_address": l1}),
+    );
+    assert!(
+        ended(&mut admin) && ended(&mut q),
+        "queues through the removed listener end"
+    );
+    let (c, _) = q2.exec(rw(io::READ, 1, 0, 8), &[], 4096).unwrap();
+    assert_eq!(
+        c.status(),
+        Status::SUCCESS,
+        "queues through the other one stay"
+    );
+    assert!(
+        connect(t.port, NQN, HOSTNQN).is_err(),
+        "nothing listens there any more"
+    );
+    let listeners = t.ok("nvmf_subsystem_get_listeners", json!({"nqn": NQN}));
+    assert_eq!(
+        listeners,
+        json!([{"address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": second.to_string()}}])
+    );
+    let (code, _) = rpc_error(t.call("nvmf_subsystem_add_listener", json!({"nqn": NQN,
+        "listen_address": {"trtype": "tcp", "adrfam": "IPv6", "traddr": "127.0.0.1", "trsvcid": "1"}})));
+    assert_eq!(code, -32602, "adrfam must match traddr");
+}
+
+#[test]
+fn deleting_a_subsystem_under_io_disconnects_its_hosts_and_the_target_goes_on() {
+    let t = Target::start();
+    let (_admin, mut q) = connect(t.port, NQN, HOSTNQN).unwrap();
+    let io = thread::spawn(move || {
+        let mut done = 0u32;
+        loop {
+            let data = vec![7u8; 4096];
+            match q.exec(rw(io::WRITE, 1, u64::from(done % 512) * 8, 8), &data, 0) {
+                Ok((c, _)) if c.status() == Status::SUCCESS => done += 1,
+                Ok((c, _)) => panic!(
+                    "a write failed with {:?} instead of the queue ending",
+                    c.status()
+                ),
+                Err(_) => return done,
+            }
+        }
+    });
+    thread::sleep(Duration::from_millis(200));
+    t.ok("nvmf_delete_subsystem", json!({"nqn": NQN}));
+    let writes = io.join().expect("the I/O thread");
+    assert!(writes > 0, "I/O ran before the deletion");
+    let subs = t.ok("nvmf_get_subsystems", Value::Null);
+    assert_eq!(
+        subs.as_array().unwrap().len(),
+        1,
+        "only discovery is left: {subs}"
+    );
+    t.ok("bdev_malloc_delete", json!({"name": "Malloc0"}));
+    assert!(
+        connect(t.port, NQN, HOSTNQN).is_err(),
+        "its listener is gone"
+    );
+    // The target serves on: a new subsystem with the same name works.
+    t.ok(
+        "bdev_malloc_create",
+        json!({"name": "Malloc0", "num_blocks": 64, "block_size": 512}),
+    );
+    t.ok(
+        "nvmf_create_subsystem",
+        json!({"nqn": NQN, "allow_any_host": true}),
+    );
+    t.ok(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": NQN, "namespace": {"bdev_name": "Malloc0"}}),
+    );
+    t.ok(
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": NQN,
+        "listen_address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": t.port.to_string()}}),
+    );
+    let (_a, mut q) = connect(t.port, NQN, HOSTNQN).expect("the new subsystem serves");
+    let (c, back) = q.exec(rw(io::READ, 1, 0, 8), &[], 4096).unwrap();
+    assert_eq!(c.status(), Status::SUCCESS);
+    assert!(
+        back.iter().all(|&b| b == 0),
+        "a new malloc bdev reads zeroes"
+    );
+}
+
+#[test]
+fn an_spdk_style_session_builds_a_target_from_nothing() {
+    let t = Target::start_with(|_| String::new());
+    assert_eq!(t.ok("nvmf_get_transports", Value::Null), json!([]));
+    let port = free_port();
+    // The calls of SPDK's usual session, as its client sends them.
+    t.ok(
+        "nvmf_create_transport",
+        json!({"trtype": "TCP", "max_queue_depth": 64, "in_capsule_data_size": 8192,
+        "no_srq": false, "c2h_success": true, "zcopy": false}),
+    );
+    assert_eq!(
+        t.ok(
+            "bdev_malloc_create",
+            json!({"num_blocks": 131072, "block_size": 512, "name": "Malloc0",
+        "md_interleave": false, "dif_is_head_of_md": false})
+        ),
+        json!("Malloc0")
+    );
+    t.ok(
+        "nvmf_create_subsystem",
+        json!({"nqn": NQN, "serial_number": "SPDK00000000000001",
+        "model_number": "SPDK_Controller1", "allow_any_host": true, "ana_reporting": false,
+        "passthrough": false, "enable_nssr": false}),
+    );
+    assert_eq!(
+        t.ok(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": "Malloc0", "no_auto_visible": false}})
+        ),
+        json!(1)
+    );
+    t.ok(
+        "nvmf_subsystem_add_listener",
+        json!({"nqn": NQN, "secure_channel": false,
+        "listen_address": {"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": port.to_string()}}),
+    );
+    let (_admin, mut q) = connect(port, NQN, HOSTNQN).expect("a host connects");
+    let data = vec![0x5au8; 4096];
+    let (c, _) = q.exec(rw(io::WRITE, 1, 8, 8), &data, 0).unwrap();
+    assert_eq!(c.status(), Status::SUCCESS);
+    let (c, back) = q.exec(rw(io::READ, 1, 8, 8), &[], 4096).unwrap();
+    assert_eq!((c.status(), back == data), (Status::SUCCESS, true));
+    let tr = t.ok("nvmf_get_transports", Value::Null);
+    assert_eq!(
+        (
+            tr[0]["max_queue_depth"].clone(),
+            tr[0]["in_capsule_data_size"].clone()
+        ),
+        (json!(64), json!(8192))
+    );
 }

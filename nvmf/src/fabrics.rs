@@ -201,7 +201,7 @@ impl PollGroup {
                 connect_invalid_param_dw0(IATTR_DATA, connect_offset::DATA_HOSTNQN),
             ));
         }
-        let opts = &self.target.options;
+        let opts = &self.target.transport_options(t);
         let max_depth = if qid == 0 {
             opts.max_admin_queue_depth
         } else {
@@ -271,7 +271,7 @@ impl PollGroup {
                 ))
             })
             .ok_or((Status::CONNECT_CONTROLLER_BUSY, 0))?;
-        let opts = &self.target.options;
+        let opts = &self.target.transport_options(t);
         let ctrl = Controller::new(
             shared.clone(),
             (t, id.queue),
@@ -350,7 +350,7 @@ impl PollGroup {
                 let sent = owner.reactors.send(at.reactor, move |ctx| {
                     crate::target::with_poll_group(ctx, |pg| {
                         pg.finish_io_connect(t, id, qid, shared, result)
-                    })
+                    });
                 });
                 if let Err(e) = sent {
                     log::error!(

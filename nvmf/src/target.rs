@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use nvme_spec::fabrics::{CNTLID_DYNAMIC, DISCOVERY_NQN};
@@ -97,12 +97,26 @@ impl TargetOptions {
 /// The NVMe-oF spec's smallest admin submission queue.
 pub const MIN_ADMIN_QUEUE_DEPTH: u16 = 32;
 
+/// A transport with the limits its queues and controllers get.
+struct TransportEntry {
+    transport: Arc<dyn Transport>,
+    options: TargetOptions,
+}
+
+/// How long a control-plane change waits for every reactor to apply it.
+pub const RECONFIGURE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The NVMe-oF target.
 pub struct Target {
+    /// Target-wide: the acceptor's period, and the limits of transports created without
+    /// options of their own.
     pub options: TargetOptions,
-    transports: Vec<Arc<dyn Transport>>,
-    /// Index 0 is the discovery subsystem; ids are stable positions.
-    subsystems: Mutex<Vec<Arc<Subsystem>>>,
+    /// Append-only (indices are the poll groups' transport indices); read on control paths
+    /// (Connect, admin commands, the acceptor), never per I/O.
+    transports: RwLock<Vec<TransportEntry>>,
+    /// Index 0 is the discovery subsystem; ids are stable positions, never reused (None: a
+    /// deleted subsystem, whose id poll groups may still hold in messages).
+    subsystems: Mutex<Vec<Option<Arc<Subsystem>>>>,
     /// Every address listened on; a listener's portid is its index.
     listeners: Mutex<Vec<ListenAddress>>,
     genctr: AtomicU64,
@@ -122,10 +136,14 @@ impl Target {
         transports: Vec<Arc<dyn Transport>>,
     ) -> Result<Arc<Target>, ConfigError> {
         options.validate()?;
+        let transports = transports
+            .into_iter()
+            .map(|transport| TransportEntry { transport, options })
+            .collect();
         Ok(Arc::new(Target {
             options,
-            transports,
-            subsystems: Mutex::new(vec![Arc::new(Subsystem::discovery(0))]),
+            transports: RwLock::new(transports),
+            subsystems: Mutex::new(vec![Some(Arc::new(Subsystem::discovery(0)))]),
             listeners: Mutex::new(Vec::new()),
             genctr: AtomicU64::new(1),
             reactors: OnceLock::new(),
@@ -135,16 +153,148 @@ impl Target {
         }))
     }
 
-    fn subsystems_locked(&self) -> MutexGuard<'_, Vec<Arc<Subsystem>>> {
+    fn subsystems_locked(&self) -> MutexGuard<'_, Vec<Option<Arc<Subsystem>>>> {
         self.subsystems.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn transports(&self) -> &[Arc<dyn Transport>] {
-        &self.transports
+    fn transports_read(&self) -> RwLockReadGuard<'_, Vec<TransportEntry>> {
+        self.transports.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every transport, in creation order (index = transport index).
+    pub fn transports(&self) -> Vec<Arc<dyn Transport>> {
+        self.transports_read()
+            .iter()
+            .map(|e| e.transport.clone())
+            .collect()
+    }
+
+    /// Transport `t` (an index a poll group or queue holds).
+    pub fn transport(&self, t: usize) -> Arc<dyn Transport> {
+        self.transports_read()[t].transport.clone()
+    }
+
+    /// The limits of transport `t`'s queues and controllers.
+    pub fn transport_options(&self, t: usize) -> TargetOptions {
+        self.transports_read()[t].options
     }
 
     pub fn transport_index(&self, trtype: &str) -> Option<usize> {
-        self.transports.iter().position(|t| t.name() == trtype)
+        self.transports_read()
+            .iter()
+            .position(|e| e.transport.name() == trtype)
+    }
+
+    /// Adds a transport while the target runs (SPDK's nvmf_create_transport): every poll group
+    /// creates its part before this returns, so its listeners can start right after. All or
+    /// nothing: a poll group that fails undoes it everywhere.
+    pub fn add_transport(
+        &self,
+        transport: Arc<dyn Transport>,
+        options: TargetOptions,
+    ) -> Result<usize, ConfigError> {
+        options.validate()?;
+        let name = transport.name();
+        // No lock is held while the reactors work: reactor 0's acceptor reads the list.
+        // Changes come from one control thread, so the index stays free meanwhile.
+        let t = {
+            let all = self.transports_read();
+            if all.iter().any(|e| e.transport.name() == name) {
+                return Err(ConfigError::Invalid {
+                    what: format!("transport {name}"),
+                    msg: "it already exists".into(),
+                });
+            }
+            all.len()
+        };
+        if self.reactors.get().is_some() {
+            let tr = transport.clone();
+            let added = self.on_every_reactor(move |ctx| {
+                let tr = tr.clone();
+                let fd = with_poll_group(ctx, move |pg| pg.add_transport(t, &tr))
+                    .unwrap_or_else(|| Err("no poll group".into()))?;
+                match fd.map(|fd| ctx.watch_fd(fd)) {
+                    Some(Err(e)) => {
+                        with_poll_group(ctx, |pg| pg.remove_last_transport(t));
+                        Err(format!("cannot watch its wake-up fd: {e}"))
+                    }
+                    _ => Ok(()),
+                }
+            });
+            let failed: Vec<String> = added
+                .iter()
+                .enumerate()
+                .filter_map(|(r, a)| a.as_ref().err().map(|e| format!("reactor {r}: {e}")))
+                .collect();
+            if !failed.is_empty() {
+                let done: Vec<usize> = (0..added.len()).filter(|&r| added[r].is_ok()).collect();
+                self.on_reactors(&done, move |ctx| {
+                    with_poll_group(ctx, |pg| pg.remove_last_transport(t));
+                    Ok(())
+                });
+                return Err(ConfigError::Invalid {
+                    what: format!("transport {name}"),
+                    msg: format!(
+                        "its poll groups could not be created: {}",
+                        failed.join("; ")
+                    ),
+                });
+            }
+        }
+        let mut all = self.transports.write().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(all.len(), t, "transports are added by one thread at a time");
+        all.push(TransportEntry { transport, options });
+        log::info!("transport {name} created");
+        Ok(t)
+    }
+
+    /// Runs `f` on every reactor and waits (up to `RECONFIGURE_TIMEOUT`) for each answer.
+    fn on_every_reactor(
+        &self,
+        f: impl Fn(&mut ReactorContext) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Vec<Result<(), String>> {
+        let n = self.reactors.get().map_or(0, |h| h.reactor_count());
+        self.on_reactors(&(0..n).collect::<Vec<_>>(), f)
+    }
+
+    /// Runs `f` on the reactors `which` and waits for their answers; a reactor that does not
+    /// answer in time (or cannot be reached) answers an error.
+    fn on_reactors(
+        &self,
+        which: &[usize],
+        f: impl Fn(&mut ReactorContext) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Vec<Result<(), String>> {
+        let Some(handle) = self.reactors.get() else {
+            return Vec::new();
+        };
+        let f = Arc::new(f);
+        let (tx, rx) = mpsc::channel();
+        let mut out: Vec<Result<(), String>> = which
+            .iter()
+            .map(|_| Err("no answer within the timeout".to_string()))
+            .collect();
+        let mut waiting = 0;
+        for (i, &r) in which.iter().enumerate() {
+            let (f, tx) = (f.clone(), tx.clone());
+            match handle.send(r, move |ctx| {
+                let _ = tx.send((i, f(ctx)));
+            }) {
+                Ok(()) => waiting += 1,
+                Err(e) => out[i] = Err(format!("cannot reach it: {e:?}")),
+            }
+        }
+        let deadline = Instant::now() + RECONFIGURE_TIMEOUT;
+        while waiting > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((i, r)) => {
+                    out[i] = r;
+                    waiting -= 1;
+                }
+                Err(_) => break,
+            }
+        }
+        out
     }
 
     /// Discovery log generation counter.
@@ -153,18 +303,19 @@ impl Target {
     }
 
     pub fn subsystems(&self) -> Vec<Arc<Subsystem>> {
-        self.subsystems_locked().clone()
+        self.subsystems_locked().iter().flatten().cloned().collect()
     }
 
     pub fn find_subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
         self.subsystems_locked()
             .iter()
+            .flatten()
             .find(|s| s.nqn == nqn)
             .cloned()
     }
 
     pub fn subsystem_by_id(&self, id: usize) -> Option<Arc<Subsystem>> {
-        self.subsystems_locked().get(id).cloned()
+        self.subsystems_locked().get(id).cloned().flatten()
     }
 
     /// Starts listening on `addr` if no listener covers it yet.
@@ -185,14 +336,14 @@ impl Target {
                 msg: format!(
                     "no transport {:?} in this target (available: {})",
                     addr.trtype,
-                    self.transports
+                    self.transports()
                         .iter()
                         .map(|t| t.name())
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
             })?;
-        self.transports[t]
+        self.transport(t)
             .listen(addr)
             .map_err(|e| ConfigError::Invalid {
                 what: format!("listener {addr}"),
@@ -212,7 +363,7 @@ impl Target {
         let t = self
             .transport_index(&addr.trtype)
             .expect("a listener's transport exists");
-        if let Err(e) = self.transports[t].stop_listening(addr) {
+        if let Err(e) = self.transport(t).stop_listening(addr) {
             log::error!("cannot stop listening on {addr}: {e}");
             return;
         }
@@ -238,7 +389,7 @@ impl Target {
     pub fn add_subsystem(&self, cfg: &SubsystemConfig) -> Result<Arc<Subsystem>, ConfigError> {
         let sub = {
             let mut subs = self.subsystems_locked();
-            if subs.iter().any(|s| s.nqn == cfg.nqn) {
+            if subs.iter().flatten().any(|s| s.nqn == cfg.nqn) {
                 return Err(ConfigError::Invalid {
                     what: format!("subsystem {:?}", cfg.nqn),
                     msg: "a subsystem with this NQN already exists".into(),
@@ -257,7 +408,7 @@ impl Target {
                     }
                 }
             }
-            subs.push(sub.clone());
+            subs.push(Some(sub.clone()));
             self.bump_genctr(&subs);
             sub
         };
@@ -285,6 +436,7 @@ impl Target {
             let subs = self.subsystems_locked();
             let sub = subs
                 .iter()
+                .flatten()
                 .find(|s| s.nqn == nqn)
                 .ok_or_else(|| no_subsystem(nqn))?;
             let mut st = sub.lock();
@@ -297,6 +449,160 @@ impl Target {
         }
         self.broadcast(|pg| pg.discovery_changed());
         Ok(())
+    }
+
+    /// Stops allowing `hostnqn` on subsystem `nqn` and disconnects its controllers there
+    /// (on every reactor) before returning.
+    pub fn remove_host(&self, nqn: &str, hostnqn: &str) -> Result<(), ConfigError> {
+        let sub_id = {
+            let subs = self.subsystems_locked();
+            let sub = subs
+                .iter()
+                .flatten()
+                .find(|s| s.nqn == nqn)
+                .ok_or_else(|| no_subsystem(nqn))?;
+            let mut st = sub.lock();
+            let Some(i) = st.hosts.iter().position(|h| h == hostnqn) else {
+                return Err(ConfigError::Invalid {
+                    what: format!("subsystem {nqn:?}"),
+                    msg: format!("host {hostnqn:?} is not on its list"),
+                });
+            };
+            st.hosts.remove(i);
+            drop(st);
+            self.bump_genctr(&subs);
+            sub.id
+        };
+        let host = hostnqn.to_string();
+        self.wait_on_every_reactor("disconnect the host's controllers", move |pg| {
+            pg.disconnect_controllers(sub_id, Some(&host), "its host was removed")
+        })?;
+        self.broadcast(|pg| pg.discovery_changed());
+        Ok(())
+    }
+
+    /// Adds a listener to a subsystem, starting the transport's listener if none covers it.
+    pub fn add_listener(&self, nqn: &str, addr: &ListenAddress) -> Result<(), ConfigError> {
+        {
+            let subs = self.subsystems_locked();
+            let sub = subs
+                .iter()
+                .flatten()
+                .find(|s| s.nqn == nqn && !s.is_discovery())
+                .ok_or_else(|| no_subsystem(nqn))?;
+            if sub.lock().listeners.contains(addr) {
+                return Err(ConfigError::Invalid {
+                    what: format!("subsystem {nqn:?}"),
+                    msg: format!("it already listens on {addr}"),
+                });
+            }
+            self.listen_new(addr)?;
+            sub.lock().listeners.push(addr.clone());
+            self.bump_genctr(&subs);
+        }
+        self.broadcast(|pg| pg.discovery_changed());
+        Ok(())
+    }
+
+    /// Removes a subsystem's listener: the queues of its controllers that came through it are
+    /// disconnected, and the transport stops listening there once no subsystem uses it.
+    pub fn remove_listener(&self, nqn: &str, addr: &ListenAddress) -> Result<(), ConfigError> {
+        let (sub_id, still_used) = {
+            let subs = self.subsystems_locked();
+            let sub = subs
+                .iter()
+                .flatten()
+                .find(|s| s.nqn == nqn && !s.is_discovery())
+                .ok_or_else(|| no_subsystem(nqn))?;
+            let mut st = sub.lock();
+            let Some(i) = st.listeners.iter().position(|l| l == addr) else {
+                return Err(ConfigError::Invalid {
+                    what: format!("subsystem {nqn:?}"),
+                    msg: format!("it has no listener {addr}"),
+                });
+            };
+            st.listeners.remove(i);
+            drop(st);
+            let still_used = subs
+                .iter()
+                .flatten()
+                .any(|s| s.lock().listeners.contains(addr));
+            self.bump_genctr(&subs);
+            (sub.id, still_used)
+        };
+        let via = addr.clone();
+        self.wait_on_every_reactor("disconnect the listener's queues", move |pg| {
+            pg.disconnect_listener(sub_id, &via)
+        })?;
+        if !still_used {
+            self.stop_listening(addr);
+        }
+        self.broadcast(|pg| pg.discovery_changed());
+        Ok(())
+    }
+
+    /// Deletes a subsystem: no new Connect finds it, its controllers are disconnected and its
+    /// namespace channels closed on every reactor (I/O in flight drains) before this returns,
+    /// and listeners only it used stop.
+    pub fn delete_subsystem(&self, nqn: &str) -> Result<(), ConfigError> {
+        let (sub, lonely) = {
+            let mut subs = self.subsystems_locked();
+            let i = subs
+                .iter()
+                .position(|s| {
+                    s.as_ref()
+                        .is_some_and(|s| s.nqn == nqn && !s.is_discovery())
+                })
+                .ok_or_else(|| no_subsystem(nqn))?;
+            let sub = subs[i].take().expect("found above");
+            let listeners = sub.listeners();
+            let lonely: Vec<ListenAddress> = listeners
+                .into_iter()
+                .filter(|l| {
+                    !subs
+                        .iter()
+                        .flatten()
+                        .any(|s| s.lock().listeners.contains(l))
+                })
+                .collect();
+            self.bump_genctr(&subs);
+            (sub, lonely)
+        };
+        let sub_id = sub.id;
+        self.wait_on_every_reactor("tear the subsystem down", move |pg| {
+            pg.disconnect_controllers(sub_id, None, "its subsystem was deleted");
+            pg.detach_subsystem(sub_id);
+        })?;
+        for l in &lonely {
+            self.stop_listening(l);
+        }
+        self.broadcast(|pg| pg.discovery_changed());
+        log::info!("subsystem {nqn} deleted");
+        Ok(())
+    }
+
+    /// Runs `f` on every poll group and waits for all; the error says which did not answer.
+    fn wait_on_every_reactor(
+        &self,
+        what: &str,
+        f: impl Fn(&mut PollGroup) + Send + Sync + 'static,
+    ) -> Result<(), ConfigError> {
+        let answers = self.on_every_reactor(move |ctx| {
+            with_poll_group(ctx, |pg| f(pg)).ok_or_else(|| "no poll group".to_string())
+        });
+        let failed: Vec<String> = answers
+            .iter()
+            .enumerate()
+            .filter_map(|(r, a)| a.as_ref().err().map(|e| format!("reactor {r}: {e}")))
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                what: what.to_string(),
+                msg: failed.join("; "),
+            })
+        }
     }
 
     /// Adds a namespace at run time (NSID 0: the lowest free one) and returns its NSID: every
@@ -319,6 +625,7 @@ impl Target {
             let subs = self.subsystems_locked();
             let sub = subs
                 .iter()
+                .flatten()
                 .find(|s| s.nqn == nqn)
                 .ok_or_else(|| no_subsystem(nqn))?;
             let mut st = sub.lock();
@@ -353,7 +660,7 @@ impl Target {
     /// guard as proof: a change the discovery log shows and its genctr move
     /// together, so a log built under the same lock is never a new log with
     /// an old genctr (which a host would take as unchanged).
-    fn bump_genctr(&self, _proof: &MutexGuard<'_, Vec<Arc<Subsystem>>>) {
+    fn bump_genctr(&self, _proof: &MutexGuard<'_, Vec<Option<Arc<Subsystem>>>>) {
         self.genctr.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -364,7 +671,9 @@ impl Target {
         };
         for r in 0..handle.reactor_count() {
             let f = f.clone();
-            if let Err(e) = handle.send(r, move |ctx| with_poll_group(ctx, |pg| f(pg))) {
+            if let Err(e) = handle.send(r, move |ctx| {
+                with_poll_group(ctx, |pg| f(pg));
+            }) {
                 log::error!("cannot reach reactor {r}: {e:?}");
             }
         }
@@ -395,7 +704,9 @@ impl Target {
                 if remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                     for r2 in 0..h.reactor_count() {
                         let then = then.clone();
-                        if let Err(e) = h.send(r2, move |ctx| with_poll_group(ctx, |pg| then(pg))) {
+                        if let Err(e) = h.send(r2, move |ctx| {
+                            with_poll_group(ctx, |pg| then(pg));
+                        }) {
                             log::error!("cannot reach reactor {r2}: {e:?}");
                         }
                     }
@@ -422,7 +733,11 @@ impl Target {
             e.treq = treq::SECURE_CHANNEL_NOT_REQUIRED;
             e.portid = U16::new(portid);
             e.cntlid = U16::new(CNTLID_DYNAMIC);
-            e.asqsz = U16::new(self.options.max_admin_queue_depth);
+            e.asqsz = U16::new(
+                self.transport_index(&via.trtype)
+                    .map_or(self.options, |t| self.transport_options(t))
+                    .max_admin_queue_depth,
+            );
             put_str_nul_padded(&mut e.trsvcid, &via.trsvcid);
             put_str_nul_padded(&mut e.traddr, &via.traddr);
             put_str_nul_padded(&mut e.subnqn, subnqn);
@@ -439,7 +754,7 @@ impl Target {
             e
         };
         entries.push(entry(DISCOVERY_NQN, subtype::CURRENT_DISCOVERY));
-        for sub in subs.iter().filter(|s| !s.is_discovery()) {
+        for sub in subs.iter().flatten().filter(|s| !s.is_discovery()) {
             if entries.len() >= MAX_DISCOVERY_RECORDS {
                 log::warn!("discovery log truncated at {MAX_DISCOVERY_RECORDS} records");
                 break;
@@ -491,11 +806,11 @@ impl Target {
 
     fn accept(&self, ctx: &mut ReactorContext) -> PollStatus {
         let mut accepted = 0;
-        for (t, transport) in self.transports.iter().enumerate() {
-            accepted += transport.accept(&mut |pending: PendingQueue| {
+        for (t, e) in self.transports_read().iter().enumerate() {
+            accepted += e.transport.accept(&mut |pending: PendingQueue| {
                 let r = self.place(pending.qid, ctx.reactor_count());
                 let sent = ctx.send(r, move |ctx| {
-                    with_poll_group(ctx, move |pg| pg.adopt(t, pending))
+                    with_poll_group(ctx, move |pg| pg.adopt(t, pending));
                 });
                 if let Err(e) = sent {
                     log::error!("new queue dropped: reactor {r} is not taking messages ({e:?})");
@@ -554,17 +869,20 @@ fn no_subsystem(nqn: &str) -> ConfigError {
 }
 
 /// Runs `f` on this reactor's poll group, if it has one.
-pub(crate) fn with_poll_group(ctx: &mut ReactorContext, f: impl FnOnce(&mut PollGroup)) {
+pub(crate) fn with_poll_group<R>(
+    ctx: &mut ReactorContext,
+    f: impl FnOnce(&mut PollGroup) -> R,
+) -> Option<R> {
     let Some(pg) = ctx.local::<PollGroupHandle>().cloned() else {
         log::error!(
             "reactor {} has no nvmf poll group; message dropped",
             ctx.id()
         );
-        return;
+        return None;
     };
     let mut pg = pg.0.borrow_mut();
     pg.set_now(ctx.now());
-    f(&mut pg);
+    Some(f(&mut pg))
 }
 
 #[cfg(test)]

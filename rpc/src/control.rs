@@ -6,6 +6,7 @@ use nvmf::Target;
 use reactor::ReactorHandle;
 
 use crate::bdevs::BdevRegistry;
+use crate::transports::TransportConfig;
 
 /// SPDK's RPC states: some methods only before `framework_start_init`, most only after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +36,10 @@ pub struct Control {
     pub log: Arc<dyn LogFlags>,
     /// Reactors block when idle (`interrupt_mode`); `framework_get_reactors` reports it.
     pub interrupt_mode: bool,
+    /// What `nvmf_create_transport` starts from: the config's `[transport]`.
+    pub transport_defaults: TransportConfig,
+    /// Where transports put their data buffers (the reactors' NUMA node).
+    pub numa_node: Option<u32>,
 }
 
 impl Control {
@@ -51,6 +56,8 @@ impl Control {
             state: RpcState::Runtime,
             log,
             interrupt_mode: false,
+            transport_defaults: TransportConfig::default(),
+            numa_node: None,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod framing;
 mod methods;
 pub mod protocol;
 pub mod server;
+pub mod transports;
 
 pub use bdevs::{BdevEntry, BdevOrigin, BdevRegistry};
 pub use control::{Control, LogFlags, RpcState};

@@ -138,7 +138,10 @@ fn check(value: Value) -> Checked {
         return invalid("\"id\" must be a number, a string or null");
     }
     // Optional, as SPDK's server has it; when present it must say 2.0.
-    if obj.get("jsonrpc").is_some_and(|v| v.as_str() != Some("2.0")) {
+    if obj
+        .get("jsonrpc")
+        .is_some_and(|v| v.as_str() != Some("2.0"))
+    {
         return invalid("\"jsonrpc\" must be \"2.0\"");
     }
     let method = match obj.remove("method") {

@@ -67,19 +67,15 @@ max_namespaces = 32
 pub const DEFAULT_CONFIG_NAME: &str = "<built-in default>";
 
 pub const DEFAULT_REACTOR_MASK: &str = "0x1";
-pub const DEFAULT_NUM_SHARED_BUFFERS: usize = 16_384;
-pub const DEFAULT_IO_UNIT_BYTES: u32 = nvmf::transport::DEFAULT_IO_UNIT_BYTES;
+pub use rpc::transports::{
+    DEFAULT_IO_UNIT_BYTES, DEFAULT_NUM_SHARED_BUFFERS, DEFAULT_SRQ_DEPTH, MAX_NUM_SHARED_BUFFERS,
+    SRQ_DEPTH_RANGE,
+};
 /// An idle reactor sleeps at most this long (10 ms) per idle iteration.
 pub const MAX_IDLE_SLEEP_US: u64 = 10_000;
 /// Interrupt mode: how long a reactor stays idle, spinning, before it sleeps.
 pub const DEFAULT_INTERRUPT_AFTER_IDLE_US: u64 = 100;
 pub const MAX_INTERRUPT_AFTER_IDLE_US: u64 = 1_000_000;
-/// Bounds the data buffer pool (at most 1 Mi units).
-pub const MAX_NUM_SHARED_BUFFERS: usize = 1 << 20;
-pub const DEFAULT_SRQ_DEPTH: u32 = 4096;
-/// Shared receive queue depths: each receive holds an in-capsule data buffer,
-/// so the upper bound also bounds that memory (64 Ki x in_capsule_data_size).
-pub const SRQ_DEPTH_RANGE: std::ops::RangeInclusive<u32> = 16..=65_536;
 pub const DEFAULT_TRSVCID: &str = "4420";
 pub const DEFAULT_MODEL: &str = "Rust NVMe-oF target";
 pub const DEFAULT_MAX_NAMESPACES: u32 = 32;

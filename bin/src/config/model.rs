@@ -1,9 +1,7 @@
 //! The validated configuration: plain values, checked.
 
-use nvmf::{ListenAddress, TargetOptions};
+use nvmf::ListenAddress;
 use reactor::ReactorMask;
-
-use super::default::*;
 
 // ---------------------------------------------------------------------------------------------
 // What the rest of the program uses: checked, plain values.
@@ -37,45 +35,7 @@ pub enum MaskOrigin {
     CommandLine,
 }
 
-#[derive(Clone, Copy, Debug)]
-pub struct TransportConfig {
-    pub options: TargetOptions,
-    /// Data buffer units of `io_unit_bytes` each, shared by all reactors.
-    pub num_shared_buffers: usize,
-    /// Bytes of each data buffer unit; a transfer chains as many as it needs.
-    pub io_unit_bytes: u32,
-    /// `max_io_size` was set in the file (not the default): a device that
-    /// takes less is an error then, and a reason to lower it otherwise.
-    pub max_io_size_set: bool,
-    /// RDMA: one shared receive queue per device and reactor instead of
-    /// receives posted per queue pair.
-    pub srq: bool,
-    /// RDMA: receives of each shared receive queue (the device may cap it).
-    pub srq_depth: u32,
-    /// TCP: a successful read may end on a C2HData with SUCCESS and no response capsule,
-    /// where the host disabled SQ flow control (SPDK's `c2h_success`).
-    pub c2h_success: bool,
-}
-
-impl TransportConfig {
-    pub fn shared_buffer_bytes(&self) -> u64 {
-        self.num_shared_buffers as u64 * u64::from(self.io_unit_bytes)
-    }
-}
-
-impl Default for TransportConfig {
-    fn default() -> Self {
-        TransportConfig {
-            options: TargetOptions::default(),
-            num_shared_buffers: DEFAULT_NUM_SHARED_BUFFERS,
-            io_unit_bytes: DEFAULT_IO_UNIT_BYTES,
-            max_io_size_set: false,
-            srq: false,
-            srq_depth: DEFAULT_SRQ_DEPTH,
-            c2h_success: true,
-        }
-    }
-}
+pub use rpc::transports::TransportConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BdevKind {

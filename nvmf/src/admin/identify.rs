@@ -136,7 +136,7 @@ pub(super) fn dlfeat(supported: bdev::IoTypes) -> u8 {
 
 pub(crate) fn identify_controller(ctrl: &Controller, env: &AdminEnv) -> IdentifyController {
     let sub = &ctrl.shared.subsystem;
-    let opts = &env.target.options;
+    let opts = &env.opts;
     let mut id = IdentifyController::new_zeroed();
     put_ascii_padded(&mut id.sn, &sub.serial);
     put_ascii_padded(&mut id.mn, &sub.model);

@@ -46,6 +46,8 @@ pub(crate) struct AdminEnv<'a> {
     pub channels: Option<&'a SubsystemChannels>,
     pub listener: &'a ListenAddress,
     pub caps: TransportCaps,
+    /// The limits of the transport the admin queue came through.
+    pub opts: crate::TargetOptions,
     pub now: Instant,
 }
 
@@ -175,7 +177,8 @@ impl PollGroup {
             self.transports[t].request(id).rsp.dw0 = 0.into();
             return self.finish(t, id, Status::SUCCESS);
         }
-        let caps = self.target.transports()[t].caps();
+        let caps = self.target.transport(t).caps();
+        let opts = self.target.transport_options(t);
         let ctrl = self.controllers[slot]
             .as_mut()
             .expect("admin queue without controller");
@@ -190,6 +193,7 @@ impl PollGroup {
                 .expect("queue of a request")
                 .listener,
             caps,
+            opts,
             now: self.now,
         };
         let req = self.transports[t].request(id);
@@ -335,6 +339,7 @@ mod tests {
             channels: None,
             listener: &listener,
             caps: crate::Transport::caps(&*t),
+            opts: target.transport_options(0),
             now: Instant::now(),
         };
         let id = identify_controller(&c, &env);

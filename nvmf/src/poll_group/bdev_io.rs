@@ -75,6 +75,18 @@ impl PollGroup {
             .reserve(channels.saturating_sub(self.busy_channels.len()));
     }
 
+    /// Closes every namespace channel of a deleted subsystem (I/O in flight drains).
+    pub(crate) fn detach_subsystem(&mut self, sub_id: usize) {
+        let nsids: Vec<u32> = match self.subsystems.get(sub_id) {
+            Some(Some(sub)) => (1..=sub.namespaces.len() as u32).collect(),
+            _ => return,
+        };
+        for nsid in nsids {
+            self.detach_namespace(sub_id, nsid);
+        }
+        self.subsystems[sub_id] = None;
+    }
+
     pub(crate) fn attach_namespace(&mut self, sub_id: usize, ns: &Namespace) {
         let Some(Some(sub)) = self.subsystems.get_mut(sub_id) else {
             return;

@@ -232,6 +232,36 @@ impl PollGroup {
         self.now = now;
     }
 
+    /// Creates this reactor's part of transport `t` (the next index); returns its wake-up fd.
+    pub(crate) fn add_transport(
+        &mut self,
+        t: usize,
+        transport: &Arc<dyn crate::Transport>,
+    ) -> Result<Option<std::os::fd::RawFd>, String> {
+        assert_eq!(t, self.transports.len(), "transports are added in order");
+        let group = transport
+            .create_poll_group(self.reactor, self.reactors.reactor_count())
+            .map_err(|e| e.to_string())?;
+        let fd = group.wakeup_fd();
+        self.transports.push(group);
+        self.queues.push(Vec::new());
+        Ok(fd)
+    }
+
+    /// Undoes `add_transport(t)` on a reactor where it worked, when another failed. The
+    /// transport has no listener yet, so it holds no queue.
+    pub(crate) fn remove_last_transport(&mut self, t: usize) {
+        if t + 1 == self.transports.len() {
+            assert_eq!(
+                self.transports[t].queue_count(),
+                0,
+                "a transport without listeners"
+            );
+            self.transports.pop();
+            self.queues.pop();
+        }
+    }
+
     /// One iteration of the poll group.
     pub fn poll(&mut self) -> PollStatus {
         let mut work = 0;
@@ -331,10 +361,11 @@ impl PollGroup {
                     slots[idx].is_none(),
                     "transport reused queue slot {queue} while in use"
                 );
+                let opts = self.target.transport_options(t);
                 let depth = if qid == 0 {
-                    self.target.options.max_admin_queue_depth
+                    opts.max_admin_queue_depth
                 } else {
-                    self.target.options.max_queue_depth
+                    opts.max_queue_depth
                 };
                 slots[idx] = Some(QueueState {
                     role: QueueRole::Unconnected,
@@ -522,7 +553,7 @@ impl PollGroup {
         let owner = ctrl.owner_reactor;
         let ctrl = ctrl.clone();
         if let Err(e) = self.reactors.send(owner, move |ctx: &mut ReactorContext| {
-            with_poll_group(ctx, |pg| f(pg, ctrl))
+            with_poll_group(ctx, |pg| f(pg, ctrl));
         }) {
             log::error!(
                 "reactor {}: message to reactor {owner} lost ({e:?})",
@@ -604,13 +635,62 @@ impl PollGroup {
                     .send(at.reactor, move |ctx: &mut ReactorContext| {
                         with_poll_group(ctx, |pg| {
                             pg.disconnect_io_queue(at.transport, at.queue, &shared, qid)
-                        })
+                        });
                     });
                 if let Err(e) = sent {
                     log::error!(
                         "cannot reach reactor {} to disconnect qid {qid}: {e:?}",
                         at.reactor
                     );
+                }
+            }
+        }
+    }
+
+    /// Destroys this reactor's controllers of subsystem `sub_id` (only `host`'s, if given);
+    /// their queues on other reactors follow by message.
+    pub(crate) fn disconnect_controllers(&mut self, sub_id: usize, host: Option<&str>, why: &str) {
+        for slot in 0..self.controllers.len() {
+            let hit = matches!(
+                &self.controllers[slot],
+                Some(c) if c.shared.subsystem.id == sub_id
+                    && host.is_none_or(|h| c.shared.hostnqn == h)
+            );
+            if hit {
+                self.destroy_controller(slot, why);
+            }
+        }
+    }
+
+    /// Disconnects this reactor's queues of subsystem `sub_id` that came through `listener`:
+    /// a controller whose admin queue did goes whole; an I/O queue alone leaves its controller.
+    pub(crate) fn disconnect_listener(&mut self, sub_id: usize, listener: &ListenAddress) {
+        for slot in 0..self.controllers.len() {
+            let hit = match &self.controllers[slot] {
+                Some(c) if c.shared.subsystem.id == sub_id => {
+                    let (t, q) = c.admin_queue;
+                    self.queues[t]
+                        .get(usize::from(q))
+                        .and_then(|q| q.as_ref())
+                        .is_some_and(|q| listener.covers(&q.listener))
+                }
+                _ => false,
+            };
+            if hit {
+                self.destroy_controller(slot, "its listener was removed");
+            }
+        }
+        for t in 0..self.queues.len() {
+            for q in 0..self.queues[t].len() {
+                let hit = self.queues[t][q].as_ref().is_some_and(|qs| {
+                    !qs.disconnected
+                        && listener.covers(&qs.listener)
+                        && matches!(&qs.role, QueueRole::Io { ctrl, .. } if ctrl.subsystem.id == sub_id)
+                });
+                if hit {
+                    // The transport reports it disconnected; that detaches it from its
+                    // controller (on_queue_disconnected).
+                    self.transports[t].disconnect(q as u16);
                 }
             }
         }

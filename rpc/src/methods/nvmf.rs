@@ -147,8 +147,8 @@ struct GetTransports {
     tgt_name: Option<String>,
 }
 
-fn transport_json(ctl: &Control, t: &dyn nvmf::Transport) -> Value {
-    let o = &ctl.target.options;
+fn transport_json(ctl: &Control, index: usize, t: &dyn nvmf::Transport) -> Value {
+    let o = &ctl.target.transport_options(index);
     let mut v = json!({
         "trtype": trtype_name(t.name()),
         "max_queue_depth": o.max_queue_depth,
@@ -174,12 +174,13 @@ pub(super) fn nvmf_get_transports(ctl: &mut Control, p: Params) -> Result<Value,
         .target
         .transports()
         .iter()
-        .filter(|t| {
+        .enumerate()
+        .filter(|(_, t)| {
             trtype
                 .as_ref()
                 .is_none_or(|want| want.eq_ignore_ascii_case(t.name()))
         })
-        .map(|t| transport_json(ctl, t.as_ref()))
+        .map(|(i, t)| transport_json(ctl, i, t.as_ref()))
         .collect();
     if let Some(want) = trtype {
         if all.is_empty() {
@@ -221,8 +222,22 @@ struct CreateTransport {
     sock_priority: Option<u64>,
 }
 
-/// Takes a transport that exists with the options asked for (a config saved from this target
-/// loads back); refuses one that would differ, naming the option.
+/// The transport names this target knows, by SPDK's spelling.
+fn our_trtype(trtype: &str) -> Result<&'static str, RpcError> {
+    match trtype.to_ascii_lowercase().as_str() {
+        "tcp" => Ok("tcp"),
+        "rdma" => Ok("rdma"),
+        // In-process hosts (tests and benchmarks).
+        "loopback" => Ok("loopback"),
+        _ => Err(RpcError::invalid_params(format!(
+            "Invalid transport type '{trtype}' (this target has TCP and RDMA)"
+        ))),
+    }
+}
+
+/// Creates a transport with the options asked for (the rest from the config's
+/// `[transport]`); one that exists is taken again only with the options it has, so a config
+/// saved from this target loads back.
 pub(super) fn nvmf_create_transport(ctl: &mut Control, p: Params) -> Result<Value, RpcError> {
     let c: CreateTransport = decode(p)?;
     check_tgt_name(&c.tgt_name)?;
@@ -242,21 +257,7 @@ pub(super) fn nvmf_create_transport(ctl: &mut Control, p: Params) -> Result<Valu
     ] {
         unsupported(name, &v, false, "not an option of this target's transports")?;
     }
-    let Some(t) = ctl
-        .target
-        .transports()
-        .iter()
-        .find(|t| t.name().eq_ignore_ascii_case(&c.trtype))
-        .cloned()
-    else {
-        return Err(RpcError::internal(format!(
-            "Transport type '{}' cannot be created while the target runs yet: start nvmf-tgt \
-             with a config that has a {} listener (its [transport] section sets the options)",
-            c.trtype,
-            c.trtype.to_ascii_lowercase()
-        )));
-    };
-    let have = transport_json(ctl, t.as_ref());
+    unsupported("sock_priority", &c.sock_priority, 0, "no socket priority")?;
     let asked: [(&str, Option<Value>); 14] = [
         ("max_queue_depth", c.max_queue_depth.map(Value::from)),
         (
@@ -279,20 +280,106 @@ pub(super) fn nvmf_create_transport(ctl: &mut Control, p: Params) -> Result<Valu
         ("abort_timeout_sec", c.abort_timeout_sec.map(Value::from)),
         ("sock_priority", c.sock_priority.map(Value::from)),
     ];
+    let name = our_trtype(&c.trtype)?;
+    if let Some(t) = ctl.target.transport_index(name) {
+        return take_existing(ctl, t, &asked);
+    }
+    let mut cfg = ctl.transport_defaults;
+    let o = &mut cfg.options;
+    let narrow = |key: &str, v: u64, max: u64| -> Result<u64, RpcError> {
+        if v > max {
+            return Err(RpcError::invalid_params(format!(
+                "{key} {v} is out of range (at most {max})"
+            )));
+        }
+        Ok(v)
+    };
+    if let Some(v) = c.max_queue_depth {
+        o.max_queue_depth = narrow("max_queue_depth", v, u16::MAX.into())? as u16;
+    }
+    if let Some(v) = c.max_io_qpairs_per_ctrlr {
+        o.max_queues_per_controller = narrow("max_io_qpairs_per_ctrlr", v, 1023)? as u16 + 1;
+    }
+    if let Some(v) = c.in_capsule_data_size {
+        o.in_capsule_data_bytes = narrow("in_capsule_data_size", v, u32::MAX.into())? as u32;
+    }
+    if let Some(v) = c.max_io_size {
+        o.max_io_bytes = narrow("max_io_size", v, u32::MAX.into())? as u32;
+    }
+    if let Some(v) = c.max_aq_depth {
+        o.max_admin_queue_depth = narrow("max_aq_depth", v, u16::MAX.into())? as u16;
+    }
+    if let Some(v) = c.acceptor_poll_rate {
+        // SPDK's acceptor_poll_rate is a period in microseconds too.
+        o.acceptor_poll_period_us = narrow("acceptor_poll_rate", v, 1_000_000)?;
+    }
+    if let Some(v) = c.io_unit_size {
+        cfg.io_unit_bytes = narrow("io_unit_size", v, u32::MAX.into())? as u32;
+    }
+    if let Some(v) = c.num_shared_buffers {
+        cfg.num_shared_buffers = narrow("num_shared_buffers", v, u32::MAX.into())? as usize;
+    }
+    if let Some(v) = c.c2h_success {
+        cfg.c2h_success = v;
+    }
+    if let Some(v) = c.no_srq {
+        cfg.srq = !v;
+    }
+    if let Some(v) = c.max_srq_depth {
+        cfg.srq_depth = narrow("max_srq_depth", v, u32::MAX.into())? as u32;
+    }
+    unsupported(
+        "buf_cache_size",
+        &c.buf_cache_size,
+        u64::from(u32::MAX),
+        "per-reactor caches are sized from num_shared_buffers",
+    )?;
+    unsupported(
+        "abort_timeout_sec",
+        &c.abort_timeout_sec,
+        1,
+        "no abort timeout",
+    )?;
+    if c.acceptor_poll_rate.is_some()
+        && o.acceptor_poll_period_us != ctl.target.options.acceptor_poll_period_us
+    {
+        return Err(RpcError::invalid_params(
+            "acceptor_poll_rate: one acceptor serves every transport here; set it with \
+             [transport] acceptor_poll_period_us in the config",
+        ));
+    }
+    cfg.check()
+        .map_err(|(key, msg)| RpcError::invalid_params(format!("{key}: {msg}")))?;
+    let transport = crate::transports::build_transport(name, &cfg, ctl.numa_node).map_err(|e| {
+        RpcError::internal(format!("Transport type '{}' create failed: {e}", c.trtype))
+    })?;
+    ctl.target
+        .add_transport(transport, cfg.options)
+        .map_err(|e| RpcError::internal(format!("Failed to add transport to tgt: {e}")))?;
+    Ok(Value::Bool(true))
+}
+
+/// nvmf_create_transport for a transport that exists: only with the options it has.
+fn take_existing(
+    ctl: &Control,
+    t: usize,
+    asked: &[(&str, Option<Value>)],
+) -> Result<Value, RpcError> {
+    let transport = ctl.target.transport(t);
+    let have = transport_json(ctl, t, transport.as_ref());
     for (name, want) in asked {
         let Some(want) = want else { continue };
-        match have.get(name) {
-            Some(v) if *v == want => {}
+        match have.get(*name) {
+            Some(v) if v == want => {}
             // Options the transport does not have: only the defaults SPDK's client sends.
             None if matches!(
-                (name, &want),
+                (*name, want),
                 ("c2h_success", Value::Bool(true)) | ("no_srq", Value::Bool(false))
             ) => {}
             current => {
-                return Err(RpcError::invalid_params(format!(
-                    "{name} = {want} differs from the running {} transport's ({}); its options \
-                     are set at start-up ([transport] in the config)",
-                    trtype_name(t.name()),
+                return Err(RpcError::internal(format!(
+                    "Transport type '{}' already exists, with {name} = {}, not {want}",
+                    trtype_name(transport.name()),
                     current.map_or("none".to_string(), Value::to_string)
                 )))
             }
@@ -555,14 +642,157 @@ pub(super) fn nvmf_subsystem_allow_any_host(
     Ok(Value::Bool(true))
 }
 
+/// A listen address as SPDK's methods give it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenParams {
+    trtype: String,
+    adrfam: Option<String>,
+    traddr: String,
+    trsvcid: Option<String>,
+}
+
+impl ListenParams {
+    fn address(&self) -> Result<ListenAddress, RpcError> {
+        let trtype = our_trtype(&self.trtype)?;
+        let l = ListenAddress::new(
+            trtype,
+            &self.traddr,
+            self.trsvcid.as_deref().unwrap_or("4420"),
+        );
+        if let Some(fam) = &self.adrfam {
+            let want = match fam.to_ascii_lowercase().as_str() {
+                "ipv4" => adrfam::IPV4,
+                "ipv6" => adrfam::IPV6,
+                _ => {
+                    return Err(RpcError::invalid_params(format!(
+                        "listen_address.adrfam {fam:?}: use IPv4 or IPv6"
+                    )))
+                }
+            };
+            if l.adrfam_code() != want {
+                return Err(RpcError::invalid_params(format!(
+                    "listen_address.adrfam {fam} does not match traddr {:?}",
+                    self.traddr
+                )));
+            }
+        }
+        l.socket_addr()
+            .map_err(|e| RpcError::invalid_params(format!("listen_address: {e}")))?;
+        Ok(l)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddListener {
+    nqn: String,
+    tgt_name: Option<String>,
+    listen_address: ListenParams,
+    secure_channel: Option<bool>,
+    ana_state: Option<String>,
+    sock_impl: Option<String>,
+    numa_id: Option<i64>,
+}
+
+pub(super) fn nvmf_subsystem_add_listener(ctl: &mut Control, p: Params) -> Result<Value, RpcError> {
+    let a: AddListener = decode(p)?;
+    check_tgt_name(&a.tgt_name)?;
+    unsupported("secure_channel", &a.secure_channel, false, "no TLS")?;
+    unsupported(
+        "ana_state",
+        &a.ana_state,
+        "optimized".to_string(),
+        "no ANA groups",
+    )?;
+    unsupported(
+        "sock_impl",
+        &a.sock_impl,
+        "posix".to_string(),
+        "sockets are the kernel's",
+    )?;
+    unsupported(
+        "numa_id",
+        &a.numa_id,
+        -1,
+        "listeners are not placed by NUMA node",
+    )?;
+    let addr = a.listen_address.address()?;
+    subsystem(ctl, &a.nqn)?;
+    ctl.target.add_listener(&a.nqn, &addr).map_err(|e| {
+        let hint = if ctl.target.transport_index(&addr.trtype).is_none() {
+            format!(
+                " (create the transport first: nvmf_create_transport -t {})",
+                addr.trtype
+            )
+        } else {
+            String::new()
+        };
+        RpcError::invalid_params(format!("{e}{hint}"))
+    })?;
+    Ok(Value::Bool(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveListener {
+    nqn: String,
+    tgt_name: Option<String>,
+    listen_address: ListenParams,
+}
+
+pub(super) fn nvmf_subsystem_remove_listener(
+    ctl: &mut Control,
+    p: Params,
+) -> Result<Value, RpcError> {
+    let r: RemoveListener = decode(p)?;
+    check_tgt_name(&r.tgt_name)?;
+    let addr = r.listen_address.address()?;
+    subsystem(ctl, &r.nqn)?;
+    ctl.target
+        .remove_listener(&r.nqn, &addr)
+        .map_err(|e| RpcError::invalid_params(e.to_string()))?;
+    Ok(Value::Bool(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveHost {
+    nqn: String,
+    host: String,
+    tgt_name: Option<String>,
+    /// How long to wait for the host's connections to go: they are gone when this returns.
+    #[allow(dead_code)]
+    timeout_ms: Option<u64>,
+}
+
+pub(super) fn nvmf_subsystem_remove_host(ctl: &mut Control, p: Params) -> Result<Value, RpcError> {
+    let r: RemoveHost = decode(p)?;
+    check_tgt_name(&r.tgt_name)?;
+    subsystem(ctl, &r.nqn)?;
+    ctl.target
+        .remove_host(&r.nqn, &r.host)
+        .map_err(|e| RpcError::internal(e.to_string()))?;
+    Ok(Value::Bool(true))
+}
+
+pub(super) fn nvmf_delete_subsystem(ctl: &mut Control, p: Params) -> Result<Value, RpcError> {
+    let ByNqn { nqn, tgt_name } = decode(p)?;
+    check_tgt_name(&tgt_name)?;
+    subsystem(ctl, &nqn)?;
+    ctl.target
+        .delete_subsystem(&nqn)
+        .map_err(|e| RpcError::internal(format!("Subsystem destruction failed: {e}")))?;
+    Ok(Value::Bool(true))
+}
+
 /// `framework_get_config("nvmf")`: transports, then per subsystem its creation, hosts,
 /// namespaces (with their identifiers, so a restart keeps them) and listeners.
 pub(super) fn config(ctl: &Control) -> Vec<Value> {
     let mut out = Vec::new();
-    for t in ctl.target.transports() {
-        out.push(
-            json!({"method": "nvmf_create_transport", "params": transport_json(ctl, t.as_ref())}),
-        );
+    for (i, t) in ctl.target.transports().iter().enumerate() {
+        let params = transport_json(ctl, i, t.as_ref());
+        out.push(json!({"method": "nvmf_create_transport", "params": params}));
     }
     for s in ctl.target.subsystems().iter().filter(|s| !s.is_discovery()) {
         out.push(json!({"method": "nvmf_create_subsystem", "params": {

@@ -524,22 +524,39 @@ fn subsystems_namespaces_and_hosts() {
 }
 
 #[test]
-fn transports_are_listed_and_taken_again_only_as_they_are() {
+fn transports_are_created_listed_and_taken_again_only_as_they_are() {
     let mut c = control();
     let t = ok(&mut c, "nvmf_get_transports", Value::Null);
     assert_eq!(t[0]["trtype"], json!("LOOPBACK"));
     assert_eq!(t[0]["max_queue_depth"], json!(128));
-    ok(
-        &mut c,
-        "nvmf_create_transport",
-        json!({"trtype": "loopback", "max_queue_depth": 128, "zcopy": false}),
+    // What SPDK's client sends for `nvmf_create_transport -t TCP -q 64`.
+    let tcp = json!({"trtype": "TCP", "max_queue_depth": 64, "no_srq": false, "c2h_success": true,
+        "zcopy": false, "dif_insert_or_strip": false, "no_wr_batching": false,
+        "disable_mappable_bar0": false, "disable_adaptive_irq": false,
+        "disable_shadow_doorbells": false, "disable_command_passthru": false});
+    ok(&mut c, "nvmf_create_transport", tcp.clone());
+    let t = ok(&mut c, "nvmf_get_transports", json!({"trtype": "tcp"}));
+    assert_eq!(
+        (t[0]["trtype"].clone(), t[0]["max_queue_depth"].clone()),
+        (json!("TCP"), json!(64))
+    );
+    assert_eq!(t[0]["c2h_success"], json!(true));
+    ok(&mut c, "nvmf_create_transport", tcp);
+    assert_eq!(
+        err(
+            &mut c,
+            "nvmf_create_transport",
+            json!({"trtype": "tcp", "max_queue_depth": 32}),
+            "already exists"
+        ),
+        code::INTERNAL_ERROR
     );
     assert_eq!(
         err(
             &mut c,
             "nvmf_create_transport",
-            json!({"trtype": "loopback", "max_queue_depth": 64}),
-            "max_queue_depth"
+            json!({"trtype": "FC"}),
+            "Invalid transport type"
         ),
         code::INVALID_PARAMS
     );
@@ -547,10 +564,19 @@ fn transports_are_listed_and_taken_again_only_as_they_are() {
         err(
             &mut c,
             "nvmf_create_transport",
-            json!({"trtype": "RDMA"}),
-            "RDMA"
+            json!({"trtype": "rdma", "io_unit_size": 1000}),
+            "io_unit_size"
         ),
-        code::INTERNAL_ERROR
+        code::INVALID_PARAMS
+    );
+    assert_eq!(
+        err(
+            &mut c,
+            "nvmf_create_transport",
+            json!({"trtype": "rdma", "zcopy": true}),
+            "zcopy"
+        ),
+        code::INVALID_PARAMS
     );
     assert_eq!(
         err(
