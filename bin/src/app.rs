@@ -42,12 +42,20 @@ pub enum AppError {
 
     #[error("cannot start the RPC server thread: {0}")]
     RpcThread(io::Error),
+
+    #[error("--json {0}; the target was shut down")]
+    JsonConfig(String),
 }
 
-/// Where the control plane listens, and the log flags its methods change.
+/// Where the control plane listens, the log flags its methods change, and how the target is
+/// configured over it at start.
 pub struct RpcSettings {
     pub socket: PathBuf,
     pub log: Arc<dyn rpc::LogFlags>,
+    /// `--json FILE`: calls replayed before the socket opens.
+    pub json: Option<PathBuf>,
+    /// `--wait-for-rpc`: start in SPDK's startup state.
+    pub wait_for_rpc: bool,
 }
 
 /// How long start-up may take to set up every reactor's poll group.
@@ -441,8 +449,16 @@ pub fn run(cfg: &Config, rpc_settings: RpcSettings) -> Result<(), AppError> {
         "nvmf-tgt is running on {} reactor(s); stop it with SIGINT (Ctrl-C) or SIGTERM",
         cfg.reactor_mask.len()
     );
+    if server.is_some() {
+        // Serving, and the RPC socket takes connections: what Type=notify waits for.
+        crate::service::notify(&format!(
+            "READY=1\nSTATUS=serving on {} reactor(s)",
+            cfg.reactor_mask.len()
+        ));
+    }
 
     let joined = running.join();
+    crate::service::notify("STOPPING=1");
     if let Some(server) = server {
         // It stops within its poll period once the reactors shut down.
         if server.join().is_err() {
@@ -466,11 +482,21 @@ fn start_rpc(
     handle: &reactor::ReactorHandle,
     settings: RpcSettings,
 ) -> Result<std::thread::JoinHandle<()>, AppError> {
-    let socket = rpc::server::RpcSocket::bind(&settings.socket)?;
     let mut control = rpc::Control::new(target.clone(), bdevs, handle.clone(), settings.log);
     control.interrupt_mode = cfg.interrupt_after_idle_us.is_some();
     control.transport_defaults = cfg.transport;
     control.numa_node = reactors_numa_node(&cfg.reactor_mask);
+    if let Some(path) = &settings.json {
+        let calls = rpc::saved::read(path).map_err(AppError::JsonConfig)?;
+        let n = rpc::saved::replay(&mut control, calls)
+            .map_err(|e| AppError::JsonConfig(format!("{}: {e}", path.display())))?;
+        log::info!("config {}: {n} call(s) applied", path.display());
+    }
+    if settings.wait_for_rpc {
+        control.state = rpc::RpcState::Startup;
+        log::info!("--wait-for-rpc: configure the target over RPC, then call framework_start_init");
+    }
+    let socket = rpc::server::RpcSocket::bind(&settings.socket)?;
     rpc::server::spawn(socket, control).map_err(AppError::RpcThread)
 }
 

@@ -69,6 +69,16 @@ pub struct Cli {
     #[arg(long)]
     pub print_default_config: bool,
 
+    /// Start from a JSON config saved with `spdk-rpc save_config` (SPDK's format) instead of
+    /// a TOML file: its calls run before the RPC socket opens
+    #[arg(long = "json", value_name = "FILE", conflicts_with = "config")]
+    pub json: Option<PathBuf>,
+
+    /// Start with nothing configured and the RPC socket open: configure over RPC, then call
+    /// framework_start_init (or `spdk-rpc load_config`), as SPDK's --wait-for-rpc
+    #[arg(long = "wait-for-rpc", conflicts_with_all = ["config", "json"])]
+    pub wait_for_rpc: bool,
+
     /// The JSON-RPC socket (SPDK's protocol; `spdk-rpc` and `nvmf-tgt rpc` use it)
     #[arg(short = 'r', long = "rpc-socket", value_name = "PATH", default_value = rpc::DEFAULT_SOCKET_PATH)]
     pub rpc_socket: PathBuf,
@@ -271,11 +281,14 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// The config from -c (or the default), with -m applied.
+/// The config from -c (or the default; or nothing for --json and --wait-for-rpc, which
+/// configure over RPC), with -m applied.
 fn load_config(cli: &Cli) -> Result<Config, ConfigError> {
-    let mut cfg = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None => Config::builtin_default()?,
+    let mut cfg = match (&cli.config, &cli.json) {
+        (Some(path), _) => Config::load(path)?,
+        (None, Some(json)) => Config::parse("", &json.display().to_string())?,
+        (None, None) if cli.wait_for_rpc => Config::parse("", "--wait-for-rpc")?,
+        (None, None) => Config::builtin_default()?,
     };
     if let Some(mask) = &cli.reactor_mask {
         cfg.override_mask(mask.clone());
@@ -309,13 +322,14 @@ fn run_target(cli: &Cli) -> ExitCode {
         Ok(cfg) => cfg,
         Err(e) => return fail(&e),
     };
-    if cli.config.is_none() {
+    if cli.config.is_none() && cli.json.is_none() && !cli.wait_for_rpc {
         listen_on_rdma_by_default(&mut cfg);
     }
-    let flags = logging_flags.clone();
     let settings = app::RpcSettings {
         socket: cli.rpc_socket.clone(),
-        log: flags,
+        log: logging_flags,
+        json: cli.json.clone(),
+        wait_for_rpc: cli.wait_for_rpc,
     };
     match app::run(&cfg, settings) {
         Ok(()) => ExitCode::SUCCESS,

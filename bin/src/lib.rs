@@ -13,3 +13,4 @@ pub mod fabric_perf;
 pub mod logging;
 pub mod numa;
 pub mod nvme_perf;
+pub mod service;

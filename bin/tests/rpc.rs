@@ -51,6 +51,14 @@ impl Target {
 
     /// A target whose config (after a [global] section) `body` gives for a free port.
     fn start_with(body: impl Fn(u16) -> String) -> Target {
+        Self::launch(
+            |cfg_path| vec!["-c".into(), cfg_path.display().to_string()],
+            body,
+        )
+    }
+
+    /// A target started with the arguments `args` gives for its TOML config's path.
+    fn launch(args: impl Fn(&Path) -> Vec<String>, body: impl Fn(u16) -> String) -> Target {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "nvmf-rpc-test-{}-{}",
@@ -64,8 +72,8 @@ impl Target {
         std::fs::write(&cfg_path, config).expect("write the config");
         let socket = dir.join("rpc.sock");
         let child = Command::new(BIN)
-            .args(["-m", "0x1", "-c"])
-            .arg(&cfg_path)
+            .args(["-m", "0x1"])
+            .args(args(&cfg_path))
             .arg("-r")
             .arg(&socket)
             .env_remove("RUST_LOG")
@@ -650,4 +658,219 @@ fn an_spdk_style_session_builds_a_target_from_nothing() {
         ),
         (json!(64), json!(8192))
     );
+}
+
+/// What `spdk-rpc save_config` does: subsystems in order, each with its config.
+fn save_config(t: &Target) -> Value {
+    let subs = t.ok("framework_get_subsystems", Value::Null);
+    let saved: Vec<Value> = subs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let name = s["subsystem"].as_str().unwrap();
+            let config = t.ok(
+                "framework_get_config",
+                json!({"name": name, "with_batches": false}),
+            );
+            json!({"subsystem": name, "config": config})
+        })
+        .collect();
+    json!({"subsystems": saved})
+}
+
+/// What the host-visible state of a target is, for comparing two.
+fn state(t: &Target) -> [Value; 3] {
+    [
+        t.ok("nvmf_get_subsystems", Value::Null),
+        t.ok("bdev_get_bdevs", Value::Null),
+        t.ok("nvmf_get_transports", Value::Null),
+    ]
+}
+
+fn configured_by_rpc(t: &Target) {
+    t.ok(
+        "bdev_null_create",
+        json!({"name": "Null7", "num_blocks": 2048, "block_size": 4096}),
+    );
+    t.ok(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": NQN, "namespace": {"bdev_name": "Null7", "nsid": 7,
+        "uuid": "0d8f4f36-6a5c-4b9e-9d2a-1f2e3d4c5b6a"}}),
+    );
+    t.ok(
+        "nvmf_subsystem_allow_any_host",
+        json!({"nqn": NQN, "allow_any_host": false}),
+    );
+    t.ok(
+        "nvmf_subsystem_add_host",
+        json!({"nqn": NQN, "host": HOSTNQN}),
+    );
+    let nqn2 = "nqn.2016-06.io.spdk:cnode2";
+    t.ok(
+        "nvmf_create_subsystem",
+        json!({"nqn": nqn2, "serial_number": "SN2", "model_number": "Model 2",
+        "max_namespaces": 8, "allow_any_host": true}),
+    );
+    t.ok(
+        "bdev_malloc_create",
+        json!({"name": "Malloc2", "num_blocks": 64, "block_size": 512}),
+    );
+    t.ok(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": nqn2, "namespace": {"bdev_name": "Malloc2"}}),
+    );
+}
+
+#[test]
+fn a_saved_config_restarts_into_the_same_target_with_json() {
+    let t = Target::start();
+    configured_by_rpc(&t);
+    let before = state(&t);
+    let saved = save_config(&t);
+    let file = std::env::temp_dir().join(format!("nvmf-saved-{}.json", std::process::id()));
+    std::fs::write(&file, serde_json::to_vec_pretty(&saved).unwrap()).unwrap();
+    drop(t); // stopped: its port and names are free again
+    let f = file.clone();
+    let t2 = Target::launch(
+        move |_| vec!["--json".into(), f.display().to_string()],
+        |_| String::new(),
+    );
+    assert_eq!(state(&t2), before, "the same subsystems, serials, NSIDs, NGUIDs, UUIDs, hosts, listeners, bdevs and transports");
+    assert_eq!(
+        save_config(&t2),
+        saved,
+        "and it saves the same config again"
+    );
+    let port = before[0][1]["listen_addresses"][0]["trsvcid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (_a, mut q) = connect(port, NQN, HOSTNQN).expect("the allowed host reconnects");
+    let (c, _) = q.exec(rw(io::READ, 7, 0, 1), &[], 4096).unwrap();
+    assert_eq!(c.status(), Status::SUCCESS, "namespace 7 is there");
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn load_config_into_a_target_waiting_for_rpc() {
+    let t = Target::start();
+    configured_by_rpc(&t);
+    let before = state(&t);
+    let saved = save_config(&t);
+    drop(t);
+    let t2 = Target::launch(|_| vec!["--wait-for-rpc".into()], |_| String::new());
+    let (code, _) = rpc_error(t2.call("nvmf_get_subsystems", Value::Null));
+    assert_eq!(code, -1, "not before framework_start_init");
+    // What spdk-rpc load_config does: the methods callable now, framework_start_init, the rest.
+    let now = t2.ok(
+        "rpc_get_methods",
+        json!({"current": true, "include_aliases": false}),
+    );
+    assert!(now
+        .as_array()
+        .unwrap()
+        .contains(&json!("framework_start_init")));
+    // A framework_wait_init sent now is answered once the start-up ends.
+    let socket = t2.socket.clone();
+    let waiter =
+        thread::spawn(move || rpc::client::call(&socket, "framework_wait_init", None, TIMEOUT));
+    thread::sleep(Duration::from_millis(300));
+    assert!(!waiter.is_finished(), "framework_wait_init waits");
+    t2.ok("framework_start_init", Value::Null);
+    assert_eq!(waiter.join().unwrap().unwrap(), json!(true));
+    for call in rpc::saved::parse(&saved).unwrap() {
+        t2.client()
+            .call(&call.method, call.params)
+            .unwrap_or_else(|e| panic!("{}: {e}", call.method));
+    }
+    assert_eq!(state(&t2), before);
+    let (code, _) = rpc_error(t2.call("framework_start_init", Value::Null));
+    assert_eq!(code, -1, "only once");
+}
+
+#[test]
+fn a_bad_json_config_stops_start_up_and_names_the_call() {
+    let file = std::env::temp_dir().join(format!("nvmf-bad-{}.json", std::process::id()));
+    std::fs::write(
+        &file,
+        r#"{"subsystems":[{"subsystem":"bdev","config":[
+            {"method":"bdev_malloc_create","params":{"name":"M","num_blocks":8,"block_size":512}},
+            {"method":"bdev_malloc_create","params":{"name":"M","num_blocks":8,"block_size":512}}]}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["-m", "0x1", "--json"])
+        .arg(&file)
+        .arg("-r")
+        .arg(std::env::temp_dir().join(format!("nvmf-bad-{}.sock", std::process::id())))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("subsystem bdev, entry 1 (bdev_malloc_create)")
+            && err.contains("already exists"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn ready_is_sent_once_the_listeners_and_the_rpc_socket_serve() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("nvmf-notify-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let notify = dir.join("notify.sock");
+    let rx = UnixDatagram::bind(&notify).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let port = free_port();
+    let cfg = dir.join("nvmf.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[bdev]]\nname = \"M\"\nkind = \"malloc\"\nnum_blocks = 64\nblock_size = 512\n\
+             [[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n\
+             [[subsystem.listener]]\ntrtype = \"tcp\"\ntraddr = \"127.0.0.1\"\ntrsvcid = \"{port}\"\n\
+             [[subsystem.namespace]]\nbdev = \"M\"\n"
+        ),
+    )
+    .unwrap();
+    let socket = dir.join("rpc.sock");
+    let mut child = Command::new(BIN)
+        .args(["-m", "0x1", "-c"])
+        .arg(&cfg)
+        .arg("-r")
+        .arg(&socket)
+        .env("NOTIFY_SOCKET", &notify)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = rx.recv(&mut buf).expect("READY=1 within 20 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.starts_with("READY=1"), "{msg}");
+    // No polling: both answer at once.
+    assert!(
+        UnixStream::connect(&socket).is_ok(),
+        "the RPC socket serves at READY"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the listener serves at READY"
+    );
+    rpc::client::call(
+        &socket,
+        "spdk_kill_instance",
+        params_of(json!({"sig_name": "SIGINT"})),
+        TIMEOUT,
+    )
+    .unwrap();
+    let n = rx.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
 }

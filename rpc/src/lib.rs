@@ -16,6 +16,7 @@ mod control;
 pub mod framing;
 mod methods;
 pub mod protocol;
+pub mod saved;
 pub mod server;
 pub mod transports;
 

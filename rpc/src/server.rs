@@ -15,7 +15,7 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use serde_json::Value;
 
-use crate::control::Control;
+use crate::control::{Control, RpcState};
 use crate::framing::{Framer, Scan};
 use crate::methods::dispatch;
 use crate::protocol::{code, decode, response, Checked, Incoming, RpcError};
@@ -143,6 +143,8 @@ struct Client {
     out_sent: usize,
     /// The socket may hold unread bytes (reading stopped at the high-water mark).
     unread: bool,
+    /// Ids of framework_wait_init calls answered once the target leaves `Startup`.
+    parked: Vec<Value>,
 }
 
 impl Client {
@@ -155,6 +157,7 @@ impl Client {
             out: Vec::new(),
             out_sent: 0,
             unread: true,
+            parked: Vec::new(),
         }
     }
 
@@ -218,8 +221,10 @@ impl Client {
                     }
                     let answer = handle(ctl, value);
                     self.held.clear();
-                    if let Some(a) = answer {
-                        self.answer(&a);
+                    match answer {
+                        Answer::Now(a) => self.answer(&a),
+                        Answer::Park(id) => self.parked.push(id),
+                        Answer::Nothing => {}
                     }
                     bytes = &bytes[end..];
                 }
@@ -279,9 +284,22 @@ fn too_large(len: usize) -> RpcError {
     )
 }
 
-/// Runs one framed value: the response to send, if any. Errors are answered even for
-/// notifications (with id null), as SPDK does; results only for requests with an id.
-fn handle(ctl: &mut Control, bytes: &[u8]) -> Option<Value> {
+/// What one framed value gets.
+enum Answer {
+    Now(Value),
+    /// framework_wait_init before framework_start_init: answered when that comes.
+    Park(Value),
+    Nothing,
+}
+
+/// Runs one framed value. Errors are answered even for notifications (with id null), as
+/// SPDK does; results only for requests with an id.
+fn handle(ctl: &mut Control, bytes: &[u8]) -> Answer {
+    if let Incoming::Single(Ok(req)) = decode(bytes) {
+        if req.method == "framework_wait_init" && ctl.state == RpcState::Startup {
+            return Answer::Park(req.id.unwrap_or(Value::Null));
+        }
+    }
     let mut run = |checked: Checked| -> Option<Value> {
         match checked {
             Err((id, e)) => Some(response(id, Err(e))),
@@ -298,13 +316,14 @@ fn handle(ctl: &mut Control, bytes: &[u8]) -> Option<Value> {
             }
         }
     };
-    match decode(bytes) {
+    let answer = match decode(bytes) {
         Incoming::Single(c) => run(c),
         Incoming::Batch(items) => {
             let answers: Vec<Value> = items.into_iter().filter_map(&mut run).collect();
             (!answers.is_empty()).then_some(Value::Array(answers))
         }
-    }
+    };
+    answer.map_or(Answer::Nothing, Answer::Now)
 }
 
 /// Serves until `stop()` says so (checked every `POLL_TIMEOUT`).
@@ -337,6 +356,11 @@ pub fn serve(socket: &mut RpcSocket, ctl: &mut Control, stop: impl Fn() -> bool)
         // Every client with bytes to read or answers to send, each until it would block.
         for slot in clients.iter_mut() {
             let Some(c) = slot else { continue };
+            if ctl.state == RpcState::Runtime {
+                for id in std::mem::take(&mut c.parked) {
+                    c.answer(&response(id, Ok(Value::Bool(true))));
+                }
+            }
             loop {
                 if c.unread && c.state == ClientState::Open {
                     c.receive(ctl, &mut scratch);

@@ -43,18 +43,26 @@ pub(super) fn spdk_get_version(_: &mut Control, p: Params) -> Result<Value, RpcE
     }))
 }
 
-pub(super) fn framework_start_init(_: &mut Control, p: Params) -> Result<Value, RpcError> {
+/// Ends `--wait-for-rpc`: the methods that build the target may run from now on. (The
+/// reactors and poll groups already run; only configuration waited.)
+pub(super) fn framework_start_init(ctl: &mut Control, p: Params) -> Result<Value, RpcError> {
     no_params("framework_start_init", p)?;
-    // Only reachable in Startup, which this target does not enter yet (no --wait-for-rpc).
-    Err(RpcError::internal(
-        "framework_start_init without --wait-for-rpc",
-    ))
+    ctl.state = RpcState::Runtime;
+    log::info!("framework_start_init: the target may be configured now");
+    Ok(Value::Bool(true))
 }
 
+/// Answers at once in `Runtime`. In `Startup` (`--wait-for-rpc`), the state changes only by a
+/// later request on the same control thread, so waiting here would wait forever: it answers
+/// with the state instead.
 pub(super) fn framework_wait_init(ctl: &mut Control, _: Params) -> Result<Value, RpcError> {
-    // The socket accepts connections only once the target serves its configuration.
-    debug_assert_eq!(ctl.state, RpcState::Runtime);
-    Ok(Value::Bool(true))
+    match ctl.state {
+        RpcState::Runtime => Ok(Value::Bool(true)),
+        RpcState::Startup => Err(RpcError::new(
+            crate::protocol::code::INVALID_STATE,
+            "the target waits for framework_start_init (started with --wait-for-rpc)",
+        )),
+    }
 }
 
 /// The subsystems `save_config` walks, each after the ones it depends on.
