@@ -874,3 +874,68 @@ fn ready_is_sent_once_the_listeners_and_the_rpc_socket_serve() {
     assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn stats_qpairs_and_controllers_show_a_connected_host() {
+    let t = Target::start();
+    let (admin, mut q) = connect(t.port, NQN, HOSTNQN).unwrap();
+    for _ in 0..5 {
+        let (c, _) = q.exec(rw(io::READ, 1, 0, 8), &[], 4096).unwrap();
+        assert_eq!(c.status(), Status::SUCCESS);
+    }
+    let qp = t.ok("nvmf_subsystem_get_qpairs", json!({"nqn": NQN}));
+    let qp = qp.as_array().unwrap();
+    assert_eq!(qp.len(), 2, "{qp:?}");
+    assert_eq!(
+        (qp[0]["qid"].clone(), qp[1]["qid"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_eq!(qp[1]["hostnqn"], json!(HOSTNQN));
+    assert_eq!(qp[1]["state"], json!("enabled"));
+    assert_eq!(qp[1]["thread"], json!("nvmf_tgt_poll_group_000"));
+    assert_eq!(
+        qp[1]["listen_address"]["trsvcid"],
+        json!(t.port.to_string())
+    );
+    let ctrls = t.ok("nvmf_subsystem_get_controllers", json!({"nqn": NQN}));
+    assert_eq!(ctrls.as_array().unwrap().len(), 1);
+    assert_eq!(ctrls[0]["num_io_qpairs"], json!(1));
+    assert_eq!(ctrls[0]["hostnqn"], json!(HOSTNQN));
+    assert_eq!(ctrls[0]["cntrltype"], json!("io"));
+    assert_eq!(ctrls[0]["hostid"].as_str().unwrap().len(), 36, "a UUID");
+    let s = t.ok("nvmf_get_stats", Value::Null);
+    let pg = &s["poll_groups"][0];
+    assert_eq!(pg["name"], json!("nvmf_tgt_poll_group_000"));
+    assert_eq!(
+        (pg["admin_qpairs"].clone(), pg["io_qpairs"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(
+        (
+            pg["current_admin_qpairs"].clone(),
+            pg["current_io_qpairs"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    assert_eq!(pg["completed_nvme_io"], json!(5));
+    assert_eq!(pg["transports"], json!([{"trtype": "TCP"}]));
+    drop(q);
+    drop(admin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pg = t.ok("nvmf_get_stats", Value::Null)["poll_groups"][0].clone();
+        if pg["current_admin_qpairs"] == json!(0) && pg["current_io_qpairs"] == json!(0) {
+            assert_eq!(pg["admin_qpairs"], json!(1), "totals stay");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queues still there 10 s after the host left: {pg}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        t.ok("nvmf_subsystem_get_controllers", json!({"nqn": NQN})),
+        json!([])
+    );
+}

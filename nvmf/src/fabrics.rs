@@ -295,6 +295,7 @@ impl PollGroup {
         let q = self.queue(t, id.queue);
         q.role = QueueRole::Admin { ctrl_slot: slot };
         q.sq_size = c.sq_size;
+        self.admin_queues_connected += 1;
         Ok(Some(shared.cntlid))
     }
 

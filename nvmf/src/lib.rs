@@ -42,6 +42,7 @@ pub mod loopback;
 pub mod nqn;
 pub mod poll_group;
 pub mod remote_log;
+pub mod stats;
 pub mod subsystem;
 pub mod target;
 /// A target stepped by the test's thread and a host driving it like Linux

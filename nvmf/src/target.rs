@@ -581,6 +581,50 @@ impl Target {
         Ok(())
     }
 
+    /// Every poll group's counters, in reactor order (SPDK's nvmf_get_stats).
+    pub fn poll_group_stats(&self) -> Result<Vec<crate::stats::PollGroupStats>, ConfigError> {
+        self.gather("read the poll groups' counters", |pg| pg.stats())
+    }
+
+    /// The connected queues of subsystem `nqn` on every reactor.
+    pub fn qpairs(&self, nqn: &str) -> Result<Vec<crate::stats::QpairInfo>, ConfigError> {
+        let sub = self.find_subsystem(nqn).ok_or_else(|| no_subsystem(nqn))?;
+        let id = sub.id;
+        Ok(self
+            .gather("list the queues", move |pg| pg.qpairs(id))?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// The controllers of subsystem `nqn`: (cntlid, host NQN, host id).
+    pub fn controllers(&self, nqn: &str) -> Result<Vec<(u16, String, [u8; 16])>, ConfigError> {
+        let sub = self.find_subsystem(nqn).ok_or_else(|| no_subsystem(nqn))?;
+        let st = sub.lock();
+        Ok(st
+            .controllers
+            .values()
+            .map(|c| (c.shared.cntlid, c.shared.hostnqn.clone(), c.shared.hostid))
+            .collect())
+    }
+
+    /// Runs `f` on every poll group and returns its answers in reactor order.
+    fn gather<T: Send + 'static>(
+        &self,
+        what: &str,
+        f: impl Fn(&mut PollGroup) -> T + Send + Sync + 'static,
+    ) -> Result<Vec<T>, ConfigError> {
+        let results = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = results.clone();
+        self.wait_on_every_reactor(what, move |pg| {
+            let r = (pg.reactor, f(pg));
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+        })?;
+        let mut all = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
+        all.sort_by_key(|(r, _)| *r);
+        Ok(all.into_iter().map(|(_, t)| t).collect())
+    }
+
     /// Runs `f` on every poll group and waits for all; the error says which did not answer.
     fn wait_on_every_reactor(
         &self,

@@ -57,9 +57,11 @@ pub fn parse(value: &Value) -> Result<Vec<SavedCall>, String> {
                 let params = match m.get("params") {
                     None | Some(Value::Null) => None,
                     Some(Value::Object(p)) => Some(p.clone()),
-                    Some(_) => return Err(format!(
+                    Some(_) => {
+                        return Err(format!(
                         "subsystem {name}, entry {index} ({method}): \"params\" is not an object"
-                    )),
+                    ))
+                    }
                 };
                 calls.push(SavedCall {
                     subsystem: name.to_string(),

@@ -135,6 +135,7 @@ pub struct PollGroup {
     /// how the work spread over the reactors.
     pub(crate) io_commands: u64,
     pub(crate) io_queues_connected: u64,
+    pub(crate) admin_queues_connected: u64,
     drained_reported: bool,
     /// Budgets for log lines remote hosts cause.
     pub(crate) remote_log: RemoteLogLimiter,
@@ -219,6 +220,7 @@ impl PollGroup {
             shutdown_started: false,
             io_commands: 0,
             io_queues_connected: 0,
+            admin_queues_connected: 0,
             drained_reported: false,
             remote_log: RemoteLogLimiter::default(),
         };
@@ -226,6 +228,10 @@ impl PollGroup {
             pg.attach_subsystem(&sub);
         }
         Ok(pg)
+    }
+
+    pub(crate) fn retry_len(&self) -> usize {
+        self.retry.len()
     }
 
     pub(crate) fn set_now(&mut self, now: Instant) {

@@ -78,6 +78,9 @@ const METHODS: &[Method] = &[
     m("nvmf_subsystem_add_host",        Runtime, nvmf::nvmf_subsystem_add_host),
     m("nvmf_subsystem_remove_host",     Runtime, nvmf::nvmf_subsystem_remove_host),
     m("nvmf_subsystem_allow_any_host",  Runtime, nvmf::nvmf_subsystem_allow_any_host),
+    m("nvmf_subsystem_get_controllers", Runtime, nvmf::nvmf_subsystem_get_controllers),
+    m("nvmf_subsystem_get_qpairs",      Runtime, nvmf::nvmf_subsystem_get_qpairs),
+    m("nvmf_get_stats",                 Runtime, nvmf::nvmf_get_stats),
 ];
 
 /// Every method name, in registration order.

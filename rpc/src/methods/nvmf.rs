@@ -786,6 +786,103 @@ pub(super) fn nvmf_delete_subsystem(ctl: &mut Control, p: Params) -> Result<Valu
     Ok(Value::Bool(true))
 }
 
+fn poll_group_name(reactor: usize) -> String {
+    format!("nvmf_tgt_poll_group_{reactor:03}")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ByTarget {
+    tgt_name: Option<String>,
+}
+
+pub(super) fn nvmf_get_stats(ctl: &mut Control, p: Params) -> Result<Value, RpcError> {
+    let ByTarget { tgt_name } = decode(p)?;
+    check_tgt_name(&tgt_name)?;
+    let stats = ctl
+        .target
+        .poll_group_stats()
+        .map_err(|e| RpcError::internal(e.to_string()))?;
+    let groups: Vec<Value> = stats
+        .iter()
+        .map(|s| {
+            let transports: Vec<Value> = s
+                .transports
+                .iter()
+                .map(|t| json!({"trtype": trtype_name(t)}))
+                .collect();
+            json!({
+                "name": poll_group_name(s.reactor),
+                "admin_qpairs": s.admin_qpairs,
+                "io_qpairs": s.io_qpairs,
+                "current_admin_qpairs": s.current_admin_qpairs,
+                "current_io_qpairs": s.current_io_qpairs,
+                "pending_bdev_io": s.pending_bdev_io,
+                "completed_nvme_io": s.completed_nvme_io,
+                "transports": transports,
+            })
+        })
+        .collect();
+    Ok(json!({"tick_rate": super::framework::TICK_RATE_HZ, "poll_groups": groups}))
+}
+
+pub(super) fn nvmf_subsystem_get_qpairs(ctl: &mut Control, p: Params) -> Result<Value, RpcError> {
+    let ByNqn { nqn, tgt_name } = decode(p)?;
+    check_tgt_name(&tgt_name)?;
+    subsystem(ctl, &nqn)?;
+    let mut qpairs = ctl
+        .target
+        .qpairs(&nqn)
+        .map_err(|e| RpcError::internal(e.to_string()))?;
+    qpairs.sort_by_key(|q| (q.cntlid, q.qid));
+    Ok(qpairs
+        .iter()
+        .map(|q| {
+            json!({
+                "cntlid": q.cntlid,
+                "qid": q.qid,
+                "state": q.state,
+                "thread": poll_group_name(q.reactor),
+                "hostnqn": q.hostnqn,
+                "listen_address": listener_json(&q.listener),
+            })
+        })
+        .collect())
+}
+
+pub(super) fn nvmf_subsystem_get_controllers(
+    ctl: &mut Control,
+    p: Params,
+) -> Result<Value, RpcError> {
+    let ByNqn { nqn, tgt_name } = decode(p)?;
+    check_tgt_name(&tgt_name)?;
+    let sub = subsystem(ctl, &nqn)?;
+    let controllers = ctl
+        .target
+        .controllers(&nqn)
+        .map_err(|e| RpcError::internal(e.to_string()))?;
+    let qpairs = ctl
+        .target
+        .qpairs(&nqn)
+        .map_err(|e| RpcError::internal(e.to_string()))?;
+    Ok(controllers
+        .iter()
+        .map(|(cntlid, hostnqn, hostid)| {
+            let io = qpairs
+                .iter()
+                .filter(|q| q.cntlid == *cntlid && q.qid != 0)
+                .count();
+            json!({
+                "cntlid": cntlid,
+                "cntrltype": if sub.is_discovery() { "discovery" } else { "io" },
+                "hostnqn": hostnqn,
+                "hostid": uuid_string(hostid),
+                "num_io_qpairs": io,
+            })
+        })
+        .collect())
+}
+
 /// `framework_get_config("nvmf")`: transports, then per subsystem its creation, hosts,
 /// namespaces (with their identifiers, so a restart keeps them) and listeners.
 pub(super) fn config(ctl: &Control) -> Vec<Value> {
