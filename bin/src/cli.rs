@@ -136,7 +136,9 @@ Examples:
   nvmf-tgt rpc bdev_malloc_create name=Malloc1 num_blocks=131072 block_size=512
   nvmf-tgt rpc nvmf_subsystem_add_ns nqn=nqn.2016-06.io.spdk:cnode1 namespace.bdev_name=Malloc1
   nvmf-tgt rpc nvmf_create_subsystem '{\"nqn\": \"nqn.2016-06.io.spdk:cnode2\", \"allow_any_host\": true}'
-  nvmf-tgt rpc -s /run/nvmf.sock framework_get_config name=nvmf";
+  nvmf-tgt rpc -s /run/nvmf.sock framework_get_config name=nvmf
+  nvmf-tgt rpc save_config > cfg.json      restart with nvmf-tgt --json cfg.json
+  nvmf-tgt rpc load_config < cfg.json      into a target started with --wait-for-rpc";
 
 const PERF_EXAMPLES: &str = "\
 Examples:
@@ -247,7 +249,33 @@ fn rpc_call(args: &RpcArgs) -> ExitCode {
         }
     };
     let timeout = std::time::Duration::from_secs(args.timeout_s);
-    match rpc::client::call(&args.socket, &args.method, params, timeout) {
+    // SPDK's client does these two on its side, from other methods; so does this one.
+    let outcome = match args.method.as_str() {
+        "save_config" | "load_config" if params.is_some() => {
+            eprintln!(
+                "nvmf-tgt rpc {}: takes no parameters (the config goes through stdout/stdin)",
+                args.method
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        "save_config" => rpc::client::Client::connect(&args.socket, timeout)
+            .and_then(|mut c| rpc::client::save_config(&mut c)),
+        "load_config" => {
+            let mut text = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut io::stdin(), &mut text) {
+                return fail(&format!("cannot read the config from stdin: {e}"));
+            }
+            let saved: serde_json::Value = match serde_json::from_str(&text) {
+                Ok(v) => v,
+                Err(e) => return fail(&format!("the config on stdin is not JSON: {e}")),
+            };
+            rpc::client::Client::connect(&args.socket, timeout)
+                .and_then(|mut c| rpc::client::load_config(&mut c, &saved))
+                .map(|n| serde_json::json!(n))
+        }
+        method => rpc::client::call(&args.socket, method, params, timeout),
+    };
+    match outcome {
         Ok(result) => emit(&format!(
             "{}\n",
             serde_json::to_string_pretty(&result).expect("a Value serializes")

@@ -597,6 +597,22 @@ impl Target {
             .collect())
     }
 
+    /// I/O counts per bdev name, summed over every reactor (SPDK's bdev_get_iostat).
+    pub fn io_stats(&self) -> Result<Vec<(String, crate::stats::IoStat)>, ConfigError> {
+        let mut sums: Vec<(String, crate::stats::IoStat)> = Vec::new();
+        for (name, s) in self
+            .gather("read the I/O counters", |pg| pg.io_stats())?
+            .into_iter()
+            .flatten()
+        {
+            match sums.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, sum)) => sum.add(&s),
+                None => sums.push((name, s)),
+            }
+        }
+        Ok(sums)
+    }
+
     /// The controllers of subsystem `nqn`: (cntlid, host NQN, host id).
     pub fn controllers(&self, nqn: &str) -> Result<Vec<(u16, String, [u8; 16])>, ConfigError> {
         let sub = self.find_subsystem(nqn).ok_or_else(|| no_subsystem(nqn))?;

@@ -122,6 +122,54 @@ impl Client {
     }
 }
 
+/// SPDK's client-side `save_config`: every subsystem's calls, in dependency order.
+pub fn save_config(c: &mut Client) -> Result<Value, ClientError> {
+    let subsystems = c.call("framework_get_subsystems", None)?;
+    let list = subsystems
+        .as_array()
+        .ok_or_else(|| ClientError::Protocol(format!("framework_get_subsystems: {subsystems}")))?;
+    let mut out = Vec::with_capacity(list.len());
+    for s in list {
+        let name = s["subsystem"]
+            .as_str()
+            .ok_or_else(|| ClientError::Protocol(format!("a subsystem without a name: {s}")))?;
+        let mut p = Map::new();
+        p.insert("name".into(), Value::from(name));
+        let config = c.call("framework_get_config", Some(p))?;
+        out.push(json!({"subsystem": name, "config": config}));
+    }
+    Ok(json!({"subsystems": out}))
+}
+
+/// SPDK's client-side `load_config`: `framework_start_init` if the target waits for it
+/// (`--wait-for-rpc`), then every call of `saved` in order. The error names the failing call.
+pub fn load_config(c: &mut Client, saved: &Value) -> Result<usize, ClientError> {
+    let calls = crate::saved::parse(saved).map_err(ClientError::Protocol)?;
+    let mut p = Map::new();
+    p.insert("current".into(), Value::Bool(true));
+    let now = c.call("rpc_get_methods", Some(p))?;
+    if now
+        .as_array()
+        .is_some_and(|m| m.contains(&Value::from("framework_start_init")))
+    {
+        c.call("framework_start_init", None)?;
+    }
+    let n = calls.len();
+    for call in calls {
+        c.call(&call.method, call.params).map_err(|e| match e {
+            ClientError::Rpc(r) => ClientError::Rpc(RpcError {
+                code: r.code,
+                message: format!(
+                    "subsystem {}, entry {} ({}): {}",
+                    call.subsystem, call.index, call.method, r.message
+                ),
+            }),
+            other => other,
+        })?;
+    }
+    Ok(n)
+}
+
 /// One call on a fresh connection.
 pub fn call(
     path: &Path,

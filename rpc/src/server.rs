@@ -378,37 +378,33 @@ pub fn serve(socket: &mut RpcSocket, ctl: &mut Control, stop: impl Fn() -> bool)
             }
         }
         if accept_pending {
-            accept_pending = accept(&socket.listener, &poll, &mut clients)?;
+            accept_pending = accept(&socket.listener, &poll, &mut clients);
         }
     }
     Ok(())
 }
 
 /// Accepts while there is room; true when connections may still be waiting.
-fn accept(
-    listener: &UnixListener,
-    poll: &Poll,
-    clients: &mut [Option<Client>],
-) -> io::Result<bool> {
+fn accept(listener: &UnixListener, poll: &Poll, clients: &mut [Option<Client>]) -> bool {
     loop {
         let Some(free) = clients.iter().position(Option::is_none) else {
-            return Ok(true);
+            return true;
         };
         match listener.accept() {
             Ok((mut stream, _)) => {
-                poll.registry().register(
-                    &mut stream,
-                    Token(free),
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
-                clients[free] = Some(Client::new(stream));
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                match poll.registry().register(&mut stream, Token(free), interest) {
+                    Ok(()) => clients[free] = Some(Client::new(stream)),
+                    // That client is dropped; the others are served on.
+                    Err(e) => log::warn!("RPC server cannot watch a new connection: {e}"),
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 // Out of fds, say: keep serving the clients there are, try again later.
                 log::warn!("RPC server cannot accept a connection: {e}");
-                return Ok(true);
+                return true;
             }
         }
     }

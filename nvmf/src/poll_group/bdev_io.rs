@@ -12,6 +12,8 @@ pub(crate) struct NsChannel {
     pub num_blocks: u64,
     /// In `PollGroup::busy_channels`.
     busy_listed: bool,
+    /// Operations submitted through this channel (plain counts: only this reactor writes).
+    pub stats: crate::stats::IoStat,
 }
 
 impl NsChannel {
@@ -31,6 +33,7 @@ impl NsChannel {
             block_size: info.block_size,
             num_blocks: info.num_blocks,
             busy_listed: false,
+            stats: crate::stats::IoStat::default(),
         })
     }
 }
@@ -107,6 +110,10 @@ impl PollGroup {
             .and_then(|c| c.take());
         self.busy_channels
             .retain(|&(s, n)| (s, n) != (sub_id, nsid));
+        if let Some(ch) = &taken {
+            self.retired_stats
+                .push((ch.ns.bdev.info().name.clone(), ch.stats));
+        }
         if let Some(ch) = taken {
             if ch.channel.outstanding() > 0 {
                 self.draining.push(ch);
@@ -128,6 +135,10 @@ impl PollGroup {
 
     /// Submits to a namespace's channel, or queues for retry when it is full.
     pub(crate) fn submit_bdev(&mut self, sub_id: usize, nsid: u32, io: BdevIo) {
+        if let Some(ch) = self.ns_channel(sub_id, nsid) {
+            ch.stats
+                .count(io.io_type, io.num_blocks * u64::from(ch.block_size));
+        }
         if !self.retry.is_empty() {
             // Keep order: nothing overtakes what already waits.
             self.retry.push_back(RetryIo {

@@ -136,6 +136,8 @@ pub struct PollGroup {
     pub(crate) io_commands: u64,
     pub(crate) io_queues_connected: u64,
     pub(crate) admin_queues_connected: u64,
+    /// I/O counts of closed namespace channels, by bdev name (control path: `bdev_get_iostat`).
+    pub(crate) retired_stats: Vec<(String, crate::stats::IoStat)>,
     drained_reported: bool,
     /// Budgets for log lines remote hosts cause.
     pub(crate) remote_log: RemoteLogLimiter,
@@ -221,6 +223,7 @@ impl PollGroup {
             io_commands: 0,
             io_queues_connected: 0,
             admin_queues_connected: 0,
+            retired_stats: Vec::new(),
             drained_reported: false,
             remote_log: RemoteLogLimiter::default(),
         };

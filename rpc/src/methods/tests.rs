@@ -656,3 +656,72 @@ fn unsupported_helper_takes_only_the_default() {
     );
     let _: Map<String, Value> = Map::new();
 }
+
+#[test]
+fn nvme_controllers_attach_over_pcie_only_and_detach_by_name() {
+    let mut c = control();
+    let pcie = |extra: Value| {
+        let mut p = json!({"name": "Nvme0", "trtype": "PCIe", "traddr": "0000:99:00.0",
+            "prchk_reftag": false, "prchk_guard": false, "hdgst": false, "ddgst": false,
+            "allow_unrecognized_csi": false, "disable_sq_flow_control": false});
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        p
+    };
+    assert_eq!(
+        err(
+            &mut c,
+            "bdev_nvme_attach_controller",
+            pcie(json!({"trtype": "TCP"})),
+            "PCIe"
+        ),
+        -22
+    );
+    assert_eq!(
+        err(
+            &mut c,
+            "bdev_nvme_attach_controller",
+            pcie(json!({"subnqn": "nqn.2016-06.io.spdk:x"})),
+            "subnqn"
+        ),
+        code::INVALID_PARAMS
+    );
+    assert_eq!(
+        err(
+            &mut c,
+            "bdev_nvme_attach_controller",
+            pcie(json!({"hdgst": true})),
+            "hdgst"
+        ),
+        code::INVALID_PARAMS
+    );
+    // No such device here (and no VFIO on the build machines): the error says what to check.
+    assert_eq!(
+        err(
+            &mut c,
+            "bdev_nvme_attach_controller",
+            pcie(json!({})),
+            "vfio-pci"
+        ),
+        -19
+    );
+    assert_eq!(
+        err(
+            &mut c,
+            "bdev_nvme_detach_controller",
+            json!({"name": "Nvme0"}),
+            "Nvme0"
+        ),
+        -19
+    );
+    assert_eq!(
+        err(
+            &mut c,
+            "bdev_nvme_detach_controller",
+            json!({"name": "Nvme0", "subnqn": "x"}),
+            "subnqn"
+        ),
+        code::INVALID_PARAMS
+    );
+}

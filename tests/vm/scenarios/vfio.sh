@@ -8,7 +8,9 @@
 # driver (`nvmf-tgt nvme-perf`) against fio on the kernel's. Then the target
 # serves the controller's namespace (kind = "nvme") over RDMA: the host's
 # initiator suite with fio verify; data written through the target read back
-# by the kernel's driver after `setup reset`; SIGKILL in the middle of host
+# by the kernel's driver after `setup reset`; the controller attached and
+# detached over RPC (bdev_nvme_attach_controller) by a target started with
+# --wait-for-rpc, and served; SIGKILL in the middle of host
 # writes, then `setup reset` leaves a usable device; no DMAR faults.
 # Functions below run through step/must: SC2317 cannot see that.
 # shellcheck disable=SC2317
@@ -256,6 +258,50 @@ step "nvmf-tgt exits 0 within 10 s of SIGTERM" stop_target
 step "target log: controller shut down" grep -F "$BDF: controller shut down" "$R/target.log"
 must "nvmf-tgt setup reset $BDF" setup_reset
 step "the kernel's nvme driver reads back the data written through the target" read_back_pattern
+
+# ---- the controller attached while the target runs, over RPC ----
+SOCK=$R/rpc.sock
+trpc() { "$NVMF_TGT_BIN" rpc -s "$SOCK" "$@"; }
+rpc_attach() {
+    local out
+    out=$(trpc bdev_nvme_attach_controller name=Nvme1 trtype=PCIe traddr="$BDF") || return 1
+    echo "$out"
+    grep -q '"Nvme1n1"' <<<"$out"
+}
+rpc_export() {
+    trpc nvmf_create_subsystem nqn="$NQN" serial_number="$SERIAL" model_number="$MODEL" \
+        allow_any_host=true &&
+        trpc nvmf_subsystem_add_ns nqn="$NQN" namespace.bdev_name=Nvme1n1 &&
+        trpc nvmf_subsystem_add_listener nqn="$NQN" listen_address.trtype=rdma \
+            listen_address.traddr="$NVMF_VM_ADDR" listen_address.trsvcid="$TRSVCID"
+}
+detach_refused() {
+    local out
+    out=$(trpc bdev_nvme_detach_controller name=Nvme1 2>&1) && { echo "not refused: $out"; return 1; }
+    echo "$out"
+    grep -q "$NQN" <<<"$out"
+}
+rpc_detach() {
+    trpc nvmf_subsystem_remove_ns nqn="$NQN" nsid=1 &&
+        trpc bdev_nvme_detach_controller name=Nvme1 &&
+        wait_for 10 grep -qF "$BDF: controller shut down" "$R/target.log"
+}
+must "nvmf-tgt setup bind $BDF (RPC attach)" setup_bind
+: >"$R/target.log"
+start_target - --wait-for-rpc -r "$SOCK"
+must "the RPC socket of a target started with --wait-for-rpc" wait_for 30 test -S "$SOCK"
+must "framework_start_init, nvmf_create_transport RDMA" \
+    bash -c "'$NVMF_TGT_BIN' rpc -s '$SOCK' framework_start_init && '$NVMF_TGT_BIN' rpc -s '$SOCK' nvmf_create_transport trtype=RDMA"
+must "bdev_nvme_attach_controller: the namespace is bdev Nvme1n1" rpc_attach
+must "export it: subsystem, namespace, RDMA listener" rpc_export
+must "nvme connect (RPC-attached controller)" connect "$NQN"
+step "verified I/O through the RPC-attached controller" fio_run rpc-attached --rw=randwrite \
+    --bs=4k --iodepth=16 --size=8M --verify=crc32c --do_verify=1 --verify_fatal=1
+step "nvme disconnect (RPC-attached controller)" disconnect "$NQN"
+step "detaching a controller a namespace exports is refused, naming the subsystem" detach_refused
+step "remove the namespace, detach: the controller shuts down" rpc_detach
+step "nvmf-tgt exits 0 within 10 s of SIGTERM (RPC-attached)" stop_target
+must "nvmf-tgt setup reset $BDF (RPC attach)" setup_reset
 
 must "nvmf-tgt setup bind $BDF (kill test)" setup_bind
 start_target "$CONF"
