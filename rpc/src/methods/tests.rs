@@ -725,3 +725,39 @@ fn nvme_controllers_attach_over_pcie_only_and_detach_by_name() {
         code::INVALID_PARAMS
     );
 }
+
+#[test]
+fn a_listener_port_may_be_given_as_a_number() {
+    let mut c = with_subsystem();
+    let l = |port: Value| json!({"nqn": NQN, "listen_address": {"trtype": "loopback", "traddr": "x", "trsvcid": port}});
+    ok(&mut c, "nvmf_subsystem_add_listener", l(json!(4420)));
+    let got = ok(&mut c, "nvmf_subsystem_get_listeners", json!({"nqn": NQN}));
+    assert_eq!(got[0]["address"]["trsvcid"], json!("4420"));
+    assert_eq!(
+        err(
+            &mut c,
+            "nvmf_subsystem_add_listener",
+            l(json!("4420")),
+            "already listens"
+        ),
+        code::INVALID_PARAMS
+    );
+    assert_eq!(
+        err(
+            &mut c,
+            "nvmf_subsystem_add_listener",
+            l(json!(70000)),
+            "listen_address"
+        ),
+        code::INVALID_PARAMS
+    );
+    assert_eq!(
+        err(
+            &mut c,
+            "nvmf_subsystem_add_listener",
+            l(json!(true)),
+            "listen_address"
+        ),
+        code::INVALID_PARAMS
+    );
+}

@@ -19,7 +19,7 @@ source "$NVMF_VM_LIB"
 NQN=nqn.2024-01.io.nvmf-tgt:rpc-live
 HOST=nqn.2014-08.org.nvmexpress:uuid:44444444-4444-4444-8444-444444444444
 CONF=$R/nvmf-tgt.toml
-SOCK=$R/rpc.sock
+SOCK=/var/tmp/nvmf-rpc-live.sock  # $R is a 9p share, which cannot hold a socket
 SAVED=$R/saved.json
 PORT2=$((TRSVCID + 1))
 LOSS_TMO_S=120

@@ -260,7 +260,7 @@ must "nvmf-tgt setup reset $BDF" setup_reset
 step "the kernel's nvme driver reads back the data written through the target" read_back_pattern
 
 # ---- the controller attached while the target runs, over RPC ----
-SOCK=$R/rpc.sock
+SOCK=/var/tmp/nvmf-vfio.sock # $R is a 9p share, which cannot hold a socket
 trpc() { "$NVMF_TGT_BIN" rpc -s "$SOCK" "$@"; }
 rpc_attach() {
     local out

@@ -309,7 +309,23 @@ struct ListenParams {
     trtype: String,
     adrfam: Option<String>,
     traddr: String,
+    /// A string in SPDK's schema; a port number is taken too (`trsvcid=4420` on a command line).
+    #[serde(default, deserialize_with = "port_text")]
     trsvcid: Option<String>,
+}
+
+fn port_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::de::Error;
+    match Option::<Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(Value::String(t)) => Ok(Some(t)),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|p| p <= 65_535) => {
+            Ok(Some(n.to_string()))
+        }
+        Some(other) => Err(D::Error::custom(format!(
+            "listen_address.trsvcid {other}: give a port, 0 to 65535 (as a string or a number)"
+        ))),
+    }
 }
 
 impl ListenParams {
@@ -337,8 +353,10 @@ impl ListenParams {
                 )));
             }
         }
-        l.socket_addr()
-            .map_err(|e| RpcError::invalid_params(format!("listen_address: {e}")))?;
+        if trtype != "loopback" {
+            l.socket_addr()
+                .map_err(|e| RpcError::invalid_params(format!("listen_address: {e}")))?;
+        }
         Ok(l)
     }
 }
