@@ -12,7 +12,7 @@ use nvme_spec::{put_str_nul_padded, FromZeros, IntoBytes, U16, U64};
 use reactor::{PollStatus, ReactorContext, ReactorHandle};
 
 use crate::poll_group::{PollGroup, PollGroupHandle};
-use crate::subsystem::{NamespaceConfig, Subsystem, SubsystemConfig};
+use crate::subsystem::{NamespaceConfig, Subsystem, SubsystemConfig, SubsystemState};
 use crate::transport::{ListenAddress, PendingQueue, Transport};
 use crate::ConfigError;
 
@@ -426,42 +426,54 @@ impl Target {
         Ok(sub)
     }
 
+    /// Changes subsystem `nqn` (an NVM one) under the subsystem list's lock: `change` says
+    /// whether it changed something discovery shows, and if so genctr moves under the same
+    /// lock and discovery controllers hear of it. Returns the subsystem's id and `change`'s
+    /// answer.
+    fn change_subsystem<R>(
+        &self,
+        nqn: &str,
+        change: impl FnOnce(&mut SubsystemState) -> Result<(bool, R), ConfigError>,
+    ) -> Result<(usize, R), ConfigError> {
+        let (id, changed, r) = {
+            let subs = self.subsystems_locked();
+            let sub = subs
+                .iter()
+                .flatten()
+                .find(|s| s.nqn == nqn && !s.is_discovery())
+                .ok_or_else(|| no_subsystem(nqn))?;
+            let (changed, r) = change(&mut sub.lock())?;
+            if changed {
+                self.bump_genctr(&subs);
+            }
+            (sub.id, changed, r)
+        };
+        if changed {
+            self.broadcast(|pg| pg.discovery_changed());
+        }
+        Ok((id, r))
+    }
+
     /// Allows one more host on a subsystem.
     pub fn allow_host(&self, nqn: &str, hostnqn: &str) -> Result<(), ConfigError> {
         crate::nqn::validate_nqn(hostnqn).map_err(|msg| ConfigError::Invalid {
             what: "host".into(),
             msg,
         })?;
-        {
-            let subs = self.subsystems_locked();
-            let sub = subs
-                .iter()
-                .flatten()
-                .find(|s| s.nqn == nqn)
-                .ok_or_else(|| no_subsystem(nqn))?;
-            let mut st = sub.lock();
-            if st.hosts.iter().any(|h| h == hostnqn) {
-                return Ok(());
+        self.change_subsystem(nqn, |st| {
+            let new = !st.hosts.iter().any(|h| h == hostnqn);
+            if new {
+                st.hosts.push(hostnqn.into());
             }
-            st.hosts.push(hostnqn.into());
-            drop(st);
-            self.bump_genctr(&subs);
-        }
-        self.broadcast(|pg| pg.discovery_changed());
+            Ok((new, ()))
+        })?;
         Ok(())
     }
 
     /// Stops allowing `hostnqn` on subsystem `nqn` and disconnects its controllers there
     /// (on every reactor) before returning.
     pub fn remove_host(&self, nqn: &str, hostnqn: &str) -> Result<(), ConfigError> {
-        let sub_id = {
-            let subs = self.subsystems_locked();
-            let sub = subs
-                .iter()
-                .flatten()
-                .find(|s| s.nqn == nqn)
-                .ok_or_else(|| no_subsystem(nqn))?;
-            let mut st = sub.lock();
+        let (sub_id, ()) = self.change_subsystem(nqn, |st| {
             let Some(i) = st.hosts.iter().position(|h| h == hostnqn) else {
                 return Err(ConfigError::Invalid {
                     what: format!("subsystem {nqn:?}"),
@@ -469,52 +481,34 @@ impl Target {
                 });
             };
             st.hosts.remove(i);
-            drop(st);
-            self.bump_genctr(&subs);
-            sub.id
-        };
+            Ok((true, ()))
+        })?;
         let host = hostnqn.to_string();
         self.wait_on_every_reactor("disconnect the host's controllers", move |pg| {
             pg.disconnect_controllers(sub_id, Some(&host), "its host was removed")
-        })?;
-        self.broadcast(|pg| pg.discovery_changed());
-        Ok(())
+        })
     }
 
     /// Adds a listener to a subsystem, starting the transport's listener if none covers it.
     pub fn add_listener(&self, nqn: &str, addr: &ListenAddress) -> Result<(), ConfigError> {
-        {
-            let subs = self.subsystems_locked();
-            let sub = subs
-                .iter()
-                .flatten()
-                .find(|s| s.nqn == nqn && !s.is_discovery())
-                .ok_or_else(|| no_subsystem(nqn))?;
-            if sub.lock().listeners.contains(addr) {
+        self.change_subsystem(nqn, |st| {
+            if st.listeners.contains(addr) {
                 return Err(ConfigError::Invalid {
                     what: format!("subsystem {nqn:?}"),
                     msg: format!("it already listens on {addr}"),
                 });
             }
             self.listen_new(addr)?;
-            sub.lock().listeners.push(addr.clone());
-            self.bump_genctr(&subs);
-        }
-        self.broadcast(|pg| pg.discovery_changed());
+            st.listeners.push(addr.clone());
+            Ok((true, ()))
+        })?;
         Ok(())
     }
 
     /// Removes a subsystem's listener: the queues of its controllers that came through it are
     /// disconnected, and the transport stops listening there once no subsystem uses it.
     pub fn remove_listener(&self, nqn: &str, addr: &ListenAddress) -> Result<(), ConfigError> {
-        let (sub_id, still_used) = {
-            let subs = self.subsystems_locked();
-            let sub = subs
-                .iter()
-                .flatten()
-                .find(|s| s.nqn == nqn && !s.is_discovery())
-                .ok_or_else(|| no_subsystem(nqn))?;
-            let mut st = sub.lock();
+        let (sub_id, ()) = self.change_subsystem(nqn, |st| {
             let Some(i) = st.listeners.iter().position(|l| l == addr) else {
                 return Err(ConfigError::Invalid {
                     what: format!("subsystem {nqn:?}"),
@@ -522,14 +516,13 @@ impl Target {
                 });
             };
             st.listeners.remove(i);
-            drop(st);
-            let still_used = subs
-                .iter()
-                .flatten()
-                .any(|s| s.lock().listeners.contains(addr));
-            self.bump_genctr(&subs);
-            (sub.id, still_used)
-        };
+            Ok((true, ()))
+        })?;
+        // Read after the change: another subsystem on the same address keeps it listening.
+        let still_used = self
+            .subsystems()
+            .iter()
+            .any(|s| s.lock().listeners.contains(addr));
         let via = addr.clone();
         self.wait_on_every_reactor("disconnect the listener's queues", move |pg| {
             pg.disconnect_listener(sub_id, &via)
@@ -537,7 +530,6 @@ impl Target {
         if !still_used {
             self.stop_listening(addr);
         }
-        self.broadcast(|pg| pg.discovery_changed());
         Ok(())
     }
 
@@ -681,22 +673,11 @@ impl Target {
 
     /// Lets any host connect (`true`) or only the listed ones. Hosts already connected stay.
     pub fn set_allow_any_host(&self, nqn: &str, allow: bool) -> Result<(), ConfigError> {
-        {
-            let subs = self.subsystems_locked();
-            let sub = subs
-                .iter()
-                .flatten()
-                .find(|s| s.nqn == nqn)
-                .ok_or_else(|| no_subsystem(nqn))?;
-            let mut st = sub.lock();
-            if st.allow_any_host == allow {
-                return Ok(());
-            }
+        self.change_subsystem(nqn, |st| {
+            let changed = st.allow_any_host != allow;
             st.allow_any_host = allow;
-            drop(st);
-            self.bump_genctr(&subs);
-        }
-        self.broadcast(|pg| pg.discovery_changed());
+            Ok((changed, ()))
+        })?;
         Ok(())
     }
 

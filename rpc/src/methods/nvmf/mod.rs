@@ -6,6 +6,8 @@ mod stats;
 mod subsystem;
 mod transport;
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -122,7 +124,7 @@ fn check_tgt_name(tgt_name: &Option<String>) -> Result<(), RpcError> {
 }
 
 /// The subsystem named `nqn`, or SPDK's answer for a missing one.
-fn subsystem(ctl: &Control, nqn: &str) -> Result<std::sync::Arc<Subsystem>, RpcError> {
+fn subsystem(ctl: &Control, nqn: &str) -> Result<Arc<Subsystem>, RpcError> {
     ctl.target
         .find_subsystem(nqn)
         .ok_or_else(|| RpcError::invalid_params(format!("no subsystem {nqn:?}")))
@@ -133,6 +135,13 @@ fn subsystem(ctl: &Control, nqn: &str) -> Result<std::sync::Arc<Subsystem>, RpcE
 struct ByNqn {
     nqn: String,
     tgt_name: Option<String>,
+}
+
+/// The subsystem a method names by its only parameters, `nqn` (and SPDK's `tgt_name`).
+fn named_subsystem(ctl: &Control, p: crate::methods::Params) -> Result<Arc<Subsystem>, RpcError> {
+    let ByNqn { nqn, tgt_name } = crate::methods::decode(p)?;
+    check_tgt_name(&tgt_name)?;
+    subsystem(ctl, &nqn)
 }
 
 #[derive(Deserialize)]

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use super::{check_tgt_name, listener_json, subsystem, trtype_name, uuid_string, ByNqn, ByTarget};
+use super::{check_tgt_name, listener_json, named_subsystem, trtype_name, uuid_string, ByTarget};
 use crate::control::Control;
 use crate::methods::{decode, Params};
 use crate::protocol::RpcError;
@@ -46,12 +46,10 @@ pub(in crate::methods) fn nvmf_subsystem_get_qpairs(
     ctl: &mut Control,
     p: Params,
 ) -> Result<Value, RpcError> {
-    let ByNqn { nqn, tgt_name } = decode(p)?;
-    check_tgt_name(&tgt_name)?;
-    subsystem(ctl, &nqn)?;
+    let sub = named_subsystem(ctl, p)?;
     let mut qpairs = ctl
         .target
-        .qpairs(&nqn)
+        .qpairs(&sub.nqn)
         .map_err(|e| RpcError::internal(e.to_string()))?;
     qpairs.sort_by_key(|q| (q.cntlid, q.qid));
     Ok(qpairs
@@ -73,9 +71,8 @@ pub(in crate::methods) fn nvmf_subsystem_get_controllers(
     ctl: &mut Control,
     p: Params,
 ) -> Result<Value, RpcError> {
-    let ByNqn { nqn, tgt_name } = decode(p)?;
-    check_tgt_name(&tgt_name)?;
-    let sub = subsystem(ctl, &nqn)?;
+    let sub = named_subsystem(ctl, p)?;
+    let nqn = sub.nqn.clone();
     let controllers = ctl
         .target
         .controllers(&nqn)

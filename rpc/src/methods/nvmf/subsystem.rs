@@ -8,7 +8,8 @@ use nvmf::{ListenAddress, NamespaceConfig, SubsystemConfig};
 
 use super::transport::our_trtype;
 use super::{
-    check_tgt_name, listener_json, nvme_cntlid_max, parse_hex, subsystem, subsystem_json, ByNqn,
+    check_tgt_name, listener_json, named_subsystem, nvme_cntlid_max, parse_hex, subsystem,
+    subsystem_json,
 };
 use crate::control::Control;
 use crate::methods::{decode, unsupported, Params};
@@ -122,9 +123,7 @@ pub(in crate::methods) fn nvmf_subsystem_get_listeners(
     ctl: &mut Control,
     p: Params,
 ) -> Result<Value, RpcError> {
-    let ByNqn { nqn, tgt_name } = decode(p)?;
-    check_tgt_name(&tgt_name)?;
-    let sub = subsystem(ctl, &nqn)?;
+    let sub = named_subsystem(ctl, p)?;
     Ok(sub
         .listeners()
         .iter()
@@ -464,9 +463,7 @@ pub(in crate::methods) fn nvmf_delete_subsystem(
     ctl: &mut Control,
     p: Params,
 ) -> Result<Value, RpcError> {
-    let ByNqn { nqn, tgt_name } = decode(p)?;
-    check_tgt_name(&tgt_name)?;
-    subsystem(ctl, &nqn)?;
+    let nqn = named_subsystem(ctl, p)?.nqn.clone();
     ctl.target
         .delete_subsystem(&nqn)
         .map_err(|e| RpcError::internal(format!("Subsystem destruction failed: {e}")))?;
