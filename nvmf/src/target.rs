@@ -12,7 +12,7 @@ use nvme_spec::{put_str_nul_padded, FromZeros, IntoBytes, U16, U64};
 use reactor::{PollStatus, ReactorContext, ReactorHandle};
 
 use crate::poll_group::{PollGroup, PollGroupHandle};
-use crate::subsystem::{NamespaceConfig, Subsystem, SubsystemConfig, SubsystemState};
+use crate::subsystem::{Namespace, NamespaceConfig, Subsystem, SubsystemConfig, SubsystemState};
 use crate::transport::{ListenAddress, PendingQueue, Transport};
 use crate::ConfigError;
 
@@ -682,18 +682,63 @@ impl Target {
     }
 
     /// Removes a namespace: new I/O to it fails at once, I/O in flight drains.
+    /// The poll groups apply it by message, without the caller waiting (reactors a test steps
+    /// on the calling thread included); see `remove_namespace_drained`.
     pub fn remove_namespace(&self, nqn: &str, nsid: u32) -> Result<(), ConfigError> {
-        let sub = self.find_subsystem(nqn).ok_or_else(|| no_subsystem(nqn))?;
-        sub.remove_namespace(nsid)
-            .ok_or_else(|| ConfigError::Invalid {
-                what: format!("subsystem {nqn:?} namespace {nsid}"),
-                msg: "no such namespace".into(),
-            })?;
-        let sub_id = sub.id;
+        let (sub_id, _) = self.take_namespace(nqn, nsid)?;
         self.broadcast_then(
             move |pg| pg.detach_namespace(sub_id, nsid),
             move |pg| pg.namespace_changed(sub_id, nsid),
         );
+        Ok(())
+    }
+
+    fn take_namespace(&self, nqn: &str, nsid: u32) -> Result<(usize, Namespace), ConfigError> {
+        let sub = self.find_subsystem(nqn).ok_or_else(|| no_subsystem(nqn))?;
+        let ns = sub
+            .remove_namespace(nsid)
+            .ok_or_else(|| ConfigError::Invalid {
+                what: format!("subsystem {nqn:?} namespace {nsid}"),
+                msg: "no such namespace".into(),
+            })?;
+        Ok((sub.id, ns))
+    }
+
+    /// As `remove_namespace`, from a control thread: returns once every reactor has closed
+    /// its channel and the I/O that was in flight on them has completed (up to
+    /// `RECONFIGURE_TIMEOUT`), as SPDK answers after pausing the subsystem; then the
+    /// controllers get the Namespace Attribute Changed event.
+    pub fn remove_namespace_drained(&self, nqn: &str, nsid: u32) -> Result<(), ConfigError> {
+        let (sub_id, ns) = self.take_namespace(nqn, nsid)?;
+        if self.reactors.get().is_none() {
+            return Ok(());
+        }
+        self.wait_on_every_reactor("close the namespace's channels", move |pg| {
+            pg.detach_namespace(sub_id, nsid)
+        })?;
+        let deadline = Instant::now() + RECONFIGURE_TIMEOUT;
+        loop {
+            let bdev = ns.bdev.clone();
+            let in_flight: usize = self
+                .gather("count the namespace's I/O in flight", move |pg| {
+                    pg.draining_io(&bdev)
+                })?
+                .into_iter()
+                .sum();
+            if in_flight == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                log::warn!(
+                    "namespace {nsid} of {nqn}: {in_flight} I/O still in flight {} s after its \
+                     removal; they complete to their hosts when the device answers",
+                    RECONFIGURE_TIMEOUT.as_secs()
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.broadcast(move |pg| pg.namespace_changed(sub_id, nsid));
         Ok(())
     }
 

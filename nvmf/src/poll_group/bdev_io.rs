@@ -90,6 +90,15 @@ impl PollGroup {
         self.subsystems[sub_id] = None;
     }
 
+    /// I/O still in flight on closed channels of `bdev`.
+    pub(crate) fn draining_io(&self, bdev: &Arc<dyn bdev::Bdev>) -> usize {
+        self.draining
+            .iter()
+            .filter(|ch| Arc::ptr_eq(&ch.ns.bdev, bdev))
+            .map(|ch| ch.channel.outstanding())
+            .sum()
+    }
+
     pub(crate) fn attach_namespace(&mut self, sub_id: usize, ns: &Namespace) {
         let Some(Some(sub)) = self.subsystems.get_mut(sub_id) else {
             return;

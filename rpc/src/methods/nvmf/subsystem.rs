@@ -237,7 +237,7 @@ pub(in crate::methods) fn nvmf_subsystem_remove_ns(
     check_tgt_name(&tgt_name)?;
     subsystem(ctl, &nqn)?;
     ctl.target
-        .remove_namespace(&nqn, nsid)
+        .remove_namespace_drained(&nqn, nsid)
         .map_err(|e| RpcError::invalid_params(e.to_string()))?;
     Ok(Value::Bool(true))
 }
