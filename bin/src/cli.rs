@@ -273,6 +273,9 @@ fn rpc_call(args: &RpcArgs) -> ExitCode {
                 .and_then(|mut c| rpc::client::load_config(&mut c, &saved))
                 .map(|n| serde_json::json!(n))
         }
+        // Waits for the socket too: a script starts the target, then this, and polls nothing.
+        "framework_wait_init" => rpc::client::connect_when_up(&args.socket, timeout)
+            .and_then(|mut c| c.call("framework_wait_init", params)),
         method => rpc::client::call(&args.socket, method, params, timeout),
     };
     match outcome {

@@ -316,3 +316,64 @@ fn clients_beyond_the_limit_wait_for_a_free_place() {
     let answer = late.join().unwrap().expect("served once a place is free");
     assert!(answer["version"].as_str().unwrap().starts_with("nvmf-tgt"));
 }
+
+#[test]
+fn a_script_waits_for_start_up_with_framework_wait_init_and_polls_nothing() {
+    let dir = std::env::temp_dir().join(format!("nvmf-wait-init-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let cfg = dir.join("nvmf.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[bdev]]\nname = \"M\"\nkind = \"null\"\nnum_blocks = 64\nblock_size = 512\n\
+             [[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n\
+             [[subsystem.listener]]\ntrtype = \"tcp\"\ntraddr = \"127.0.0.1\"\ntrsvcid = \"{port}\"\n\
+             [[subsystem.namespace]]\nbdev = \"M\"\n"
+        ),
+    )
+    .unwrap();
+    let socket = dir.join("rpc.sock");
+    let mut target = Command::new(BIN)
+        .args(["-m", "0x1", "-c"])
+        .arg(&cfg)
+        .arg("-r")
+        .arg(&socket)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Started at once after the target, before its socket exists.
+    let out = Command::new(BIN)
+        .args(["rpc", "-t", "20", "-s"])
+        .arg(&socket)
+        .arg("framework_wait_init")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "true");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the listener serves"
+    );
+    // Another method does not wait: a wrong path is an error at once.
+    let out = Command::new(BIN)
+        .args(["rpc", "-s", "/nonexistent/rpc.sock", "spdk_get_version"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+    rpc::client::call(
+        &socket,
+        "spdk_kill_instance",
+        params_of(json!({"sig_name": "SIGTERM"})),
+        TIMEOUT,
+    )
+    .unwrap();
+    assert!(target.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -170,6 +170,25 @@ pub fn load_config(c: &mut Client, saved: &Value) -> Result<usize, ClientError> 
     Ok(n)
 }
 
+/// Connects once the socket takes connections, trying until `timeout`: what a script that
+/// just started the target uses instead of polling (`nvmf-tgt rpc framework_wait_init`).
+pub fn connect_when_up(path: &Path, timeout: Duration) -> Result<Client, ClientError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match Client::connect(path, timeout) {
+            Err(ClientError::Connect { error, .. })
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// One call on a fresh connection.
 pub fn call(
     path: &Path,
