@@ -761,3 +761,143 @@ fn a_listener_port_may_be_given_as_a_number() {
         code::INVALID_PARAMS
     );
 }
+
+/// The parameter errors of the methods that need running reactors to succeed (their
+/// successes are in bin/tests/rpc*.rs): a wrong name, a wrong type, a missing one, an
+/// unknown subsystem.
+#[test]
+fn every_method_refuses_bad_parameters_by_name() {
+    let mut c = with_subsystem();
+    let none = "nqn.2016-06.io.spdk:none";
+    for (method, params, needle, code) in [
+        (
+            "spdk_kill_instance",
+            json!({}),
+            "sig_name",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "spdk_kill_instance",
+            json!({"sig_name": "SIGHUP"}),
+            "SIGHUP",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "framework_get_config",
+            json!({}),
+            "name",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "framework_get_reactors",
+            json!({"x": 1}),
+            "x",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "nvmf_delete_subsystem",
+            json!({"nqn": none}),
+            "no subsystem",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "nvmf_delete_subsystem",
+            json!({"name": NQN}),
+            "name",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "nvmf_subsystem_remove_host",
+            json!({"nqn": NQN}),
+            "host",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "nvmf_subsystem_remove_host",
+            json!({"nqn": none, "host": "h"}),
+            "no subsystem",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "nvmf_subsystem_remove_listener",
+            json!({"nqn": NQN}),
+            "listen_address",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "nvmf_subsystem_remove_listener",
+            json!({"nqn": NQN, "listen_address": {"trtype": "tcp", "traddr": "nowhere"}}),
+            "not an IP address",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "nvmf_subsystem_add_listener",
+            json!({"nqn": NQN, "listen_address": {"trtype": "tcp", "traddr": "127.0.0.1"}, "secure_channel": true}),
+            "secure_channel",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "nvmf_subsystem_get_listeners",
+            json!({"nqn": none}),
+            "no subsystem",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "nvmf_subsystem_get_qpairs",
+            json!({"nqn": none}),
+            "no subsystem",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "nvmf_subsystem_get_controllers",
+            json!({}),
+            "nqn",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "nvmf_get_stats",
+            json!({"tgt_name": "x"}),
+            "tgt_name",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "bdev_get_iostat",
+            json!({"reset_mode": "all"}),
+            "reset_mode",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "bdev_get_iostat",
+            json!({"names": "Malloc0"}),
+            "invalid type",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "bdev_get_bdevs",
+            json!({"nam": "x"}),
+            "nam",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "bdev_malloc_create",
+            json!({"name": "X", "block_size": 512}),
+            "num_blocks",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "bdev_malloc_create",
+            json!({"name": "X", "num_blocks": 8, "block_size": 512, "uuid": "u"}),
+            "uuid",
+            code::INVALID_PARAMS,
+        ),
+        (
+            "bdev_wait_for_examine",
+            json!({"x": 1}),
+            "x",
+            code::INVALID_PARAMS,
+        ),
+        ("log_set_flag", json!({}), "flag", code::INVALID_PARAMS),
+    ] {
+        assert_eq!(err(&mut c, method, params, needle), code, "{method}");
+    }
+}
