@@ -253,16 +253,7 @@ fn ready_is_sent_once_the_listeners_and_the_rpc_socket_serve() {
     rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let port = free_port();
     let cfg = dir.join("nvmf.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[bdev]]\nname = \"M\"\nkind = \"malloc\"\nnum_blocks = 64\nblock_size = 512\n\
-             [[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n\
-             [[subsystem.listener]]\ntrtype = \"tcp\"\ntraddr = \"127.0.0.1\"\ntrsvcid = \"{port}\"\n\
-             [[subsystem.namespace]]\nbdev = \"M\"\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, one_namespace_config(port, "M", "malloc", 64)).unwrap();
     let socket = dir.join("rpc.sock");
     let mut child = Command::new(BIN)
         .args(["-m", "0x1", "-c"])
@@ -323,16 +314,7 @@ fn a_script_waits_for_start_up_with_framework_wait_init_and_polls_nothing() {
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let cfg = dir.join("nvmf.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[bdev]]\nname = \"M\"\nkind = \"null\"\nnum_blocks = 64\nblock_size = 512\n\
-             [[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n\
-             [[subsystem.listener]]\ntrtype = \"tcp\"\ntraddr = \"127.0.0.1\"\ntrsvcid = \"{port}\"\n\
-             [[subsystem.namespace]]\nbdev = \"M\"\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, one_namespace_config(port, "M", "null", 64)).unwrap();
     let socket = dir.join("rpc.sock");
     let mut target = Command::new(BIN)
         .args(["-m", "0x1", "-c"])

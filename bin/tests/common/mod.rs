@@ -21,6 +21,17 @@ pub const NQN: &str = "nqn.2016-06.io.spdk:cnode1";
 pub const HOSTNQN: &str = "nqn.2014-08.org.nvmexpress:uuid:6f1c0e8e-3333-4a4f-9f0e-0a0b0c0d0e03";
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A TOML config: bdev `name` (`kind`, 512-byte blocks) exported as namespace 1 of NQN to
+/// any host on TCP 127.0.0.1:`port`.
+pub fn one_namespace_config(port: u16, name: &str, kind: &str, num_blocks: u64) -> String {
+    format!(
+        "[[bdev]]\nname = \"{name}\"\nkind = \"{kind}\"\nnum_blocks = {num_blocks}\nblock_size = 512\n\
+         [[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n\
+         [[subsystem.listener]]\ntrtype = \"tcp\"\ntraddr = \"127.0.0.1\"\ntrsvcid = \"{port}\"\n\
+         [[subsystem.namespace]]\nbdev = \"{name}\"\n"
+    )
+}
+
 /// A running target with its own config, port and RPC socket; stopped (SIGTERM) on drop.
 pub struct Target {
     pub child: Child,
@@ -39,14 +50,7 @@ pub fn free_port() -> u16 {
 impl Target {
     /// The test config: Malloc0 exported by NQN to any host on a TCP listener.
     pub fn start() -> Target {
-        Self::start_with(|port| {
-            format!(
-                "[[bdev]]\nname = \"Malloc0\"\nkind = \"malloc\"\nnum_blocks = 8192\nblock_size = 512\n\
-                 [[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n\
-                 [[subsystem.listener]]\ntrtype = \"tcp\"\ntraddr = \"127.0.0.1\"\ntrsvcid = \"{port}\"\n\
-                 [[subsystem.namespace]]\nbdev = \"Malloc0\"\n"
-            )
-        })
+        Self::start_with(|port| one_namespace_config(port, "Malloc0", "malloc", 8192))
     }
 
     /// A target whose config (after a [global] section) `body` gives for a free port.
