@@ -32,6 +32,10 @@ Examples:
   nvmf-tgt --print-default-config > nvmf.toml
                                            start your own config from the default
   nvmf-tgt check-config -c nvmf.toml       validate a config and print what it sets up
+  nvmf-tgt --wait-for-rpc                  start with nothing configured; configure it over
+                                           SPDK's JSON-RPC (spdk-rpc, or nvmf-tgt rpc)
+  nvmf-tgt --json cfg.json                 start from a config saved with save_config
+  nvmf-tgt rpc nvmf_get_subsystems         call a method of the running target
   nvmf-tgt capabilities                    list the built transports and bdev kinds
   nvmf-tgt setup status                    show hugepages and NVMe devices (setup --help: more)
 
