@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -251,20 +251,12 @@ fn ready_is_sent_once_the_listeners_and_the_rpc_socket_serve() {
     let notify = dir.join("notify.sock");
     let rx = UnixDatagram::bind(&notify).unwrap();
     rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let port = free_port();
-    let cfg = dir.join("nvmf.toml");
-    std::fs::write(&cfg, one_namespace_config(port, "M", "malloc", 64)).unwrap();
-    let socket = dir.join("rpc.sock");
-    let mut child = Command::new(BIN)
-        .args(["-m", "0x1", "-c"])
-        .arg(&cfg)
-        .arg("-r")
-        .arg(&socket)
-        .env("NOTIFY_SOCKET", &notify)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut t = Target::spawn(
+        config_arg,
+        |port| one_namespace_config(port, "M", "malloc", 64),
+        &[("NOTIFY_SOCKET", &notify)],
+    );
+    let (socket, port) = (t.socket.clone(), t.port);
     let mut buf = [0u8; 256];
     let n = rx.recv(&mut buf).expect("READY=1 within 20 s");
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -287,7 +279,7 @@ fn ready_is_sent_once_the_listeners_and_the_rpc_socket_serve() {
     .unwrap();
     let n = rx.recv(&mut buf).expect("STOPPING=1");
     assert_eq!(&buf[..n], b"STOPPING=1");
-    assert!(child.wait().unwrap().success());
+    assert!(t.child.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -310,21 +302,12 @@ fn clients_beyond_the_limit_wait_for_a_free_place() {
 
 #[test]
 fn a_script_waits_for_start_up_with_framework_wait_init_and_polls_nothing() {
-    let dir = std::env::temp_dir().join(format!("nvmf-wait-init-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let cfg = dir.join("nvmf.toml");
-    std::fs::write(&cfg, one_namespace_config(port, "M", "null", 64)).unwrap();
-    let socket = dir.join("rpc.sock");
-    let mut target = Command::new(BIN)
-        .args(["-m", "0x1", "-c"])
-        .arg(&cfg)
-        .arg("-r")
-        .arg(&socket)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut t = Target::spawn(
+        config_arg,
+        |port| one_namespace_config(port, "M", "null", 64),
+        &[],
+    );
+    let (socket, port) = (t.socket.clone(), t.port);
     // Started at once after the target, before its socket exists.
     let out = Command::new(BIN)
         .args(["rpc", "-t", "20", "-s"])
@@ -356,6 +339,33 @@ fn a_script_waits_for_start_up_with_framework_wait_init_and_polls_nothing() {
         TIMEOUT,
     )
     .unwrap();
-    assert!(target.wait().unwrap().success());
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(t.child.wait().unwrap().success());
+}
+
+#[test]
+fn a_request_of_exactly_the_limit_is_served_and_one_byte_more_is_refused() {
+    let t = Target::start();
+    let limit = rpc::server::MAX_REQUEST_BYTES;
+    // {"jsonrpc":"2.0","method":"nvmf_get_subsystems","id":1,"params":{"nqn":"nnn..."}}
+    let request = |len: usize| {
+        let frame =
+            r#"{"jsonrpc":"2.0","method":"nvmf_get_subsystems","id":1,"params":{"nqn":""}}"#;
+        let nqn = "n".repeat(len - frame.len());
+        let r = frame.replace(r#""nqn":"""#, &format!(r#""nqn":"{nqn}""#));
+        assert_eq!(r.len(), len);
+        r
+    };
+    let (_, v) = raw(&t.socket, request(limit).as_bytes());
+    assert_eq!(
+        v["error"]["code"],
+        json!(-19),
+        "answered: no such subsystem ({v})"
+    );
+    let mut s = UnixStream::connect(&t.socket).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(request(limit + 1).as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let v: Value = serde_json::from_slice(answer.trim_ascii()).expect("one error answer");
+    assert_eq!(v["error"]["code"], json!(-32600), "{v}");
 }

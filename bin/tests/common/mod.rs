@@ -32,6 +32,11 @@ pub fn one_namespace_config(port: u16, name: &str, kind: &str, num_blocks: u64) 
     )
 }
 
+/// `Target::launch` arguments for a TOML config.
+pub fn config_arg(cfg: &Path) -> Vec<String> {
+    vec!["-c".into(), cfg.display().to_string()]
+}
+
 /// A running target with its own config, port and RPC socket; stopped (SIGTERM) on drop.
 pub struct Target {
     pub child: Child,
@@ -63,6 +68,21 @@ impl Target {
 
     /// A target started with the arguments `args` gives for its TOML config's path.
     pub fn launch(args: impl Fn(&Path) -> Vec<String>, body: impl Fn(u16) -> String) -> Target {
+        let t = Self::spawn(args, body, &[]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&t.socket).is_err() {
+            assert!(Instant::now() < deadline, "no RPC socket within 20 s");
+            thread::sleep(Duration::from_millis(20));
+        }
+        t
+    }
+
+    /// As `launch` with `env` set, not waiting for the socket.
+    pub fn spawn(
+        args: impl Fn(&Path) -> Vec<String>,
+        body: impl Fn(u16) -> String,
+        env: &[(&str, &Path)],
+    ) -> Target {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "nvmf-rpc-test-{}-{}",
@@ -80,23 +100,18 @@ impl Target {
             .args(args(&cfg_path))
             .arg("-r")
             .arg(&socket)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start nvmf-tgt");
-        let t = Target {
+        Target {
             child,
             socket,
             port,
             dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&t.socket).is_err() {
-            assert!(Instant::now() < deadline, "no RPC socket within 20 s");
-            thread::sleep(Duration::from_millis(20));
         }
-        t
     }
 
     pub fn client(&self) -> Client {

@@ -38,6 +38,19 @@ impl NsChannel {
     }
 }
 
+impl NsChannel {
+    /// Hands `io` to the device; gives it back when the channel is full. Counted once taken,
+    /// so a retried operation counts once.
+    fn submit(&mut self, io: BdevIo) -> Option<BdevIo> {
+        let (t, bytes) = (io.io_type, io.num_blocks * u64::from(self.block_size));
+        let rejected = self.channel.submit(io).err();
+        if rejected.is_none() {
+            self.stats.count(t, bytes);
+        }
+        rejected
+    }
+}
+
 pub(crate) struct SubsystemChannels {
     /// Indexed by NSID - 1.
     pub namespaces: Vec<Option<NsChannel>>,
@@ -144,10 +157,6 @@ impl PollGroup {
 
     /// Submits to a namespace's channel, or queues for retry when it is full.
     pub(crate) fn submit_bdev(&mut self, sub_id: usize, nsid: u32, io: BdevIo) {
-        if let Some(ch) = self.ns_channel(sub_id, nsid) {
-            ch.stats
-                .count(io.io_type, io.num_blocks * u64::from(ch.block_size));
-        }
         if !self.retry.is_empty() {
             // Keep order: nothing overtakes what already waits.
             self.retry.push_back(RetryIo {
@@ -158,7 +167,7 @@ impl PollGroup {
             return;
         }
         let rejected = match self.ns_channel(sub_id, nsid) {
-            Some(ch) => ch.channel.submit(io).err(),
+            Some(ch) => ch.submit(io),
             None => {
                 let (t, id) = untag(io.tag);
                 self.bdev_done(t, id, io.buf, Status::INVALID_NAMESPACE_OR_FORMAT);
@@ -179,7 +188,7 @@ impl PollGroup {
         let mut n = 0;
         while let Some(r) = self.retry.pop_front() {
             let rejected = match self.ns_channel(r.subsystem, r.nsid) {
-                Some(ch) => ch.channel.submit(r.io).err(),
+                Some(ch) => ch.submit(r.io),
                 None => {
                     let (t, id) = untag(r.io.tag);
                     self.bdev_done(t, id, r.io.buf, Status::INVALID_NAMESPACE_OR_FORMAT);
